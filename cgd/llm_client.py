@@ -1,0 +1,497 @@
+"""Async client for OpenAI-compatible chat servers (vLLM, SGLang, hosted APIs).
+
+Built on aiohttp rather than httpx/openai: at 100+ requests in flight httpx spends most of its time
+in its own pool bookkeeping (docs/PERFORMANCE.md, encode/httpx#3215), while one aiohttp session
+keeps up with a 512 calls/s server using a fraction of a core.
+
+What the generation worker relies on:
+
+* **Explicit sampling.** :class:`EndpointConfig` holds every sampling parameter with an explicit
+  default and sends all of them in every request, so a stored call says exactly what was asked
+  for and never depends on a server's defaults. :meth:`EndpointConfig.request_params` is that dict.
+* **Bounded concurrency.** vLLM has no admission control; one semaphore per endpoint (base URL)
+  bounds the requests on the wire.
+* **Retries.** Timeouts, connection errors, 429 (waiting at least ``Retry-After``) and 5xx are
+  retried with capped exponential backoff and full jitter; other 4xx fail at once.
+* **No truncated answers.** ``finish_reason == "length"`` is never returned: it raises
+  :class:`LLMError` (``kind="truncated"``) or, with ``truncation="retry_larger"``, is retried once
+  with a larger ``max_tokens``.
+* **No secrets in output.** The API key is a ``SecretStr``: it is absent from reprs, logs,
+  recorded parameters and error messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import UTC
+from typing import Any, Literal
+
+import aiohttp
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from yarl import URL
+
+log = logging.getLogger("cgd.llm_client")
+
+Message = dict[str, str]
+ErrorKind = Literal[
+    "timeout", "rate_limited", "server_error", "client_error", "connection", "truncated",
+    "bad_response",
+]  # fmt: skip
+TruncationPolicy = Literal["fail", "retry_larger"]
+
+# Request keys the client owns; `extra` must not override them.
+_RESERVED = frozenset({"messages", "model", "n", "stream"})
+
+
+class EndpointConfig(BaseModel):
+    """One model on one OpenAI-compatible server, with every sampling parameter explicit.
+
+    ``base_url`` follows the OpenAI convention and includes the version prefix
+    (``http://host:8000/v1``). ``extra`` carries server-specific parameters (``top_k``,
+    ``min_p``, ``repetition_penalty`` …) and is sent as-is.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base_url: str
+    model: str
+    api_key: SecretStr | None = None
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(2048, ge=1)
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    seed: int | None = None
+    stop: list[str] | None = None
+    n: Literal[1] = 1  # one completion per call: every call is stored (and retried) on its own
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_extra(self) -> EndpointConfig:
+        clash = sorted((_RESERVED | _SAMPLING_FIELDS) & self.extra.keys())
+        if clash:
+            raise ValueError(f"extra must not set {clash}; use the named fields")
+        return self
+
+    @property
+    def chat_url(self) -> str:
+        return self.base_url.rstrip("/") + "/chat/completions"
+
+    @property
+    def key(self) -> str:
+        """What the in-flight bound is per: the server, whatever the model."""
+        return self.base_url.rstrip("/")
+
+    def request_params(self, max_tokens: int | None = None) -> dict[str, Any]:
+        """The exact request body minus ``messages`` (a fresh dict; safe to store).
+
+        Built on each call rather than cached, so ``model_copy(update=…)`` can never leave a
+        stale copy behind.
+        """
+        params: dict[str, Any] = {"model": self.model}
+        params.update({name: getattr(self, name) for name in _SAMPLING_ORDER})
+        if max_tokens is not None:
+            params["max_tokens"] = max_tokens
+        params["stream"] = False
+        params.update(self.extra)
+        return params
+
+
+_SAMPLING_ORDER = (
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+    "stop",
+    "n",
+)
+_SAMPLING_FIELDS = frozenset(_SAMPLING_ORDER)
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float  # the successful attempt only
+    total_s: float  # first attempt to answer, retries and backoff waits included
+    attempts: int
+    request_params: dict[str, Any]  # what the successful attempt sent, minus messages
+    model: str | None = None  # as reported by the server
+    response_id: str | None = None
+
+
+class LLMError(Exception):
+    """A call that produced no usable answer; ``kind`` says why (see ErrorKind)."""
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        attempts: int,
+        status: int | None = None,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+    ) -> None:
+        super().__init__(f"{kind} after {attempts} attempt(s): {message}")
+        self.kind = kind
+        self.message = message
+        self.attempts = attempts
+        self.status = status
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+
+
+class _AttemptError(Exception):
+    """One failed attempt; ``retryable`` and ``retry_after_s`` steer the retry loop."""
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        retryable: bool,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.retryable = retryable
+        self.status = status
+        self.retry_after_s = retry_after_s
+
+
+@dataclass
+class EndpointStats:
+    inflight: int = 0
+    max_inflight: int = 0
+    calls: int = 0
+    attempts: int = 0
+    retries: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Endpoint:
+    semaphore: asyncio.Semaphore
+    stats: EndpointStats
+
+
+@dataclass(frozen=True, slots=True)
+class _Response:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    model: str | None
+    response_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    response: _Response
+    latency_s: float
+    attempts: int  # counted over the whole call, truncation retry included
+    params: dict[str, Any]
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    now_ts = time.time() if now is None else now
+    return max(0.0, when.timestamp() - now_ts)
+
+
+def safe_url(url: str) -> str:
+    """The URL without user info, for logs (a base URL may embed credentials)."""
+    try:
+        return str(URL(url).with_user(None))
+    except (ValueError, TypeError):
+        return "<unparsable url>"
+
+
+class LLMClient:
+    """Shared async client: one aiohttp session, a bounded in-flight window per endpoint.
+
+    Create it anywhere; the session is created lazily on first use inside the running event loop
+    and the client stays bound to that loop. Call :meth:`aclose` (or use ``async with``) when done.
+    """
+
+    def __init__(
+        self,
+        max_inflight_per_endpoint: int = 128,
+        timeout_s: float = 600.0,
+        connect_timeout_s: float = 10.0,
+        max_attempts: int = 5,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        retry_after_max_s: float = 300.0,
+        truncation: TruncationPolicy = "fail",
+        truncation_max_tokens: int = 16384,
+        rng: random.Random | None = None,
+    ) -> None:
+        if max_inflight_per_endpoint < 1 or max_attempts < 1:
+            raise ValueError("max_inflight_per_endpoint and max_attempts must be >= 1")
+        if truncation not in ("fail", "retry_larger"):
+            raise ValueError(f"unknown truncation policy {truncation!r}")
+        self.max_inflight_per_endpoint = max_inflight_per_endpoint
+        self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.max_attempts = max_attempts
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.retry_after_max_s = retry_after_max_s
+        self.truncation = truncation
+        self.truncation_max_tokens = truncation_max_tokens
+        self._rng = rng or random.Random()
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._endpoints: dict[str, _Endpoint] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> LLMClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._loop is not None and self._loop is not loop:
+            raise RuntimeError("LLMClient is bound to the event loop it was first used in")
+        self._loop = loop
+        if self._session is None or self._session.closed:
+            # No connector-wide cap (limit=0): our per-endpoint semaphores are the only bound, so
+            # the connector can never become a smaller hidden bottleneck.
+            connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
+
+    def _endpoint(self, endpoint: EndpointConfig) -> _Endpoint:
+        state = self._endpoints.get(endpoint.key)
+        if state is None:
+            sem = asyncio.Semaphore(self.max_inflight_per_endpoint)
+            state = self._endpoints[endpoint.key] = _Endpoint(sem, EndpointStats())
+        return state
+
+    def stats(self) -> dict[str, EndpointStats]:
+        """Per-endpoint counters (current and peak in-flight, attempts, errors by kind)."""
+        return {key: ep.stats for key, ep in self._endpoints.items()}
+
+    # -- calls ----------------------------------------------------------------------------------
+
+    async def chat(self, endpoint: EndpointConfig, messages: list[Message]) -> CallResult:
+        """One chat completion with retries; raises :class:`LLMError` when none is usable."""
+        started = time.monotonic()
+        ep = self._endpoint(endpoint)
+        ep.stats.calls += 1
+        outcome = await self._with_retries(endpoint, ep, messages, endpoint.request_params(), 0)
+        if outcome.response.finish_reason == "length":
+            outcome = await self._handle_truncation(endpoint, ep, messages, outcome)
+        response = outcome.response
+        return CallResult(
+            text=response.text,
+            finish_reason=response.finish_reason,
+            prompt_tokens=response.prompt_tokens,
+            completion_tokens=response.completion_tokens,
+            latency_s=outcome.latency_s,
+            total_s=time.monotonic() - started,
+            attempts=outcome.attempts,
+            request_params=outcome.params,
+            model=response.model,
+            response_id=response.response_id,
+        )
+
+    async def _handle_truncation(
+        self,
+        endpoint: EndpointConfig,
+        ep: _Endpoint,
+        messages: list[Message],
+        outcome: _Outcome,
+    ) -> _Outcome:
+        current = outcome.params["max_tokens"]
+        larger = min(current * 2, self.truncation_max_tokens)
+        if self.truncation == "retry_larger" and larger > current:
+            log.info(
+                "truncated answer from %s (max_tokens=%d); retrying with max_tokens=%d",
+                safe_url(endpoint.base_url),
+                current,
+                larger,
+            )
+            bigger = endpoint.request_params(max_tokens=larger)
+            outcome = await self._with_retries(endpoint, ep, messages, bigger, outcome.attempts)
+            if outcome.response.finish_reason != "length":
+                return outcome
+            current = larger
+        self._count_error(ep, "truncated")
+        raise LLMError(
+            "truncated",
+            f"finish_reason=length at max_tokens={current}",
+            outcome.attempts,
+            prompt_tokens=outcome.response.prompt_tokens,
+            completion_tokens=outcome.response.completion_tokens,
+        )
+
+    async def _with_retries(
+        self,
+        endpoint: EndpointConfig,
+        ep: _Endpoint,
+        messages: list[Message],
+        params: dict[str, Any],
+        attempts_before: int,
+    ) -> _Outcome:
+        """Attempts (up to max_attempts) until one answers; errors become LLMError."""
+        body = orjson.dumps({**params, "messages": messages})
+        for attempt in range(1, self.max_attempts + 1):
+            total = attempts_before + attempt
+            try:
+                response, latency = await self._attempt(endpoint, ep, body)
+            except _AttemptError as err:
+                delay = self._retry_delay(err, attempt)
+                if delay is None:
+                    self._count_error(ep, err.kind)
+                    raise LLMError(err.kind, err.message, total, status=err.status) from None
+                ep.stats.retries += 1
+                log.warning(
+                    "LLM call to %s failed (%s, attempt %d/%d); retrying in %.2fs",
+                    safe_url(endpoint.base_url),
+                    err.kind,
+                    attempt,
+                    self.max_attempts,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                continue
+            return _Outcome(response, latency, total, params)
+        raise AssertionError("unreachable")  # the last attempt always returns or raises
+
+    def _retry_delay(self, err: _AttemptError, attempt: int) -> float | None:
+        """Seconds to wait before the next attempt, or None when the call must fail now."""
+        if not err.retryable or attempt >= self.max_attempts:
+            return None
+        if err.retry_after_s is not None and err.retry_after_s > self.retry_after_max_s:
+            # Honouring it would stall the worker; failing lets the job decide what to do.
+            err.message += f"; Retry-After {err.retry_after_s:.0f}s exceeds the cap"
+            return None
+        return self._backoff(attempt, err.retry_after_s)
+
+    def _backoff(self, attempt: int, retry_after_s: float | None) -> float:
+        """Full-jitter exponential backoff, never shorter than the server's Retry-After."""
+        cap = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
+        delay = self._rng.uniform(0.0, cap)
+        return max(delay, retry_after_s) if retry_after_s is not None else delay
+
+    @staticmethod
+    def _count_error(ep: _Endpoint, kind: str) -> None:
+        ep.stats.errors[kind] = ep.stats.errors.get(kind, 0) + 1
+
+    async def _attempt(
+        self, endpoint: EndpointConfig, ep: _Endpoint, body: bytes
+    ) -> tuple[_Response, float]:
+        session = self._ensure_session()
+        headers = {"Content-Type": "application/json"}
+        if endpoint.api_key is not None:
+            headers["Authorization"] = f"Bearer {endpoint.api_key.get_secret_value()}"
+        timeout = aiohttp.ClientTimeout(total=self.timeout_s, sock_connect=self.connect_timeout_s)
+        async with ep.semaphore:
+            stats = ep.stats
+            stats.inflight += 1
+            stats.max_inflight = max(stats.max_inflight, stats.inflight)
+            stats.attempts += 1
+            started = time.monotonic()
+            try:
+                async with session.post(
+                    endpoint.chat_url, data=body, headers=headers, timeout=timeout
+                ) as resp:
+                    raw = await resp.read()
+                    status, resp_headers = resp.status, resp.headers
+            except TimeoutError:
+                raise _AttemptError(
+                    "timeout", f"no answer within {self.timeout_s}s", True
+                ) from None
+            except aiohttp.ClientError as exc:
+                # Refused, reset, closed without a response, broken payload …
+                raise _AttemptError("connection", type(exc).__name__, True) from None
+            finally:
+                stats.inflight -= 1
+            latency = time.monotonic() - started
+        if status != 200:
+            raise _status_error(status, raw, resp_headers, endpoint)
+        return _parse_response(raw), latency
+
+
+def _scrub(text: str, endpoint: EndpointConfig) -> str:
+    """Error text from a server, shortened and with the API key removed should it echo it."""
+    text = text[:300]
+    if endpoint.api_key is not None:
+        secret = endpoint.api_key.get_secret_value()
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _status_error(status: int, raw: bytes, headers: Any, endpoint: EndpointConfig) -> _AttemptError:
+    detail = _scrub(raw.decode("utf-8", "replace"), endpoint)
+    message = f"HTTP {status}: {detail}"
+    if status == 429:
+        retry_after = parse_retry_after(headers.get("Retry-After"))
+        return _AttemptError("rate_limited", message, True, status, retry_after)
+    if status == 408:
+        return _AttemptError("timeout", message, True, status)
+    if status >= 500:
+        return _AttemptError("server_error", message, True, status)
+    return _AttemptError("client_error", message, False, status)
+
+
+def _parse_response(raw: bytes) -> _Response:
+    """vLLM/OpenAI chat.completion → _Response; anything malformed is a (retryable) bad_response."""
+    try:
+        data = orjson.loads(raw)
+        choice = data["choices"][0]
+        text = choice["message"]["content"]
+        finish = choice.get("finish_reason") or "stop"
+        usage = data.get("usage") or {}
+        prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        completion_tokens = int(usage.get("completion_tokens") or 0)
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as exc:
+        raise _AttemptError("bad_response", f"malformed response ({exc!r})", True) from None
+    if not isinstance(text, str):
+        raise _AttemptError("bad_response", "response has no text content", True)
+    if finish == "abort":
+        # vLLM aborted the request (e.g. engine restart): nothing usable, worth retrying.
+        raise _AttemptError("server_error", "request aborted by the server", True)
+    return _Response(
+        text=text,
+        finish_reason=finish,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        model=data.get("model"),
+        response_id=data.get("id"),
+    )
