@@ -1,0 +1,3 @@
+"""Critique-guided distillation: the domain library (no FastAPI, no Celery imports)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,66 @@
+"""The ``cgd`` command line. Server verbs live here; sub-apps are mounted from their modules."""
+
+from __future__ import annotations
+
+import typer
+
+from cgd.settings import get_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Critique-guided distillation.")
+admin_app = typer.Typer(no_args_is_help=True, help="Administration (runs against the database).")
+dev_app = typer.Typer(no_args_is_help=True, help="Developer tools: simulator, tiny models.")
+app.add_typer(admin_app, name="admin")
+app.add_typer(dev_app, name="dev")
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (alembic upgrade head) on CGD_DATABASE_URL."""
+    from cgd.db.migrate import upgrade
+    from cgd.logs import redact
+
+    url = get_settings().effective_database_url
+    upgrade(url)
+    typer.echo(f"database at {redact(url)} is at the latest migration")
+
+
+@admin_app.command("create-key")
+def create_key(
+    team: str = typer.Option(..., help="Team name (created if it does not exist)"),
+    name: str | None = typer.Option(None, help="A label for the key"),
+) -> None:
+    """Create an API key for TEAM; the key is printed once, as the last line."""
+    from cgd.auth import create_key as _create
+    from cgd.db.engine import make_engine, make_sessionmaker, session_scope
+
+    engine = make_engine(get_settings().effective_database_url)
+    with session_scope(make_sessionmaker(engine)) as session:
+        team_row, key = _create(session, team, name)
+        team_id = team_row.id
+    engine.dispose()
+    typer.echo(f"team {team} ({team_id}): new API key (store it now, it is not shown again):")
+    typer.echo(key)
+
+
+@app.command()
+def api(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind"),
+    port: int = typer.Option(8000, help="Port to bind"),
+    workers: int = typer.Option(1, help="uvicorn worker processes"),
+) -> None:
+    """Serve the REST API (uvicorn)."""
+    import uvicorn
+
+    uvicorn.run(
+        "services.api.main:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,201 @@
+"""Dataset ingestion and queries: everything between a spooled upload and committed rows.
+
+Functions here only ``flush()``; the caller (the request boundary) commits or rolls back, so a bad
+row anywhere leaves no dataset behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from cgd.db.bulk import DuplicateItemId, load_items
+from cgd.db.models import Dataset, DatasetItem
+from cgd.errors import DatasetNotFound, IdempotencyKeyReused, InvalidDataset
+from cgd.ingest import FieldMap, Limits, Row, detect_format, iter_rows
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A request body already spooled to disk (size-checked and hashed while streaming)."""
+
+    path: Path
+    filename: str | None
+    size_bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class DatasetParams:
+    name: str | None = None
+    prompt_field: str | None = None
+    reference_field: str | None = None
+    response_field: str | None = None
+    id_field: str | None = None
+
+    def fields(self) -> FieldMap:
+        return FieldMap(self.prompt_field, self.reference_field, self.response_field, self.id_field)
+
+
+def request_hash(upload: Upload, params: DatasetParams) -> str:
+    """What makes two uploads "the same request" for Idempotency-Key purposes."""
+    body = {"content": upload.sha256, "filename": upload.filename, **params.__dict__}
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def find_by_idempotency_key(session: Session, team_id: uuid.UUID, key: str) -> Dataset | None:
+    return session.scalar(
+        select(Dataset).where(Dataset.team_id == team_id, Dataset.idempotency_key == key)
+    )
+
+
+def check_idempotent_replay(
+    session: Session, team_id: uuid.UUID, key: str | None, req_hash: str
+) -> Dataset | None:
+    """The dataset an earlier identical request created, or None; a reused key is a 409."""
+    if key is None:
+        return None
+    existing = find_by_idempotency_key(session, team_id, key)
+    if existing is not None and existing.request_hash != req_hash:
+        raise IdempotencyKeyReused(
+            {"reason": "Idempotency-Key was already used with a different request body"}
+        )
+    return existing
+
+
+def create_dataset(
+    session: Session,
+    team_id: uuid.UUID,
+    upload: Upload,
+    params: DatasetParams,
+    limits: Limits,
+    idempotency_key: str | None = None,
+) -> Dataset:
+    fmt = detect_format(upload.filename)
+    fields = params.fields()
+    dataset = Dataset(
+        team_id=team_id,
+        name=params.name or Path(upload.filename or "dataset").name,
+        format=fmt,
+        filename=upload.filename,
+        size_bytes=upload.size_bytes,
+        content_hash=upload.sha256,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash(upload, params),
+        fields={},
+        stats={},
+    )
+    session.add(dataset)
+    session.flush()
+    stats = _StatsAccumulator()
+    rows = stats.observe(iter_rows(upload.path, fmt, fields, limits))
+    try:
+        dataset.num_items = load_items(session, dataset.id, rows)
+    except DuplicateItemId:
+        # Only user-supplied ids can collide; find the two lines to name them.
+        raise _duplicate_id_error(upload.path, fmt, params, limits) from None
+    dataset.fields = fields.as_dict()
+    dataset.stats = stats.result()
+    session.flush()
+    return dataset
+
+
+def _duplicate_id_error(path: Path, fmt: str, params: DatasetParams, limits: Limits) -> Exception:
+    seen: dict[str, int] = {}
+    for row in iter_rows(path, fmt, params.fields(), limits):
+        assert row.item_id is not None
+        if row.item_id in seen:
+            return InvalidDataset(
+                f"duplicate id {row.item_id!r} (first at line {seen[row.item_id]})",
+                line=row.line,
+                field=params.id_field,
+            )
+        seen[row.item_id] = row.line
+    return InvalidDataset("duplicate ids", line=None, field=params.id_field)
+
+
+class _StatsAccumulator:
+    """Row count, prompt-length percentiles and field coverage, in O(rows) small ints."""
+
+    def __init__(self) -> None:
+        self.prompt_chars = array("l")
+        self.with_reference = 0
+        self.with_response = 0
+
+    def observe(self, rows: Iterator[Row]) -> Iterator[Row]:
+        for row in rows:
+            self.prompt_chars.append(len(row.prompt))
+            self.with_reference += row.reference is not None
+            self.with_response += row.response is not None
+            yield row
+
+    def result(self) -> dict[str, Any]:
+        n = len(self.prompt_chars)
+        lengths = sorted(self.prompt_chars)
+
+        def pct(p: float) -> int:
+            return lengths[min(n - 1, int(p * n))] if n else 0
+
+        return {
+            "rows": n,
+            "prompt_chars": {
+                "min": lengths[0] if n else 0,
+                "p50": pct(0.5),
+                "p90": pct(0.9),
+                "p99": pct(0.99),
+                "max": lengths[-1] if n else 0,
+                "mean": round(sum(lengths) / n, 1) if n else 0,
+            },
+            "share_with_reference": round(self.with_reference / n, 4) if n else 0,
+            "share_with_response": round(self.with_response / n, 4) if n else 0,
+        }
+
+
+def get_dataset(session: Session, team_id: uuid.UUID, dataset_id: uuid.UUID) -> Dataset:
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None or dataset.team_id != team_id:
+        raise DatasetNotFound({"dataset_id": str(dataset_id)})
+    return dataset
+
+
+def list_datasets(
+    session: Session, team_id: uuid.UUID, limit: int, after: tuple[str, str] | None
+) -> list[Dataset]:
+    """Newest first; ``after`` is the (created_at iso, id) of the last row of the previous page."""
+    from datetime import datetime
+
+    q = select(Dataset).where(Dataset.team_id == team_id)
+    if after is not None:
+        created, last_id = datetime.fromisoformat(after[0]), uuid.UUID(after[1])
+        q = q.where(
+            (Dataset.created_at < created)
+            | ((Dataset.created_at == created) & (Dataset.id < last_id))
+        )
+    q = q.order_by(Dataset.created_at.desc(), Dataset.id.desc()).limit(limit)
+    return list(session.scalars(q))
+
+
+def list_items(
+    session: Session, dataset_id: uuid.UUID, limit: int, after_idx: int | None
+) -> list[DatasetItem]:
+    q = select(DatasetItem).where(DatasetItem.dataset_id == dataset_id)
+    if after_idx is not None:
+        q = q.where(DatasetItem.idx > after_idx)
+    return list(session.scalars(q.order_by(DatasetItem.idx).limit(limit)))
+
+
+def delete_dataset(session: Session, team_id: uuid.UUID, dataset_id: uuid.UUID) -> None:
+    dataset = get_dataset(session, team_id, dataset_id)
+    # Items first in bulk: an ORM cascade would load every row.
+    session.execute(delete(DatasetItem).where(DatasetItem.dataset_id == dataset.id))
+    session.delete(dataset)
+    session.flush()

@@ -1,0 +1,325 @@
+"""Streaming, validating readers for uploaded prompt datasets.
+
+Every reader yields rows one at a time from a file on disk (the spooled upload), so memory stays
+bounded whatever the file size. Any bad row raises :class:`InvalidDataset` naming the 1-based line
+(the row number for Parquet) and the reason; the caller's transaction then writes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from cgd.errors import InvalidDataset
+
+FORMATS = ("jsonl", "jsonl.gz", "csv", "parquet")
+_EXTENSIONS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".jsonl.gz": "jsonl.gz",
+    ".ndjson.gz": "jsonl.gz",
+    ".csv": "csv",
+    ".parquet": "parquet",
+}
+PROMPT_DEFAULTS = ("prompt", "question", "problem")
+REFERENCE_DEFAULTS = ("answer", "reference", "solution")
+MAX_ID_CHARS = 500
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_line_bytes: int = 8 * 1024**2
+    max_json_depth: int = 64
+    max_items: int = 10_000_000
+    max_parquet_columns: int = 1024
+    max_parquet_row_group_bytes: int = 1024**3
+
+
+@dataclass
+class FieldMap:
+    """Which source field feeds which column; ``None`` = resolve from the first record."""
+
+    prompt_field: str | None = None
+    reference_field: str | None = None
+    response_field: str | None = None
+    id_field: str | None = None
+    resolved: bool = field(default=False, repr=False)
+
+    def resolve(self, first: dict[str, Any], line: int) -> None:
+        if self.prompt_field is None:
+            self.prompt_field = next((f for f in PROMPT_DEFAULTS if f in first), None)
+            if self.prompt_field is None:
+                raise InvalidDataset(
+                    f"no prompt field: none of {list(PROMPT_DEFAULTS)} present; pass prompt_field",
+                    line=line,
+                )
+        if self.reference_field is None:
+            self.reference_field = next((f for f in REFERENCE_DEFAULTS if f in first), None)
+        self.resolved = True
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {
+            "prompt_field": self.prompt_field,
+            "reference_field": self.reference_field,
+            "response_field": self.response_field,
+            "id_field": self.id_field,
+        }
+
+
+@dataclass(slots=True)
+class Row:
+    line: int
+    item_id: str | None  # None: the caller numbers the row
+    prompt: str
+    reference: str | None
+    response: str | None
+    extra: dict[str, Any] | None
+
+
+def detect_format(filename: str | None) -> str:
+    name = (filename or "").lower()
+    for ext in sorted(_EXTENSIONS, key=len, reverse=True):
+        if name.endswith(ext):
+            return _EXTENSIONS[ext]
+    raise InvalidDataset(
+        f"unsupported file extension for {filename!r}: use one of {sorted(_EXTENSIONS)}",
+        line=None,
+        field="file",
+    )
+
+
+def iter_rows(path: Path, fmt: str, fields: FieldMap, limits: Limits) -> Iterator[Row]:
+    """Validated rows of the file, in order. Raises InvalidDataset at the first bad one."""
+    records = {
+        "jsonl": _jsonl_records,
+        "jsonl.gz": _jsonl_gz_records,
+        "csv": _csv_records,
+        "parquet": _parquet_records,
+    }[fmt](path, limits)
+    count = 0
+    for line, record in records:
+        count += 1
+        if count > limits.max_items:
+            raise InvalidDataset(f"more than {limits.max_items} rows", line=line)
+        if not fields.resolved:
+            fields.resolve(record, line)
+        yield _to_row(record, line, fields, limits)
+    if count == 0:
+        raise InvalidDataset("the file has no rows", line=None)
+
+
+# --- record sources: (line, dict) pairs ------------------------------------------------------
+
+
+def _read_lines(stream: Any, limits: Limits) -> Iterator[tuple[int, bytes]]:
+    """Physical lines, each checked against the size limit before it is held whole."""
+    line_no = 0
+    while True:
+        line_no += 1
+        try:
+            raw = stream.readline(limits.max_line_bytes + 1)
+        except (OSError, EOFError, zlib.error) as exc:  # corrupt gzip surfaces here
+            raise InvalidDataset(f"corrupt compressed stream: {exc}", line=line_no) from None
+        if not raw:
+            return
+        if len(raw) > limits.max_line_bytes:
+            raise InvalidDataset(
+                f"line is longer than the limit of {limits.max_line_bytes} bytes", line=line_no
+            )
+        yield line_no, raw
+
+
+def _jsonl_lines(stream: Any, limits: Limits) -> Iterator[tuple[int, dict[str, Any]]]:
+    for line_no, raw in _read_lines(stream, limits):
+        if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        if not raw.strip():
+            continue  # blank lines (a trailing newline, say) carry no row
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidDataset(
+                f"invalid UTF-8 at byte {exc.start} of the line", line=line_no
+            ) from None
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidDataset(f"malformed JSON: {exc.msg}", line=line_no) from None
+        if not isinstance(value, dict):
+            raise InvalidDataset(
+                f"each line must be a JSON object, got {type(value).__name__}", line=line_no
+            )
+        yield line_no, value
+
+
+def _jsonl_records(path: Path, limits: Limits) -> Iterator[tuple[int, dict[str, Any]]]:
+    with open(path, "rb") as f:
+        yield from _jsonl_lines(f, limits)
+
+
+def _jsonl_gz_records(path: Path, limits: Limits) -> Iterator[tuple[int, dict[str, Any]]]:
+    with open(path, "rb") as raw:
+        if raw.read(2) != b"\x1f\x8b":
+            raise InvalidDataset("not a gzip file (bad magic number)", line=1)
+        raw.seek(0)
+        with gzip.GzipFile(fileobj=raw) as f:
+            yield from _jsonl_lines(f, limits)
+
+
+def _csv_records(path: Path, limits: Limits) -> Iterator[tuple[int, dict[str, Any]]]:
+    csv.field_size_limit(limits.max_line_bytes)
+    with open(path, "rb") as f:
+        lines = _decoded_lines(_read_lines(f, limits))
+        reader = csv.reader(lines, strict=True)
+        try:
+            header = next(reader, None)
+            if header is None:
+                return
+            if header and header[0].startswith("\ufeff"):
+                header[0] = header[0][1:]
+            if len(set(header)) != len(header) or any(not h for h in header):
+                raise InvalidDataset("CSV header has empty or repeated column names", line=1)
+            for row in reader:
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    raise InvalidDataset(
+                        f"expected {len(header)} columns, got {len(row)}", line=reader.line_num
+                    )
+                # CSV has no null: an empty cell is an absent value.
+                yield reader.line_num, {k: v for k, v in zip(header, row, strict=True) if v != ""}
+        except csv.Error as exc:
+            raise InvalidDataset(f"malformed CSV: {exc}", line=reader.line_num) from None
+
+
+def _decoded_lines(lines: Iterator[tuple[int, bytes]]) -> Iterator[str]:
+    for line_no, raw in lines:
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidDataset(
+                f"invalid UTF-8 at byte {exc.start} of the line", line=line_no
+            ) from None
+
+
+def _parquet_records(path: Path, limits: Limits) -> Iterator[tuple[int, dict[str, Any]]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+        meta = pf.metadata
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise InvalidDataset(f"not a valid Parquet file: {exc}", line=None) from None
+    # Bound what the file may claim before reading any data (memory bombs).
+    if meta.num_columns > limits.max_parquet_columns:
+        raise InvalidDataset(
+            f"Parquet file declares {meta.num_columns} columns (limit "
+            f"{limits.max_parquet_columns})",
+            line=None,
+        )
+    if meta.num_rows > limits.max_items:
+        raise InvalidDataset(f"Parquet file declares {meta.num_rows} rows", line=None)
+    for i in range(meta.num_row_groups):
+        size = meta.row_group(i).total_byte_size
+        if size > limits.max_parquet_row_group_bytes:
+            raise InvalidDataset(
+                f"Parquet row group {i} declares {size} bytes uncompressed (limit "
+                f"{limits.max_parquet_row_group_bytes})",
+                line=None,
+            )
+    row_no = 0
+    try:
+        for batch in pf.iter_batches(batch_size=2048):
+            for record in batch.to_pylist():
+                row_no += 1
+                yield row_no, {k: v for k, v in record.items() if v is not None}
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise InvalidDataset(f"corrupt Parquet data: {exc}", line=row_no + 1) from None
+
+
+# --- record → row ------------------------------------------------------------------------------
+
+
+def _to_row(record: dict[str, Any], line: int, fields: FieldMap, limits: Limits) -> Row:
+    assert fields.prompt_field is not None
+    prompt = record.get(fields.prompt_field)
+    if not isinstance(prompt, str):
+        reason = (
+            f"missing prompt field {fields.prompt_field!r}"
+            if prompt is None
+            else f"prompt field {fields.prompt_field!r} must be a string, "
+            f"got {type(prompt).__name__}"
+        )
+        raise InvalidDataset(reason, line=line, field=fields.prompt_field)
+    if not prompt.strip():
+        raise InvalidDataset("empty prompt", line=line, field=fields.prompt_field)
+    _check_text(prompt, line, fields.prompt_field)
+    reference = _optional_text(record, fields.reference_field, line)
+    response = _optional_text(record, fields.response_field, line)
+    item_id = _item_id(record, fields.id_field, line)
+    used = {fields.prompt_field, fields.reference_field, fields.response_field, fields.id_field}
+    extra = {k: v for k, v in record.items() if k not in used} or None
+    if extra is not None:
+        _check_extra(extra, line, limits)
+    return Row(line, item_id, prompt, reference, response, extra)
+
+
+def _check_text(value: str, line: int, name: str | None) -> None:
+    if "\x00" in value:  # Postgres text cannot hold NUL
+        raise InvalidDataset(f"field {name!r} contains a NUL character", line=line, field=name)
+
+
+def _optional_text(record: dict[str, Any], name: str | None, line: int) -> str | None:
+    if name is None:
+        return None
+    value = record.get(name)
+    if value is None or isinstance(value, str):
+        if value is not None:
+            _check_text(value, line, name)
+        return value
+    if isinstance(value, bool | int | float):
+        # Numeric references (AMC's 27.0) keep their JSON spelling.
+        return orjson.dumps(value).decode()
+    raise InvalidDataset(
+        f"field {name!r} must be a string or a number, got {type(value).__name__}",
+        line=line,
+        field=name,
+    )
+
+
+def _item_id(record: dict[str, Any], name: str | None, line: int) -> str | None:
+    if name is None:
+        return None
+    value = record.get(name)
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise InvalidDataset(
+            f"id field {name!r} must be a string or an integer", line=line, field=name
+        )
+    text = str(value)
+    if not text.strip() or len(text) > MAX_ID_CHARS:
+        raise InvalidDataset(f"id must be 1 to {MAX_ID_CHARS} characters", line=line, field=name)
+    _check_text(text, line, name)
+    return text
+
+
+def _check_extra(extra: dict[str, Any], line: int, limits: Limits) -> None:
+    stack: list[tuple[Any, int]] = [(v, 1) for v in extra.values() if isinstance(v, dict | list)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limits.max_json_depth:
+            raise InvalidDataset(f"nesting deeper than {limits.max_json_depth} levels", line=line)
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    for key, value in extra.items():
+        if isinstance(value, str):
+            _check_text(value, line, key)
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+            raise InvalidDataset(f"integer in field {key!r} is out of range", line=line)

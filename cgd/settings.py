@@ -1,0 +1,50 @@
+"""Settings from the environment (prefix ``CGD_``); one cached instance per process."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_HOME = Path.home() / ".cgd"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CGD_", extra="ignore")
+
+    home: Path = Field(DEFAULT_HOME, description="Where embedded state lives (SQLite, broker)")
+    database_url: str | None = Field(
+        None, description="postgresql+psycopg://… ; unset = embedded SQLite file under home"
+    )
+    broker_url: str | None = Field(None, description="redis://… ; unset = embedded broker")
+    api_url: str = Field("http://127.0.0.1:8000", description="API base URL (clients)")
+    api_key: str | None = Field(None, description="API key (clients); never logged")
+
+    # Upload limits.
+    max_upload_bytes: int = Field(2 * 1024**3, description="Largest accepted upload")
+    max_line_bytes: int = Field(8 * 1024**2, description="Largest accepted JSONL/CSV line")
+    max_json_depth: int = Field(64, description="Deepest accepted nesting in a JSON row")
+    max_parquet_columns: int = Field(1024, description="Most columns a Parquet file may declare")
+    max_parquet_row_group_bytes: int = Field(
+        1024**3, description="Largest uncompressed row group a Parquet file may declare"
+    )
+    upload_tmp_dir: Path | None = Field(None, description="Spool directory for uploads")
+
+    # Generation.
+    max_inflight_per_endpoint: int = Field(128, description="Bounded in-flight calls per endpoint")
+    endpoint_allowlist: str = Field(
+        "*", description="Comma-separated URL prefixes allowed as endpoints; * allows all (dev)"
+    )
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'cgd.sqlite3'}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,50 @@
+"""Request dependencies as ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.orm import Session
+
+from cgd.auth import authenticate
+from cgd.settings import Settings
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """The request's unit of work: commits when the handler succeeds, rolls back otherwise."""
+    session: Session = request.app.state.sessionmaker()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+# scope="function": commit before the response is sent, so a 2xx always means committed.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def get_team(
+    request: Request,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> uuid.UUID:
+    # Its own short session: a long upload must not hold a connection idle in a transaction.
+    session: Session = request.app.state.sessionmaker()
+    try:
+        return authenticate(session, authorization)
+    finally:
+        session.close()
+
+
+TeamDep = Annotated[uuid.UUID, Depends(get_team)]

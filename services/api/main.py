@@ -1,0 +1,62 @@
+"""The FastAPI app factory. Everything stateful is created in the lifespan and disposed after."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from cgd import __version__
+from cgd.db.engine import make_engine, make_sessionmaker
+from cgd.logs import setup_logging
+from cgd.settings import Settings, get_settings
+from services.api.errors import install_error_handlers
+from services.api.metrics import MetricsMiddleware
+from services.api.routes import datasets, ops
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.effective_database_url)
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.redis = _redis_client(settings)
+        logging.getLogger("cgd.api").info("api started", extra={"version": __version__})
+        try:
+            yield
+        finally:
+            if app.state.redis is not None:
+                app.state.redis.close()
+            engine.dispose()
+
+    app = FastAPI(
+        title="cgd",
+        version=__version__,
+        description="Critique-guided distillation: datasets, generation jobs, snapshots, training.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware)
+    app.include_router(ops.router)
+    app.include_router(datasets.router)
+    return app
+
+
+def _redis_client(settings: Settings):  # type: ignore[no-untyped-def]
+    if not settings.broker_url or not settings.broker_url.startswith(("redis://", "rediss://")):
+        return None
+    import redis
+
+    return redis.Redis.from_url(settings.broker_url, socket_timeout=2, socket_connect_timeout=2)
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory entry point: ``uvicorn --factory services.api.main:app_from_env``."""
+    setup_logging()
+    return create_app()

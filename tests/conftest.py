@@ -1,0 +1,167 @@
+"""Test fixtures: a real Postgres database per run, a real API server process, real HTTP.
+
+Tiers (markers declared in pyproject.toml):
+- ``pytest``                      everything (what CI and the README run)
+- ``pytest -m "not slow"``        skip full-dataset and end-to-end runs
+- ``pytest -m integration``       only tests that start real processes (API server, Celery worker)
+- ``pytest -m gpu``               GPU-only tests (skipped without CUDA)
+
+Each run creates its own database ``cgd_test_<random>`` and drops it at the end, so runs never
+collide. Each test makes its own team, which isolates its data from every other test's.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+PG_ADMIN_URL = os.environ.get("CGD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("CGD_TEST_REDIS", "redis://127.0.0.1:6379")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A fresh, migrated Postgres database for this test run; dropped afterwards."""
+    name = f"cgd_test_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    url = f"{base.replace('postgresql://', 'postgresql+psycopg://')}/{name}"
+    from cgd.db.migrate import upgrade
+
+    upgrade(url)
+    yield url
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str):  # type: ignore[no-untyped-def]
+    from cgd.db.engine import make_engine
+
+    eng = make_engine(database_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def sessionmaker_(engine):  # type: ignore[no-untyped-def]
+    from cgd.db.engine import make_sessionmaker
+
+    return make_sessionmaker(engine)
+
+
+@dataclass
+class ApiServer:
+    url: str
+    pid: int
+    env: dict[str, str]
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited early with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up in {timeout_s}s")
+
+
+# Small limits so the limit paths are cheap to exercise.
+TEST_LIMITS = {
+    "CGD_MAX_UPLOAD_BYTES": str(60 * 1024**2),
+    "CGD_MAX_LINE_BYTES": str(1024**2),
+}
+
+
+@pytest.fixture(scope="session")
+def api_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """A real ``cgd api`` process on a free port, on this run's database."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("api") / "api.log"
+    env = {
+        **os.environ,
+        "CGD_DATABASE_URL": database_url,
+        "CGD_BROKER_URL": f"{REDIS_URL}/0",
+        "CGD_HOME": str(tmp_path_factory.mktemp("home")),
+        **TEST_LIMITS,
+    }
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cgd.cli", "api", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_http(f"{url}/healthz", proc)
+        yield ApiServer(url=url, pid=proc.pid, env=env)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def make_key(sessionmaker_, team: str | None = None) -> str:  # type: ignore[no-untyped-def]
+    from cgd.auth import create_key
+    from cgd.db.engine import session_scope
+
+    with session_scope(sessionmaker_) as session:
+        _, key = create_key(session, team or f"team-{secrets.token_hex(6)}")
+    return key
+
+
+@pytest.fixture
+def client(api_server: ApiServer, sessionmaker_) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def]
+    """An HTTP client for a brand-new team on the live API server."""
+    key = make_key(sessionmaker_)
+    with httpx.Client(
+        base_url=api_server.url, headers={"Authorization": f"Bearer {key}"}, timeout=120
+    ) as c:
+        yield c
+
+
+@pytest.fixture
+def other_client(api_server: ApiServer, sessionmaker_) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def]
+    key = make_key(sessionmaker_)
+    with httpx.Client(
+        base_url=api_server.url, headers={"Authorization": f"Bearer {key}"}, timeout=120
+    ) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.skip(f"shared datasets not found at {SHARED_DATA}")
+    return SHARED_DATA
