@@ -278,14 +278,21 @@ class LLMClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Close the session; the client may then be used again, in any event loop."""
         if self._session is not None:
             await self._session.close()
             self._session = None
+        self._loop = None
+        for ep in self._endpoints.values():
+            # asyncio primitives belong to one loop: fresh ones for the next (stats are kept).
+            ep.semaphore = asyncio.Semaphore(self.max_inflight_per_endpoint)
 
     def _ensure_session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
         if self._loop is not None and self._loop is not loop:
-            raise RuntimeError("LLMClient is bound to the event loop it was first used in")
+            raise RuntimeError(
+                "LLMClient is bound to the event loop it was first used in; aclose() it first"
+            )
         self._loop = loop
         if self._session is None or self._session.closed:
             # No connector-wide cap (limit=0): our per-endpoint semaphores are the only bound, so
@@ -310,6 +317,7 @@ class LLMClient:
     async def chat(self, endpoint: EndpointConfig, messages: list[Message]) -> CallResult:
         """One chat completion with retries; raises :class:`LLMError` when none is usable."""
         started = time.monotonic()
+        self._ensure_session()  # fail fast when used from another event loop
         ep = self._endpoint(endpoint)
         ep.stats.calls += 1
         outcome = await self._with_retries(endpoint, ep, messages, endpoint.request_params(), 0)
