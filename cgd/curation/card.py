@@ -1,0 +1,131 @@
+"""Dataset card of a snapshot: JSON (machine-readable) and the same content as Markdown.
+
+Built from what a stored snapshot keeps (name, spec, stats, content hash, lineage per job), so the
+API can render it long after curation ran.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from cgd.curation.export import LAYOUTS
+from cgd.curation.filters import CurationSpec
+from cgd.curation.formats import INPUT_TEMPLATES, MODES, TARGET_FIELDS
+
+# Model settings shown on a card. An allow-list, not a deny-list: endpoint settings may hold
+# credentials (an api_key, a base_url with user:password, headers) and a card gets shared.
+_MODEL_KEYS = (
+    "model",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "max_tokens",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+)
+_LINEAGE_KEYS = ("template", "template_version", "verifier")
+
+
+def _model_summary(settings: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if settings is None:
+        return None  # the dataset's own responses were the initial answers
+    return {k: settings[k] for k in _MODEL_KEYS if k in settings}
+
+
+def lineage_summary(lineage: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One entry per job: models (safe settings only), template and verifier."""
+    out = []
+    for job_id, lin in sorted(lineage.items(), key=lambda kv: str(kv[0])):
+        lin = lin or {}
+        entry: dict[str, Any] = {"job_id": job_id}
+        entry["student"] = _model_summary(lin.get("student"))
+        entry["teacher"] = _model_summary(lin.get("teacher"))
+        entry.update({k: lin.get(k) for k in _LINEAGE_KEYS})
+        out.append(entry)
+    return out
+
+
+def build_card(
+    *,
+    name: str | None,
+    spec: CurationSpec | Mapping[str, Any],
+    stats: Mapping[str, Any],
+    content_hash: str,
+    lineage: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The card as JSON-able data."""
+    spec = spec if isinstance(spec, CurationSpec) else CurationSpec.model_validate(spec)
+    return {
+        "name": name if name is not None else spec.name,
+        "content_hash": content_hash,
+        "job_ids": sorted(str(j) for j in lineage),
+        "counts": {k: stats.get(k) for k in ("output", "train", "val", "items")},
+        "stats": dict(stats),
+        "curation": spec.options(),
+        "lineage": lineage_summary(lineage),
+        "modes": {
+            m: {"input_template": INPUT_TEMPLATES[m], "target_field": TARGET_FIELDS[m]}
+            for m in MODES
+        },
+        "layouts": list(LAYOUTS),
+    }
+
+
+def _json_block(obj: Any) -> str:
+    return "```json\n" + orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode() + "\n```"
+
+
+def render_markdown(card: Mapping[str, Any]) -> str:
+    """The card as Markdown (for people; the JSON is the reference)."""
+    stats = card["stats"]
+    counts = card["counts"]
+    lines = [
+        f"# {card.get('name') or 'CGD snapshot'}",
+        "",
+        "Critique-guided distillation triplets (prompt, student's initial answer, teacher critique,"
+        " teacher's refined answer), curated into an immutable snapshot.",
+        "",
+        f"- content hash: `{card['content_hash']}`",
+        f"- triplets: {counts['output']} (train {counts['train']}, val {counts['val']}),"
+        f" prompts: {counts['items']}",
+        f"- from jobs: {', '.join(f'`{j}`' for j in card['job_ids']) or '-'}",
+        "",
+        "## Curation",
+        "",
+        f"Input triplets: {stats.get('input')}. Dropped, by reason (steps in this order:"
+        " see `cgd.curation.filters`):",
+        "",
+        "| reason | triplets |",
+        "|---|---|",
+        *(f"| {reason} | {n} |" for reason, n in stats.get("dropped", {}).items()),
+        "",
+    ]
+    if contaminated := stats.get("contaminated"):
+        shown = ", ".join(f"`{c['item_id']}` ({'/'.join(c['sets'])})" for c in contaminated[:20])
+        more = f" and {len(contaminated) - 20} more" if len(contaminated) > 20 else ""
+        lines += [f"Contaminated prompts removed: {len(contaminated)}: {shown}{more}.", ""]
+    lines += ["Options:", "", _json_block(card["curation"]), "", "## Lineage", ""]
+    lines += ["| job | student | teacher | template | verifier |", "|---|---|---|---|---|"]
+    for e in card["lineage"]:
+        student = (e["student"] or {}).get("model", "dataset responses")
+        teacher = (e["teacher"] or {}).get("model", "-")
+        template = f"{e.get('template')} ({e.get('template_version')})"
+        lines.append(f"| `{e['job_id']}` | {student} | {teacher} | {template} | {e['verifier']} |")
+    lines += ["", "Sampling settings:", "", _json_block(card["lineage"]), ""]
+    lines += ["## Training formats", ""]
+    lines += [
+        "Export layouts: " + ", ".join(f"`{x}`" for x in card["layouts"]) + ". The user turn of"
+        " each mode is exactly this text (`{field}` = the triplet's field); the assistant turn"
+        " is the target field.",
+        "",
+    ]
+    for mode, m in card["modes"].items():
+        lines += [f"### `{mode}` -> `{m['target_field']}`", "", "```text", m["input_template"]]
+        lines += ["```", ""]
+    return "\n".join(lines)

@@ -1,0 +1,191 @@
+"""The snapshot request (``CurationSpec``) and the per-triplet filters.
+
+Every key is optional; ``null``/absent turns that step off. The steps run in this fixed order and
+each drop is counted under its reason name (``stats["dropped"][reason]``); a triplet is counted
+once, under the first step that drops it:
+
+ 1. ``incomplete``      always on: status is not a finished one or there is no refined answer
+ 2. ``truncated``       filters.no_truncation: some stage hit ``finish_reason=length``
+ 3. ``refined_correct`` filters.refined_correct: verifier result of the refined answer != wanted
+ 4. ``initial_correct`` filters.initial_correct: verifier result of the initial answer != wanted
+ 5. ``verdict_agrees``  filters.verdict_agrees: (teacher verdict == verifier on the initial answer)
+                        != wanted
+ 6. ``no_boxed``        filters.require_boxed: the refined answer has no ``\\boxed{}``
+ 7. ``too_short``       filters.min_chars: refined answer shorter than that many characters
+ 8. ``too_long``        filters.max_chars: refined answer longer than that many characters
+ 9. ``contaminated``    decontaminate: the prompt shares an n-gram with an eval set / extra texts
+10. ``exact_duplicate`` dedup.exact: another item has the same normalised prompt
+11. ``near_duplicate``  dedup.near_threshold: another item's prompt is MinHash-similar
+12. ``no_verdict``      filters.verdict_ratio: the critique has no verdict, so it cannot be placed
+13. ``verdict_ratio``   filters.verdict_ratio: subsampled to the right:wrong ratio
+then the train/val split. 1-8 look at one triplet; 9-11 at prompts; 12-13 at the remaining set.
+A filter set to ``true`` keeps the triplets where the condition holds and ``false`` keeps those
+where it does not; an unknown value (``null`` correctness, no verdict) never passes a set filter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from fractions import Fraction
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from cgd.answers import extract_boxed
+from cgd.curation.eval_sets import EVAL_SETS
+
+# Item states that mean "all three calls done" (the worker ends in `verified`; `refined` is the
+# last state before verification and is final when the job's verifier is "none").
+COMPLETED_STATUSES = frozenset({"verified", "refined"})
+
+EvalSetName = Literal["math500", "amc23", "aime24"]
+# The Literal must list exactly the bundled sets; checked at import so the two cannot drift.
+assert set(get_args(EvalSetName)) == set(EVAL_SETS)
+
+
+class _Strict(BaseModel):
+    # Unknown keys are a client mistake (a typo would silently turn a filter off).
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VerdictRatio(_Strict):
+    """Right:wrong proportion of teacher verdicts, e.g. ``{"right": 30, "wrong": 70}``."""
+
+    right: float = Field(ge=0)
+    wrong: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _not_both_zero(self) -> VerdictRatio:
+        if self.right + self.wrong <= 0:
+            raise ValueError("verdict_ratio needs right + wrong > 0")
+        return self
+
+
+class Filters(_Strict):
+    refined_correct: bool | None = None
+    initial_correct: bool | None = None
+    verdict_agrees: bool | None = None
+    no_truncation: bool | None = None
+    require_boxed: bool | None = None
+    min_chars: int | None = Field(None, ge=0)
+    max_chars: int | None = Field(None, ge=0)
+    verdict_ratio: VerdictRatio | None = None
+
+
+class Dedup(_Strict):
+    exact: bool | None = None
+    near_threshold: float | None = Field(None, gt=0, le=1)
+    num_perm: int | None = Field(None, ge=16, le=1024)
+
+
+class Decontaminate(_Strict):
+    sets: list[EvalSetName] | None = None
+    # Other datasets' prompts; the API resolves them and passes their texts to `curate`.
+    dataset_ids: list[str] | None = None
+    ngram: int | None = Field(None, ge=1, le=64)
+
+    @field_validator("sets", "dataset_ids")
+    @classmethod
+    def _as_sorted_set(cls, v: list[str] | None) -> list[str] | None:
+        # Order and repeats carry no meaning; canonical form keeps the content hash stable.
+        return sorted(set(v)) if v is not None else None
+
+
+class Split(_Strict):
+    val_fraction: float | None = Field(None, ge=0, le=1)
+    seed: int | None = None
+
+
+class CurationSpec(_Strict):
+    """Body of ``POST /v1/snapshots``; ``name``/``job_ids`` name the inputs, the rest curates."""
+
+    name: str | None = None
+    job_ids: list[str] | None = None
+    filters: Filters = Field(default_factory=Filters)
+    dedup: Dedup = Field(default_factory=Dedup)
+    decontaminate: Decontaminate = Field(default_factory=Decontaminate)
+    split: Split = Field(default_factory=Split)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_sections_are_off(cls, data: Any) -> Any:
+        # `"dedup": null` means "off", same as absent.
+        if isinstance(data, Mapping):
+            return {k: v for k, v in data.items() if v is not None}
+        return data
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> CurationSpec:
+        f = self.filters
+        if f.min_chars is not None and f.max_chars is not None and f.min_chars > f.max_chars:
+            raise ValueError("filters.min_chars must not exceed filters.max_chars")
+        return self
+
+    def options(self) -> dict[str, Any]:
+        """The curation options as canonical JSON-able data (what the content hash covers)."""
+        return self.model_dump(mode="json", exclude={"name", "job_ids"})
+
+
+RowFilter = tuple[str, Callable[[Mapping[str, Any]], bool]]
+
+
+def _is_completed(t: Mapping[str, Any]) -> bool:
+    return t.get("status") in COMPLETED_STATUSES and bool(t.get("refined_response"))
+
+
+def _verdict_agrees(t: Mapping[str, Any]) -> bool | None:
+    verdict, initial_ok = t.get("verdict"), t.get("initial_correct")
+    if verdict is None or initial_ok is None:
+        return None
+    return (verdict == "right") == initial_ok
+
+
+def row_filters(f: Filters) -> list[RowFilter]:
+    """The enabled per-triplet steps (1-8 above) as (reason, keep-predicate), in order."""
+    steps: list[RowFilter] = [("incomplete", _is_completed)]
+    if f.no_truncation:
+        steps.append(("truncated", lambda t: not t.get("truncated")))
+    if f.refined_correct is not None:
+        want_r = f.refined_correct
+        steps.append(("refined_correct", lambda t: t.get("refined_correct") is want_r))
+    if f.initial_correct is not None:
+        want_i = f.initial_correct
+        steps.append(("initial_correct", lambda t: t.get("initial_correct") is want_i))
+    if f.verdict_agrees is not None:
+        want_a = f.verdict_agrees
+        steps.append(("verdict_agrees", lambda t: _verdict_agrees(t) is want_a))
+    if f.require_boxed:
+        steps.append(("no_boxed", lambda t: extract_boxed(t.get("refined_response")) is not None))
+    if f.min_chars is not None:
+        lo = f.min_chars
+        steps.append(("too_short", lambda t: len(t.get("refined_response") or "") >= lo))
+    if f.max_chars is not None:
+        hi = f.max_chars
+        steps.append(("too_long", lambda t: len(t.get("refined_response") or "") <= hi))
+    return steps
+
+
+def first_failure(t: Mapping[str, Any], steps: list[RowFilter]) -> str | None:
+    """The reason of the first step that drops ``t``, or ``None`` when it passes them all."""
+    for reason, keep in steps:
+        if not keep(t):
+            return reason
+    return None
+
+
+def verdict_quota(n_right: int, n_wrong: int, ratio: VerdictRatio) -> tuple[int, int]:
+    """How many right/wrong-verdict triplets to keep: the largest set with exactly that ratio.
+
+    As the reference release's ratio utility (100:0 ... 0:100): the scarcer side is kept whole and
+    the other side is cut to match. Exact fractions so 1/3 : 2/3 does not lose a row to rounding.
+    """
+    a, b = Fraction(str(ratio.right)), Fraction(str(ratio.wrong))
+    limits = []
+    if a > 0:
+        limits.append(Fraction(n_right) * (a + b) / a)
+    if b > 0:
+        limits.append(Fraction(n_wrong) * (a + b) / b)
+    total = int(min(limits))
+    keep_right = min(n_right, round(total * a / (a + b)))
+    keep_wrong = min(n_wrong, total - keep_right)
+    return keep_right, keep_wrong

@@ -1,0 +1,92 @@
+"""Training input and target of each mode; shared by exports and the trainer.
+
+Modes (docs/METHOD.md, "Training format" and baselines):
+- ``cgd``: instruction + question + student's initial answer + critique -> refined answer
+- ``sft``: question -> reference answer
+- ``distill``: question -> refined (teacher) answer
+- ``cft``: question + initial answer -> critique (Critique Fine-Tuning)
+- ``no-critique``: question + initial answer -> refined answer (CGD without the critique)
+
+At inference the student gets only the question, whatever mode it was trained in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from cgd.templates import CGD_TRAIN_INSTRUCTION
+
+Mode = Literal["cgd", "sft", "distill", "cft", "no-critique"]
+MODES: tuple[Mode, ...] = ("cgd", "sft", "distill", "cft", "no-critique")
+
+# Same wording as CGD minus the critique, so the ablation differs from CGD in that one thing.
+NO_CRITIQUE_INSTRUCTION = (
+    "Below are a question and a student's initial answer to it. Using the initial answer, write "
+    "an improved, complete answer to the question."
+)
+# The Critique Fine-Tuning task statement (Wang et al., 2025).
+CFT_INSTRUCTION = "Please critique whether the following solution to the question is correct."
+
+# The exact user-turn text per mode; `{field}` is the triplet's field. Shown on dataset cards.
+INPUT_TEMPLATES: dict[Mode, str] = {
+    "cgd": (
+        CGD_TRAIN_INSTRUCTION + "\n\nQuestion: {prompt}\n\nStudent's Initial Answer: "
+        "{initial_response}\n\nCritique: {critique}"
+    ),
+    "sft": "{prompt}",
+    "distill": "{prompt}",
+    "cft": CFT_INSTRUCTION + "\n\nQuestion: {prompt}\n\nSolution: {initial_response}",
+    "no-critique": (
+        NO_CRITIQUE_INSTRUCTION + "\n\nQuestion: {prompt}\n\nStudent's Initial Answer: "
+        "{initial_response}"
+    ),
+}
+TARGET_FIELDS: dict[Mode, str] = {
+    "cgd": "refined_response",
+    "sft": "reference",
+    "distill": "refined_response",
+    "cft": "critique",
+    "no-critique": "refined_response",
+}
+_INPUT_FIELDS: dict[Mode, tuple[str, ...]] = {
+    "cgd": ("prompt", "initial_response", "critique"),
+    "sft": ("prompt",),
+    "distill": ("prompt",),
+    "cft": ("prompt", "initial_response"),
+    "no-critique": ("prompt", "initial_response"),
+}
+
+
+def check_mode(mode: str) -> Mode:
+    if mode not in INPUT_TEMPLATES:
+        raise ValueError(f"unknown mode {mode!r}; known: {list(MODES)}")
+    return mode  # type: ignore[return-value]
+
+
+def missing_field(mode: Mode, triplet: Mapping[str, Any]) -> str | None:
+    """The first field the mode needs that the triplet lacks (``None``: usable)."""
+    for field in (*_INPUT_FIELDS[mode], TARGET_FIELDS[mode]):
+        value = triplet.get(field)
+        if value is None or value == "":
+            return field
+    return None
+
+
+def build_input(mode: Mode, triplet: Mapping[str, Any]) -> str:
+    """The user-turn text the student is trained on (check ``missing_field`` first)."""
+    tpl = INPUT_TEMPLATES[mode]
+    if tpl == "{prompt}":
+        return _text(triplet["prompt"])
+    # str.format substitutes values verbatim: braces inside the texts are not re-parsed.
+    return tpl.format_map({f: _text(triplet[f]) for f in _INPUT_FIELDS[mode]})
+
+
+def target(mode: Mode, triplet: Mapping[str, Any]) -> str:
+    """The assistant-turn text the loss is computed on."""
+    return _text(triplet[TARGET_FIELDS[mode]])
+
+
+def _text(value: Any) -> str:
+    # References may arrive as numbers (AMC-style `27.0` columns); the chat formats need text.
+    return value if isinstance(value, str) else str(value)
