@@ -1,0 +1,178 @@
+"""The one training config: every knob with its default and a line of help.
+
+Logged at the start of a run and saved (JSON) in every checkpoint. Defaults follow the reference
+CGD recipe (docs/METHOD.md, "Training format"): full fine-tune, learning rate 1e-6, one epoch,
+sequence packing. Where the paper is silent the default is marked "ours" in the help text.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Mode = Literal["cgd", "sft", "distill", "cft", "no-critique"]
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # -- what to train on --------------------------------------------------------------------
+    model_path: str = Field(
+        description="Student model: a local Hugging Face directory (or hub id)."
+    )
+    train_file: str = Field(description="Export JSONL: layout `messages` or `native` rows.")
+    layout: Literal["auto", "messages", "native"] = Field(
+        "auto", description="Export layout; `auto` looks at the first row."
+    )
+    mode: Mode = Field(
+        "cgd",
+        description="Training format for native rows (cgd|sft|distill|cft|no-critique); "
+        "`messages` exports are already built for one mode.",
+    )
+
+    # -- method ------------------------------------------------------------------------------
+    method: Literal["full", "lora"] = Field("full", description="Full fine-tune or LoRA (peft).")
+    lora_r: int = Field(16, description="LoRA rank.")
+    lora_alpha: int = Field(32, description="LoRA alpha (scale = alpha / r).")
+    lora_dropout: float = Field(0.05, description="Dropout on the LoRA input.")
+    lora_targets: list[str] = Field(
+        default_factory=lambda: [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ],  # fmt: skip
+        description="Module names that get LoRA adapters (all linear layers of Llama/Qwen2).",
+    )
+
+    # -- optimisation ------------------------------------------------------------------------
+    learning_rate: float = Field(1e-6, description="Peak learning rate (paper: 1e-6).")
+    schedule: Literal["cosine", "linear", "constant"] = Field(
+        "cosine", description="Decay after warmup, to min_lr_ratio * peak."
+    )
+    warmup_ratio: float = Field(
+        0.1, description="Fraction of steps with linear warmup (ours, as CFT)."
+    )
+    min_lr_ratio: float = Field(0.0, description="Final learning rate as a fraction of the peak.")
+    weight_decay: float = Field(0.0, description="AdamW weight decay (LLaMA-Factory default: 0).")
+    adam_beta1: float = Field(0.9, description="AdamW beta1.")
+    adam_beta2: float = Field(0.999, description="AdamW beta2.")
+    grad_clip: float = Field(1.0, description="Clip the global gradient norm to this (0: off).")
+    epochs: int = Field(1, description="Passes over the export (paper: 1).")
+    max_steps: int | None = Field(
+        None, description="Stop after this many optimizer steps (overrides epochs)."
+    )
+
+    # -- batching ----------------------------------------------------------------------------
+    tokens_per_step: int = Field(
+        65536,
+        description="Tokens per optimizer step over all ranks: rows_per_step = "
+        "tokens_per_step / max_length (64k = 16 rows of 4096 ≈ the paper's batch of 64 samples).",
+    )
+    max_length: int = Field(4096, description="Tokens per row (and the longest sample kept).")
+    micro_batch_rows: int = Field(1, description="Rows per forward pass; the rest is accumulation.")
+    packing: bool = Field(
+        True, description="Pack samples into rows (documents kept apart); off: one sample per row."
+    )
+    pack_window: int = Field(1024, description="Samples per best-fit packing window (ours).")
+    seed: int = Field(0, description="Seed for init, shuffling and dropout.")
+
+    # -- model / numerics --------------------------------------------------------------------
+    precision: Literal["auto", "fp32", "bf16-mixed", "bf16"] = Field(
+        "auto",
+        description="auto: bf16-mixed on CUDA (fp32 master weights + bf16 autocast), fp32 on CPU; "
+        "bf16: bf16 weights too (less memory, less exact).",
+    )
+    attn_implementation: Literal["sdpa", "eager", "flex_attention", "flash_attention_2"] = Field(
+        "sdpa",
+        description="Attention kernel; each keeps packed documents apart (via position ids).",
+    )
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward.")
+    loss_chunk_tokens: int = Field(
+        4096,
+        description="Supervised positions per lm_head/cross-entropy chunk (bounds logit memory).",
+    )
+
+    # -- evaluation --------------------------------------------------------------------------
+    eval_sets: list[str] = Field(
+        default_factory=list, description="Eval sets (math500, amc23, aime24) or JSONL paths."
+    )
+    eval_max_new_tokens: int = Field(
+        8192, description="Generation budget per problem (paper: 8k/16k)."
+    )
+    eval_batch_size: int = Field(
+        32, description="Prompts per generate() batch (transformers backend)."
+    )
+    eval_limit: int | None = Field(
+        None, description="Evaluate only the first N problems of each set."
+    )
+    eval_backend: Literal["auto", "hf", "vllm"] = Field(
+        "auto", description="Generation engine for evaluation; auto: vLLM when importable."
+    )
+    eval_interval_steps: int = Field(0, description="Evaluate every N steps (0: only at the end).")
+    uncertainty_file: str | None = Field(
+        None,
+        description="Native JSONL for the refinement-uncertainty metric (default: the train file "
+        "when it is native).",
+    )
+    uncertainty_samples: int = Field(32, description="Samples for the uncertainty metric (0: off).")
+
+    # -- checkpoints / output ----------------------------------------------------------------
+    output_dir: str = Field("runs/cgd", description="Checkpoints, metrics and eval logs go here.")
+    checkpoint_interval_steps: int = Field(
+        0, description="Checkpoint every N steps (0: only at the end)."
+    )
+    resume_from: str | None = Field(
+        None,
+        description="Checkpoint directory to resume from (exact: weights, optimizer, RNG, data).",
+    )
+    export_dtype: Literal["float32", "bfloat16"] = Field(
+        "bfloat16",
+        description="dtype of the final model (merged for LoRA) written to output_dir/final.",
+    )
+    log_interval_steps: int = Field(1, description="Log metrics every N steps.")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.tokens_per_step < self.max_length:
+            raise ValueError("tokens_per_step must be at least max_length (one row)")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError("warmup_ratio must be in [0, 1)")
+        return self
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+
+def field_help() -> dict[str, str]:
+    """Field name → help text (for the CLI and docs)."""
+    return {name: f.description or "" for name, f in TrainConfig.model_fields.items()}
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`key=value` → (key, value); the value is parsed as JSON when it can be (numbers, lists)."""
+    key, sep, raw = text.partition("=")
+    if not sep:
+        raise ValueError(f"override {text!r} is not key=value")
+    key = key.strip().replace("-", "_")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key, value
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
+    """Read a YAML/JSON config file (optional) and apply overrides (None values are ignored)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**data)

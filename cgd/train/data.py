@@ -1,0 +1,386 @@
+"""From an export file to packed, document-separated micro-batches.
+
+1. Read the export (JSONL, streamed line by line) and turn every row into one tokenized sample:
+   the prompt rendered with the model's own chat template (a plain "Question: …\\n\\nAnswer:"
+   prompt when the tokenizer has none), then the target and the end-of-turn token. Labels are
+   -100 on the prompt, so the loss sees exactly the target tokens + EOS.
+2. Over-long samples lose context, never target: the student's initial answer is cut first, then
+   the critique, then the question. A sample whose target alone does not fit is dropped and
+   counted (DataStats), never cut.
+3. Each epoch: a seeded permutation of the samples, best-fit packing into rows of at most
+   ``max_length`` tokens within windows of ``pack_window`` samples, then a seeded shuffle of the
+   rows. Position ids restart at 0 for every document, which is what keeps documents apart in
+   attention (see model.py), and ``cu_seqlens`` records the boundaries.
+4. The plan is a pure function of (seed, epoch), so the data position is just the step number:
+   ``StepLoader.state_dict()`` saves it, ``load_state_dict`` restores it exactly.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cgd.curation import formats
+
+IGNORE_INDEX = -100
+CONTEXT_FIELDS = ("initial_response", "critique", "prompt")  # cut in this order when too long
+TRUNCATION_MARK = " […]"
+_TRUNCATION_SLACK = 4  # extra tokens removed per cut: re-tokenising at the cut can merge pieces
+Message = dict[str, str]
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
+def detect_layout(row: dict[str, Any]) -> str:
+    return "messages" if "messages" in row else "native"
+
+
+# -- prompts -----------------------------------------------------------------------------------
+
+
+def render_prompt(tokenizer: Any, messages: list[Message]) -> str:
+    """Prompt text up to where the assistant starts (system and user turns only)."""
+    if tokenizer.chat_template:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    # Base models (reference release): a plain "Question: …\n\nAnswer:" prompt.
+    system = "".join(m["content"] + "\n\n" for m in messages if m["role"] == "system")
+    user = "\n\n".join(m["content"] for m in messages if m["role"] == "user")
+    return f"{system}Question: {user}\n\nAnswer:"
+
+
+def encode_prompt(tokenizer: Any, text: str) -> list[int]:
+    # Chat templates write BOS themselves; a plain prompt needs the tokenizer's own specials.
+    return tokenizer(text, add_special_tokens=not tokenizer.chat_template).input_ids
+
+
+def encode_target(tokenizer: Any, text: str) -> list[int]:
+    """Target tokens + EOS (the model must learn to stop); a space after the plain "Answer:"."""
+    text = text if tokenizer.chat_template else " " + text
+    return [*tokenizer(text, add_special_tokens=False).input_ids, tokenizer.eos_token_id]
+
+
+# -- samples -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    input_ids: torch.Tensor  # (n,) int32: prompt then target + EOS
+    n_prompt: int  # labels are -100 on input_ids[:n_prompt]
+    truncated: bool = False
+
+    def __len__(self) -> int:
+        return self.input_ids.numel()
+
+    def labels(self) -> torch.Tensor:
+        labels = self.input_ids.long().clone()  # (n,)
+        labels[: self.n_prompt] = IGNORE_INDEX
+        return labels
+
+
+@dataclass
+class DataStats:
+    rows: int = 0
+    samples: int = 0
+    context_truncated: int = 0
+    dropped_target_too_long: int = 0
+    dropped_missing_field: int = 0
+    tokens: int = 0
+    supervised_tokens: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass
+class SampleBuilder:
+    """Row → Sample (or None, counted in ``stats``) for one tokenizer, mode and row budget."""
+
+    tokenizer: Any
+    max_length: int
+    mode: str = "cgd"
+    layout: str = "auto"
+    stats: DataStats = field(default_factory=DataStats)
+
+    def build(self, row: dict[str, Any]) -> Sample | None:
+        self.stats.rows += 1
+        layout = detect_layout(row) if self.layout == "auto" else self.layout
+        if layout == "messages":
+            *context, answer = row["messages"]
+            assert answer["role"] == "assistant", "the last message must be the assistant target"
+            target_text = answer["content"]
+        else:
+            if formats.missing_field(formats.check_mode(self.mode), row) is not None:
+                self.stats.dropped_missing_field += 1
+                return None
+            target_text = formats.target(self.mode, row)
+            context = [{"role": "user", "content": formats.build_input(self.mode, row)}]
+        target_ids = encode_target(self.tokenizer, target_text)
+        prompt_ids = self._prompt_ids(context)
+        truncated = len(prompt_ids) + len(target_ids) > self.max_length
+        if truncated:
+            budget = self.max_length - len(target_ids)
+            if layout == "messages":
+                prompt_ids = self._shorten_messages(context, budget)
+            else:
+                prompt_ids = self._shorten_native(dict(row), budget)
+            if prompt_ids is None:
+                self.stats.dropped_target_too_long += 1
+                return None
+            self.stats.context_truncated += 1
+        assert len(prompt_ids) >= 1, "every document must start with a masked token"
+        assert len(target_ids) >= 1, "every sample keeps at least one supervised token"
+        ids = torch.tensor(prompt_ids + target_ids, dtype=torch.int32)
+        self.stats.samples += 1
+        self.stats.tokens += ids.numel()
+        self.stats.supervised_tokens += len(target_ids)
+        return Sample(ids, len(prompt_ids), truncated)
+
+    def _prompt_ids(self, messages: list[Message]) -> list[int]:
+        return encode_prompt(self.tokenizer, render_prompt(self.tokenizer, messages))
+
+    def _cut(self, text: str, n_remove: int, keep_tail: bool) -> str:
+        """``text`` minus ``n_remove`` tokens (+ slack) from its end, or from its middle."""
+        ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        n_mark = len(self.tokenizer(TRUNCATION_MARK, add_special_tokens=False).input_ids)
+        keep = max(0, len(ids) - n_remove - n_mark - _TRUNCATION_SLACK)
+        head = keep // 2 if keep_tail else keep
+        tail = ids[len(ids) - (keep - head) :] if keep - head > 0 else []
+        return self.tokenizer.decode(ids[:head]) + TRUNCATION_MARK + self.tokenizer.decode(tail)
+
+    def _shorten_native(self, row: dict[str, Any], budget: int) -> list[int] | None:
+        """Cut the initial answer, then the critique, then the question until the prompt fits."""
+        prompt_ids = self._prompt_ids(
+            [{"role": "user", "content": formats.build_input(self.mode, row)}]
+        )
+        for name in CONTEXT_FIELDS:
+            while len(prompt_ids) > budget and row.get(name) and row[name] != TRUNCATION_MARK:
+                row[name] = self._cut(row[name], len(prompt_ids) - budget, keep_tail=False)
+                shorter = self._prompt_ids(
+                    [{"role": "user", "content": formats.build_input(self.mode, row)}]
+                )
+                if len(shorter) >= len(prompt_ids):
+                    break  # this field is not part of this mode's input
+                prompt_ids = shorter
+        return prompt_ids if len(prompt_ids) <= budget else None
+
+    def _shorten_messages(self, messages: list[Message], budget: int) -> list[int] | None:
+        """Pre-built input: cut the middle of the last user turn (keeps instruction, critique)."""
+        messages = [dict(m) for m in messages]
+        user = messages[-1]
+        prompt_ids = self._prompt_ids(messages)
+        while len(prompt_ids) > budget and user["content"] != TRUNCATION_MARK:
+            user["content"] = self._cut(user["content"], len(prompt_ids) - budget, keep_tail=True)
+            shorter = self._prompt_ids(messages)
+            if len(shorter) >= len(prompt_ids):
+                break
+            prompt_ids = shorter
+        return prompt_ids if len(prompt_ids) <= budget else None
+
+
+def tokenize_export(
+    path: str | Path,
+    tokenizer: Any,
+    *,
+    max_length: int,
+    mode: str = "cgd",
+    layout: str = "auto",
+    limit: int | None = None,
+) -> tuple[list[Sample], DataStats]:
+    """Every usable row of the export as a Sample, with counts of what was cut or dropped."""
+    builder = SampleBuilder(tokenizer, max_length, mode, layout)
+    samples = []
+    for row in itertools.islice(read_jsonl(path), limit):
+        sample = builder.build(row)
+        if sample is not None:
+            samples.append(sample)
+    return samples, builder.stats
+
+
+# -- packing -----------------------------------------------------------------------------------
+
+
+def pack_rows(
+    lengths: list[int], order: list[int], max_length: int, window: int
+) -> list[list[int]]:
+    """Best-fit-decreasing packing of ``order`` (sample indices) within consecutive windows."""
+    rows: list[list[int]] = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: -lengths[i])  # stable
+        free: list[tuple[int, int]] = []  # (tokens left, row index), sorted
+        for i in chunk:
+            k = bisect.bisect_left(free, (lengths[i], -1))  # tightest row that still fits
+            if k == len(free):
+                rows.append([i])
+                bisect.insort(free, (max_length - lengths[i], len(rows) - 1))
+            else:
+                space, r = free.pop(k)
+                rows[r].append(i)
+                bisect.insort(free, (space - lengths[i], r))
+    return rows
+
+
+def epoch_rows(
+    lengths: list[int], *, seed: int, epoch: int, max_length: int, packing: bool, window: int
+) -> list[list[int]]:
+    """The rows (lists of sample indices) of one epoch, a pure function of (seed, epoch)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(len(lengths), generator=g).tolist()
+    if not packing:
+        return [[i] for i in order]
+    rows = pack_rows(lengths, order, max_length, window)
+    return [rows[j] for j in torch.randperm(len(rows), generator=g).tolist()]
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # (b, t) int64
+    position_ids: torch.Tensor  # (b, t) restarting at 0 for every document (and the padding)
+    targets: torch.Tensor  # (b, t) next token at supervised positions, -100 elsewhere
+    cu_seqlens: list[torch.Tensor]  # per row: document boundaries [0, l1, l1 + l2, …, t]
+    n_tokens: int  # real (non-pad) tokens
+    n_supervised: int
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(
+            self.input_ids.to(device, non_blocking=True),
+            self.position_ids.to(device, non_blocking=True),
+            self.targets.to(device, non_blocking=True),
+            self.cu_seqlens,
+            self.n_tokens,
+            self.n_supervised,
+        )
+
+
+def collate(rows: list[list[Sample]], pad_id: int) -> Batch:
+    """Concatenate each row's samples; pad rows to the longest as one extra pseudo-document."""
+    width = max(sum(len(s) for s in row) for row in rows)
+    ids, pos, tgt, cu = [], [], [], []
+    for row in rows:
+        lens = [len(s) for s in row]
+        pad = width - sum(lens)
+        ids.append(torch.cat([*(s.input_ids.long() for s in row), torch.full((pad,), pad_id)]))
+        pos.append(torch.cat([torch.arange(n) for n in [*lens, pad]]))
+        labels = torch.cat([*(s.labels() for s in row), torch.full((pad,), IGNORE_INDEX)])
+        # Position j predicts token j + 1. Each document starts with a masked prompt token, so
+        # the shift never asks one document to predict the next one.
+        tgt.append(torch.cat([labels[1:], torch.tensor([IGNORE_INDEX])]))
+        cu.append(torch.tensor([0, *itertools.accumulate([*lens, pad] if pad else lens)]))
+    targets = torch.stack(tgt)  # (b, t)
+    return Batch(
+        input_ids=torch.stack(ids),
+        position_ids=torch.stack(pos),
+        targets=targets,
+        cu_seqlens=cu,
+        n_tokens=sum(len(s) for row in rows for s in row),
+        n_supervised=int((targets != IGNORE_INDEX).sum()),
+    )
+
+
+class StepLoader:
+    """Global optimizer step → this rank's micro-batches; the data position is the step.
+
+    A step takes ``rows_per_step`` consecutive rows of the epoch plan (the last step of an epoch
+    wraps around to the epoch's first rows, as DistributedSampler does, so every rank runs the
+    same number of micro-batches); rank r takes rows r, r + world, …
+    """
+
+    def __init__(
+        self,
+        samples: list[Sample],
+        *,
+        rows_per_step: int,
+        micro_batch_rows: int,
+        max_length: int,
+        packing: bool,
+        pack_window: int,
+        seed: int,
+        pad_id: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        assert samples, "no usable samples in the export"
+        assert rows_per_step % (world_size * micro_batch_rows) == 0
+        self.samples = samples
+        self.lengths = [len(s) for s in samples]
+        self.rows_per_step = rows_per_step
+        self.micro_batch_rows = micro_batch_rows
+        self.max_length = max_length
+        self.packing = packing
+        self.pack_window = pack_window
+        self.seed = seed
+        self.pad_id = pad_id
+        self.rank = rank
+        self.world_size = world_size
+        self.next_step = 0
+        self.epoch_plan = lru_cache(maxsize=2)(self._epoch_plan)
+
+    def _epoch_plan(self, epoch: int) -> list[list[int]]:
+        return epoch_rows(
+            self.lengths,
+            seed=self.seed,
+            epoch=epoch,
+            max_length=self.max_length,
+            packing=self.packing,
+            window=self.pack_window,
+        )
+
+    def steps_in_epoch(self, epoch: int) -> int:
+        return math.ceil(len(self.epoch_plan(epoch)) / self.rows_per_step)
+
+    def total_steps(self, epochs: int) -> int:
+        return sum(self.steps_in_epoch(e) for e in range(epochs))
+
+    def locate(self, step: int) -> tuple[int, int]:
+        """(epoch, step within the epoch) of a global step."""
+        epoch = 0
+        while step >= (n := self.steps_in_epoch(epoch)):
+            step, epoch = step - n, epoch + 1
+        return epoch, step
+
+    def micro_batches(self, step: int) -> list[Batch]:
+        epoch, k = self.locate(step)
+        plan = self.epoch_plan(epoch)
+        index = [(k * self.rows_per_step + j) % len(plan) for j in range(self.rows_per_step)]
+        mine = [plan[i] for i in index[self.rank :: self.world_size]]
+        rows = [[self.samples[i] for i in row] for row in mine]
+        return [
+            collate(rows[j : j + self.micro_batch_rows], self.pad_id)
+            for j in range(0, len(rows), self.micro_batch_rows)
+        ]
+
+    def __iter__(self) -> Iterator[tuple[int, list[Batch]]]:
+        while True:
+            step = self.next_step
+            batches = self.micro_batches(step)
+            self.next_step += 1
+            yield step, batches
+
+    def state_dict(self) -> dict[str, int]:
+        epoch, k = self.locate(self.next_step)
+        return {
+            "next_step": self.next_step,
+            "epoch": epoch,
+            "step_in_epoch": k,
+            "seed": self.seed,
+            "n_samples": len(self.samples),
+        }
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        assert state["seed"] == self.seed and state["n_samples"] == len(self.samples), (
+            "resuming on different data (seed or sample count changed)"
+        )
+        self.next_step = state["next_step"]

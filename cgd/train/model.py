@@ -1,0 +1,147 @@
+"""The student model, document-separated attention and the loss on supervised tokens only.
+
+Attention across packed documents. Rows hold several samples; none may attend to another. We
+pass no attention mask and position ids that restart at 0 for each document. transformers 5
+turns exactly that into a document mask for every attention backend
+(``masking_utils.find_packed_sequence_indices``): a block-diagonal causal boolean mask for
+``sdpa``/``eager``, a block-sparse ``BlockMask`` for ``flex_attention``, varlen ``cu_seqlens``
+for ``flash_attention_2``. Rotary embeddings read the same position ids, so a packed sample's
+logits equal its logits alone (tests/test_train_attention.py proves it for sdpa and eager).
+``use_cache=False`` is required: with a cache the detection is skipped.
+
+Loss. The decoder's hidden states are gathered at supervised positions only and projected with
+``lm_head`` in chunks of ``chunk_tokens`` rows under activation checkpointing, so the (tokens ×
+vocab) logits exist for at most one chunk at a time and never for masked tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from cgd.train.config import TrainConfig
+from cgd.train.data import IGNORE_INDEX, Batch
+
+# -- loading -----------------------------------------------------------------------------------
+
+
+def load_tokenizer(path: str) -> Any:
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(
+    path: str, *, dtype: torch.dtype, attn_implementation: str, device: torch.device
+) -> nn.Module:
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=dtype, attn_implementation=attn_implementation
+    )
+    return model.to(device)
+
+
+def add_lora(model: nn.Module, config: TrainConfig) -> PeftModel:
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.lora_targets,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def load_lora(model: nn.Module, adapter_dir: str) -> PeftModel:
+    return PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
+
+
+def causal_lm(model: nn.Module) -> Any:
+    """The transformers *ForCausalLM under a peft wrapper (or the model itself)."""
+    return model.get_base_model() if isinstance(model, PeftModel) else model
+
+
+# -- forward and loss --------------------------------------------------------------------------
+
+
+def decoder_hidden(
+    model: nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor
+) -> torch.Tensor:
+    """Last hidden states (b, t, d); documents kept apart by the restarting position ids."""
+    decoder = causal_lm(model).get_decoder()
+    out = decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False)
+    return out.last_hidden_state
+
+
+def supervised_positions(
+    hidden: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hidden states (n, d) and target ids (n,) at the n supervised positions."""
+    keep = targets != IGNORE_INDEX  # (b, t)
+    return hidden[keep], targets[keep]
+
+
+def _chunk_ce_sum(lm_head: nn.Module, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    logits = lm_head(h).float()  # (c, V): fp32 for a stable log-softmax
+    return F.cross_entropy(logits, y, reduction="sum")
+
+
+def chunked_cross_entropy_sum(
+    lm_head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, chunk_tokens: int
+) -> torch.Tensor:
+    """Σ −log p(target) over rows of ``hidden`` (n, d); logits live one chunk at a time."""
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, hidden.shape[0], chunk_tokens):
+        h, y = hidden[start : start + chunk_tokens], targets[start : start + chunk_tokens]
+        # Recomputed in backward: only the (c, d) slice is kept, not the (c, V) logits.
+        total = total + checkpoint(_chunk_ce_sum, lm_head, h, y, use_reentrant=False)
+    return total
+
+
+class SupervisedLoss(nn.Module):
+    """Wraps the model so DDP sees one forward: (ids, positions, targets) → Σ NLL (fp32 scalar).
+
+    The caller divides by the number of supervised tokens of the whole optimizer step.
+    """
+
+    def __init__(self, model: nn.Module, chunk_tokens: int) -> None:
+        super().__init__()
+        self.model = model
+        self.chunk_tokens = chunk_tokens
+
+    def forward(
+        self, input_ids: torch.Tensor, position_ids: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
+        hidden = decoder_hidden(self.model, input_ids, position_ids)  # (b, t, d)
+        h, y = supervised_positions(hidden, targets)  # (n, d), (n,)
+        lm_head = causal_lm(self.model).get_output_embeddings()
+        return chunked_cross_entropy_sum(lm_head, h, y, self.chunk_tokens)
+
+
+@torch.no_grad()
+def token_entropy_and_nll(
+    model: nn.Module, batch: Batch, chunk_tokens: int = 4096
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per supervised position: predictive entropy H(p(·|prefix)) and −log p(target), both (n,)."""
+    hidden = decoder_hidden(model, batch.input_ids, batch.position_ids)
+    h, y = supervised_positions(hidden, batch.targets)
+    lm_head = causal_lm(model).get_output_embeddings()
+    entropies, nlls = [], []
+    for start in range(0, h.shape[0], chunk_tokens):
+        logp = torch.log_softmax(lm_head(h[start : start + chunk_tokens]).float(), dim=-1)  # (c, V)
+        entropies.append(-(logp.exp() * logp).sum(-1))
+        nlls.append(-logp.gather(-1, y[start : start + chunk_tokens, None]).squeeze(-1))
+    return torch.cat(entropies), torch.cat(nlls)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total
