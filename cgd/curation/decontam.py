@@ -4,8 +4,8 @@ A prompt is contaminated by a source (an eval set, another dataset) when
 - it shares a word n-gram (default 13, over lowercased word tokens) with one of its texts, or
 - it is shorter than n words and equals one of its texts, or
 - one of its texts is shorter than n words (and at least ``MIN_SPAN`` long) and appears in the
-  prompt as a contiguous run of words: 51 MATH-500 problems ("Simplify $\\sqrt{242}$.") are too
-  short to ever produce a 13-gram, and they are the likeliest ones to be copied.
+  prompt as a contiguous run of words: 51 MATH-500 problems ("Compute $\\dbinom{31}{28}$.") are
+  too short to ever produce a 13-gram, and they are the likeliest ones to be copied.
 
 Grams are hashed to 64-bit ints and kept per source as a sorted numpy array (8 bytes per gram) so
 an index over another dataset's 100k prompts stays small.
@@ -24,8 +24,9 @@ from cgd.curation.eval_sets import load_eval_set
 from cgd.curation.text import word_tokens
 
 DEFAULT_NGRAM = 13
-# Shorter texts are only matched whole: a one- or two-word text ("Solve for x") is no evidence.
-MIN_SPAN = 3
+# Shorter texts are only matched whole: inside a longer prompt, "Solve for x" is no evidence.
+# Two MATH-500 problems are shorter ("Simplify $\\sqrt{242}$."): those are caught only verbatim.
+MIN_SPAN = 4
 _MASK = (1 << 64) - 1
 
 

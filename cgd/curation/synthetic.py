@@ -40,12 +40,16 @@ def make_triplet(n: int = 0, **overrides: Any) -> dict[str, Any]:
     return t
 
 
+# fmt: off
 _WORDS = (
-    "the a of to and in is that for it as with was on be by this are or at from which number "
-    "sum product equation value find compute total apples train speed hours minutes triangle "
-    "angle side length area circle radius integer prime divisible remainder fraction ratio "
-    "percent price cost each more less than twice half step therefore so we get thus answer"
-).split()
+    "the", "a", "of", "to", "and", "in", "is", "that", "for", "it", "as", "with", "was", "on",
+    "be", "by", "this", "are", "or", "at", "from", "which", "number", "sum", "product", "equation",
+    "value", "find", "compute", "total", "apples", "train", "speed", "hours", "minutes",
+    "triangle", "angle", "side", "length", "area", "circle", "radius", "integer", "prime",
+    "divisible", "remainder", "fraction", "ratio", "percent", "price", "cost", "each", "more",
+    "less", "than", "twice", "half", "step", "therefore", "so", "we", "get", "thus", "answer",
+)
+# fmt: on
 
 
 def _text(rng: random.Random, chars: int) -> str:
