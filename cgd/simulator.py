@@ -72,6 +72,9 @@ class SimConfig(BaseModel):
     port: int = Field(8000, ge=0, le=65535, description="0 picks a free port")
     slots: int = Field(64, ge=1, description="Requests generated at once (K)")
     latency_s: float = Field(0.5, ge=0, description="Seconds each request holds a slot (L)")
+    latency_jitter: float = Field(
+        0.0, ge=0, le=1, description="Each latency is L*(1±jitter), uniform: the mean stays L"
+    )
     datasets: list[Path] = Field(default_factory=list, description="JSONL files with references")
     served_models: list[str] = Field(
         default_factory=list, description="Model names accepted; empty accepts any (404 otherwise)"
@@ -385,6 +388,7 @@ class SimState:
         self.answerer = Answerer(load_references(config.datasets))
         self.slots = asyncio.Semaphore(config.slots)  # FIFO waiters, like vLLM's queue
         self.rng = random.Random(config.seed)
+        self.latency_rng = random.Random(config.seed + 1)
         self.stats = self._fresh_stats()
         self.stopping = asyncio.Event()  # set on shutdown so hung requests end
         self.ids = itertools.count(1)
@@ -403,6 +407,14 @@ class SimState:
             self.config = self.startup_config
         self.rng = random.Random(self.config.seed)
         self.stats = self._fresh_stats(self.stats)
+
+    def latency(self) -> float:
+        """This request's generation time. Jitter keeps requests that started together from
+        all finishing together, as real generation lengths vary."""
+        base, jitter = self.config.latency_s, self.config.latency_jitter
+        if not jitter:
+            return base
+        return base * (1.0 + jitter * (2.0 * self.latency_rng.random() - 1.0))
 
     def draw_fault(self, stage: str, model: str) -> str | None:
         cfg = self.config
@@ -509,7 +521,7 @@ async def _hold_slot(st: SimState) -> None:
     st.stats.running += 1
     st.stats.max_running = max(st.stats.max_running, st.stats.running)
     try:
-        await asyncio.sleep(st.config.latency_s)
+        await asyncio.sleep(st.latency())
     finally:
         st.stats.running -= 1
         st.slots.release()
@@ -822,6 +834,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     p.add_argument("--slots", type=int, default=64, help="concurrent requests (K)")
     p.add_argument("--latency", type=float, default=0.5, help="seconds per request (L)")
+    p.add_argument("--latency-jitter", type=float, default=0.0, help="L*(1±jitter), uniform")
     p.add_argument("--dataset", action="append", default=[], help="JSONL with references")
     p.add_argument("--served-model", action="append", default=[], help="accepted model names")
     p.add_argument("--accuracy", type=float, default=0.5)
@@ -849,6 +862,7 @@ def config_from_args(ns: argparse.Namespace) -> SimConfig:
         port=ns.port,
         slots=ns.slots,
         latency_s=ns.latency,
+        latency_jitter=ns.latency_jitter,
         datasets=[Path(d) for d in ns.dataset],
         served_models=ns.served_model,
         accuracy=ns.accuracy,

@@ -14,6 +14,7 @@ import pytest
 
 from cgd.simulator import (
     SimConfig,
+    SimState,
     SimulatorProcess,
     classify,
     final_answer,
@@ -319,3 +320,11 @@ def test_subprocess_entry_point(gsm8k_slice: tuple[Path, list[dict[str, str]]]) 
 
         asyncio.run(main())
     assert sim.proc.returncode == 0  # SIGTERM is a clean shutdown
+
+
+def test_latency_jitter_keeps_the_mean() -> None:
+    state = SimState(SimConfig(latency_s=0.5, latency_jitter=0.2))
+    samples = [state.latency() for _ in range(2000)]
+    assert min(samples) >= 0.4 and max(samples) <= 0.6
+    assert sum(samples) / len(samples) == pytest.approx(0.5, abs=0.01)
+    assert SimState(SimConfig(latency_s=0.5)).latency() == 0.5
