@@ -6,7 +6,12 @@ import typer
 
 from cgd.settings import get_settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Critique-guided distillation.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Critique-guided distillation.",
+)
 admin_app = typer.Typer(no_args_is_help=True, help="Administration (runs against the database).")
 dev_app = typer.Typer(no_args_is_help=True, help="Developer tools: simulator, tiny models.")
 app.add_typer(admin_app, name="admin")

@@ -98,9 +98,10 @@ class DatasetItem(Base):
     __tablename__ = "dataset_items"
     __table_args__ = (UniqueConstraint("dataset_id", "item_id"),)
 
-    dataset_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True
-    )
+    # No foreign key on purpose: Postgres checks one with a trigger per row, which made COPY of a
+    # 1M-row upload three times slower. Items are written only in the transaction that creates
+    # their dataset and deleted with it (cgd.datasets.delete_dataset).
+    dataset_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     idx: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     item_id: Mapped[str] = mapped_column(String(500))
     line: Mapped[int] = mapped_column(Integer)  # where it came from in the upload (1-based)

@@ -66,7 +66,6 @@ def upgrade() -> None:
     sa.Column('reference', sa.Text(), nullable=True),
     sa.Column('response', sa.Text(), nullable=True),
     sa.Column('extra', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
-    sa.ForeignKeyConstraint(['dataset_id'], ['datasets.id'], name=op.f('fk_dataset_items_dataset_id_datasets'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('dataset_id', 'idx', name=op.f('pk_dataset_items')),
     sa.UniqueConstraint('dataset_id', 'item_id', name=op.f('uq_dataset_items_dataset_id_item_id'))
     )

@@ -1,0 +1,27 @@
+# Verbs. `make test` and `make api` set everything up on a fresh machine first.
+.PHONY: setup services test test-fast lint migrate api bench-ingest
+
+setup:
+	@bash scripts/setup.sh
+
+services:
+	@bash scripts/services.sh
+
+test: setup services
+	HF_HUB_OFFLINE=1 .venv/bin/pytest -q
+
+test-fast: setup services
+	HF_HUB_OFFLINE=1 .venv/bin/pytest -q -m "not slow"
+
+lint: setup
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy cgd
+
+migrate: setup
+	.venv/bin/cgd migrate
+
+# The REST API on the embedded defaults (SQLite under ~/.cgd) unless CGD_DATABASE_URL is set.
+api: migrate
+	.venv/bin/cgd api --host 127.0.0.1 --port 8000
+
+bench-ingest: setup services
+	.venv/bin/python bench/ingest.py
