@@ -108,13 +108,10 @@ class TrainConfig(BaseModel):
         8192, description="Generation budget per problem (paper: 8k/16k)."
     )
     eval_batch_size: int = Field(
-        32, description="Prompts per generate() batch (transformers backend)."
+        32, description="Prompts per generate() batch (in-training eval uses transformers)."
     )
     eval_limit: int | None = Field(
         None, description="Evaluate only the first N problems of each set."
-    )
-    eval_backend: Literal["auto", "hf", "vllm"] = Field(
-        "auto", description="Generation engine for evaluation; auto: vLLM when importable."
     )
     eval_interval_steps: int = Field(0, description="Evaluate every N steps (0: only at the end).")
     uncertainty_file: str | None = Field(
