@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from cgd.settings import get_settings
@@ -64,6 +66,43 @@ def api(
         workers=workers,
         log_config=None,
         access_log=False,
+    )
+
+
+@app.command()
+def worker(
+    queues: str = typer.Option("generation,curation", help="Comma-separated queues to consume"),
+    concurrency: int | None = typer.Option(
+        None, help="Chunks run at once in this process (default CGD_WORKER_CONCURRENCY)"
+    ),
+    loglevel: str = typer.Option("INFO", help="Log level"),
+) -> None:
+    """Celery worker. Chunk tasks share one event loop, HTTP client and verifier pool per
+    process, so the threads pool lets several chunks overlap on one in-flight window."""
+    from cgd.logs import setup_logging
+    from services.worker import tasks
+
+    setup_logging(loglevel)
+    settings = get_settings()
+    if not settings.broker_url:
+        raise typer.BadParameter("CGD_BROKER_URL is not set (e.g. redis://127.0.0.1:6379/0)")
+    n = concurrency or settings.worker_concurrency
+    tasks.celery_app.worker_main(
+        [
+            "worker",
+            "-Q",
+            queues,
+            "--pool",
+            "threads",
+            "-c",
+            str(n),
+            "--loglevel",
+            loglevel,
+            "--without-gossip",
+            "--without-mingle",
+            "-n",
+            f"cgd-{queues.replace(',', '-')}-{os.getpid()}@%h",
+        ]
     )
 
 

@@ -314,15 +314,25 @@ class LLMClient:
 
     # -- calls ----------------------------------------------------------------------------------
 
-    async def chat(self, endpoint: EndpointConfig, messages: list[Message]) -> CallResult:
-        """One chat completion with retries; raises :class:`LLMError` when none is usable."""
+    async def chat(
+        self,
+        endpoint: EndpointConfig,
+        messages: list[Message],
+        truncation: TruncationPolicy | None = None,
+    ) -> CallResult:
+        """One chat completion with retries; raises :class:`LLMError` when none is usable.
+
+        ``truncation`` overrides the client's policy for this call (jobs choose their own).
+        """
         started = time.monotonic()
         self._ensure_session()  # fail fast when used from another event loop
         ep = self._endpoint(endpoint)
         ep.stats.calls += 1
         outcome = await self._with_retries(endpoint, ep, messages, endpoint.request_params(), 0)
         if outcome.response.finish_reason == "length":
-            outcome = await self._handle_truncation(endpoint, ep, messages, outcome)
+            outcome = await self._handle_truncation(
+                endpoint, ep, messages, outcome, truncation or self.truncation
+            )
         response = outcome.response
         return CallResult(
             text=response.text,
@@ -343,10 +353,11 @@ class LLMClient:
         ep: _Endpoint,
         messages: list[Message],
         outcome: _Outcome,
+        policy: TruncationPolicy,
     ) -> _Outcome:
         current = outcome.params["max_tokens"]
         larger = min(current * 2, self.truncation_max_tokens)
-        if self.truncation == "retry_larger" and larger > current:
+        if policy == "retry_larger" and larger > current:
             log.info(
                 "truncated answer from %s (max_tokens=%d); retrying with max_tokens=%d",
                 safe_url(endpoint.base_url),

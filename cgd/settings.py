@@ -34,9 +34,28 @@ class Settings(BaseSettings):
 
     # Generation.
     max_inflight_per_endpoint: int = Field(128, description="Bounded in-flight calls per endpoint")
+    llm_timeout_s: float = Field(600.0, description="Per-request timeout for LLM calls")
+    llm_max_attempts: int = Field(5, description="Attempts per LLM call (transient errors)")
+    llm_backoff_base_s: float = Field(0.5, description="First retry delay (jittered, doubling)")
+    llm_backoff_max_s: float = Field(30.0, description="Longest retry delay")
+    worker_concurrency: int = Field(4, description="Chunks one worker process runs at once")
+    chunk_time_limit_s: float = Field(3 * 3600.0, description="Hard limit for one chunk task")
+    lease_s: float = Field(60.0, description="A chunk runner's lease; renewed while it works")
+    heartbeat_s: float = Field(10.0, description="How often a runner renews its lease")
+    sweep_interval_s: float = Field(15.0, description="How often the sweeper looks for chunks")
+    requeue_after_s: float = Field(
+        300.0, description="Re-enqueue a chunk whose message has not been picked up this long"
+    )
+    verify_processes: int = Field(1, description="math-verify worker processes per worker")
+    verify_timeout_s: float = Field(5.0, description="Hard timeout for one verification")
     endpoint_allowlist: str = Field(
         "*", description="Comma-separated URL prefixes allowed as endpoints; * allows all (dev)"
     )
+
+    @property
+    def visibility_timeout_s(self) -> float:
+        # Redis redelivers unacked messages after this: it must exceed the longest task.
+        return self.chunk_time_limit_s + 600.0
 
     @property
     def effective_database_url(self) -> str:

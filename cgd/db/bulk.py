@@ -108,3 +108,17 @@ def _flush_batch(session: Session, batch: list[dict[str, Any]]) -> None:
     except IntegrityError as exc:
         raise DuplicateItemId(str(exc.orig)) from None
     batch.clear()
+
+
+def insert_ignore(session: Session, model: type[Any], rows: list[dict[str, Any]]) -> None:
+    """INSERT … ON CONFLICT DO NOTHING: the idempotent write of a result keyed by its identity."""
+    if not rows:
+        return
+    if is_postgres(session):
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        session.execute(pg_insert(model).on_conflict_do_nothing(), rows)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        session.execute(sqlite_insert(model).on_conflict_do_nothing(), rows)

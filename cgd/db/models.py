@@ -109,3 +109,109 @@ class DatasetItem(Base):
     reference: Mapped[str | None] = mapped_column(Text)
     response: Mapped[str | None] = mapped_column(Text)
     extra: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+
+# --- generation jobs ---------------------------------------------------------------------------
+
+# Item state machine: pending → probed → critiqued → refined → verified | failed(reason).
+ITEM_STATES = ("pending", "probed", "critiqued", "refined", "verified", "failed")
+TERMINAL_STATES = ("verified", "failed")
+STAGES = ("probe", "critique", "refine")
+
+
+class Job(Base):
+    """A dataset turned into CGD triplets. Its status is derived from item states (see
+    ``cgd.generation.jobs.job_status``); only cancellation and job-level errors are stored."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("team_id", "idempotency_key"),
+        Index("ix_jobs_team_created", "team_id", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    dataset_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("datasets.id"))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONType)  # validated JobSpec, secrets included
+    template_version: Mapped[str] = mapped_column(String(50))
+    total_items: Mapped[int] = mapped_column(Integer)  # dataset items × samples
+    num_chunks: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)  # a job-level failure, if any
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class JobChunk(Base):
+    """A slice of a job's items, the unit of work of one task. The lease tells whether a live
+    runner holds it; the sweeper re-enqueues chunks whose lease expired or whose message was
+    lost."""
+
+    __tablename__ = "job_chunks"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    chunk_no: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    start_idx: Mapped[int] = mapped_column(Integer)  # dataset idx range [start_idx, end_idx)
+    end_idx: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20), default="queued")  # queued|running|done
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deliveries: Mapped[int] = mapped_column(Integer, default=0)
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class JobItem(Base):
+    """One (dataset item, sample) of a job and where it stands."""
+
+    __tablename__ = "job_items"
+    __table_args__ = (Index("ix_job_items_job_state", "job_id", "state"),)
+
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    sample: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    state: Mapped[str] = mapped_column(String(20), default="pending")
+    verdict: Mapped[str | None] = mapped_column(String(10))  # critique's: right|wrong|None
+    initial_answer: Mapped[str | None] = mapped_column(Text)  # extracted final answers
+    refined_answer: Mapped[str | None] = mapped_column(Text)
+    initial_correct: Mapped[bool | None] = mapped_column()
+    refined_correct: Mapped[bool | None] = mapped_column()
+    verdict_agrees: Mapped[bool | None] = mapped_column()
+    truncated: Mapped[bool] = mapped_column(default=False)  # any stage hit finish_reason=length
+    error_kind: Mapped[str | None] = mapped_column(String(40))
+    error: Mapped[str | None] = mapped_column(Text)
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # failed runs of this item
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Generation(Base):
+    """One completed LLM call. The primary key (job, item, sample, stage) makes the write
+    idempotent: a re-delivered task can never store (or bill) a completed call twice."""
+
+    __tablename__ = "generations"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    sample: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    stage: Mapped[str] = mapped_column(String(10), primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    finish_reason: Mapped[str | None] = mapped_column(String(20))
+    model: Mapped[str | None] = mapped_column(String(300))
+    request: Mapped[dict[str, Any]] = mapped_column(JSONType)  # sampling params, no messages
+    template_version: Mapped[str] = mapped_column(String(50))
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    latency_s: Mapped[float] = mapped_column(default=0.0)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from typing import Annotated
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from cgd.auth import authenticate
 from cgd.settings import Settings
+from services.worker.celery_app import send_chunks
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -18,8 +20,13 @@ def get_settings_dep(request: Request) -> Settings:
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    """The request's unit of work: commits when the handler succeeds, rolls back otherwise."""
+    """The request's unit of work: commits when the handler succeeds, rolls back otherwise.
+
+    Chunk messages the handler queued in ``request.state.outbox`` are sent only after the
+    commit, so a worker always finds the rows a message names.
+    """
     session: Session = request.app.state.sessionmaker()
+    request.state.outbox = []
     try:
         yield session
         session.commit()
@@ -28,7 +35,21 @@ def get_session(request: Request) -> Iterator[Session]:
         raise
     finally:
         session.close()
+    send_outbox(request)
 
+
+def send_outbox(request: Request) -> None:
+    refs = request.state.outbox
+    if not refs:
+        return
+    try:
+        send_chunks(request.app.state.celery, refs)
+    except Exception as exc:
+        # The job is committed; the worker's sweeper enqueues chunks whose message never came.
+        log.warning("could not enqueue %d chunk(s) now (%s); the sweeper will", len(refs), exc)
+
+
+log = logging.getLogger("cgd.api")
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 # scope="function": commit before the response is sent, so a 2xx always means committed.

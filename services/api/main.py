@@ -14,7 +14,8 @@ from cgd.logs import setup_logging
 from cgd.settings import Settings, get_settings
 from services.api.errors import install_error_handlers
 from services.api.metrics import MetricsMiddleware
-from services.api.routes import datasets, ops
+from services.api.routes import datasets, jobs, ops
+from services.worker.celery_app import make_celery
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -27,6 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.redis = _redis_client(settings)
+        app.state.celery = make_celery(settings)
         logging.getLogger("cgd.api").info("api started", extra={"version": __version__})
         try:
             yield
@@ -45,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware)
     app.include_router(ops.router)
     app.include_router(datasets.router)
+    app.include_router(jobs.router)
     return app
 
 

@@ -1,0 +1,1 @@
+"""Generation jobs: student probe → teacher critique → teacher refine → verification."""

@@ -1,0 +1,352 @@
+"""Job operations used by the API: create, status, cancel, retry-failed, triplets.
+
+Functions only ``flush()``; the request boundary commits and then sends the chunk messages that
+these functions return (never before the commit: a worker must always find its rows).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import uuid
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Integer, String, Uuid, func, insert, literal, select, update
+from sqlalchemy.orm import Session
+
+from cgd.datasets import get_dataset
+from cgd.db.models import (
+    ITEM_STATES,
+    DatasetItem,
+    Generation,
+    Job,
+    JobChunk,
+    JobItem,
+    utcnow,
+)
+from cgd.errors import Conflict, IdempotencyKeyReused, InvalidRequest, NotFound
+from cgd.generation.spec import JobSpec
+from cgd.templates import get_template
+
+ChunkRef = tuple[str, int]  # (job id, chunk number): what a task message carries
+
+
+class JobNotFound(NotFound):
+    """Job not found."""
+
+
+class JobNotCancellable(Conflict):
+    """The job already finished; it cannot be cancelled."""
+
+
+class JobNotRetryable(Conflict):
+    """The job was cancelled or is still running its first pass; nothing to retry."""
+
+
+def spec_hash(spec: JobSpec) -> str:
+    return hashlib.sha256(orjson.dumps(spec.stored(), option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def find_replay(session: Session, team_id: uuid.UUID, key: str | None, req_hash: str) -> Job | None:
+    if key is None:
+        return None
+    job = session.scalar(select(Job).where(Job.team_id == team_id, Job.idempotency_key == key))
+    if job is not None and job.request_hash != req_hash:
+        raise IdempotencyKeyReused(
+            {"reason": "Idempotency-Key was already used with a different request body"}
+        )
+    return job
+
+
+def create_job(
+    session: Session, team_id: uuid.UUID, spec: JobSpec, idempotency_key: str | None = None
+) -> tuple[Job, list[ChunkRef]]:
+    dataset = get_dataset(session, team_id, spec.dataset_id)
+    if spec.student is None:
+        missing = session.scalar(
+            select(func.count())
+            .select_from(DatasetItem)
+            .where(DatasetItem.dataset_id == dataset.id, DatasetItem.response.is_(None))
+        )
+        if missing:
+            raise InvalidRequest(
+                {
+                    "field": "student",
+                    "reason": f"student is null but {missing} dataset items have no response "
+                    "to use as the initial answer",
+                }
+            )
+    n_chunks = max(1, math.ceil(dataset.num_items / spec.chunk_size))
+    job = Job(
+        team_id=team_id,
+        dataset_id=dataset.id,
+        spec=spec.stored(),
+        template_version=get_template(spec.template).version,
+        total_items=dataset.num_items * spec.samples_per_prompt,
+        num_chunks=n_chunks,
+        idempotency_key=idempotency_key,
+        request_hash=spec_hash(spec),
+    )
+    session.add(job)
+    session.flush()
+    for sample in range(spec.samples_per_prompt):
+        rows = select(
+            literal(job.id, Uuid),
+            DatasetItem.idx,
+            literal(sample, Integer),
+            literal("pending", String),
+            literal(False),
+            literal(0, Integer),
+            literal(0, Integer),
+            literal(0, Integer),
+        ).where(DatasetItem.dataset_id == dataset.id)
+        session.execute(
+            insert(JobItem).from_select(
+                [
+                    "job_id",
+                    "idx",
+                    "sample",
+                    "state",
+                    "truncated",
+                    "failures",
+                    "prompt_tokens",
+                    "completion_tokens",
+                ],
+                rows,
+            )
+        )
+    now = utcnow()
+    session.execute(
+        insert(JobChunk),
+        [
+            {
+                "job_id": job.id,
+                "chunk_no": c,
+                "start_idx": c * spec.chunk_size,
+                "end_idx": min(dataset.num_items, (c + 1) * spec.chunk_size),
+                "status": "queued",
+                "deliveries": 0,
+                "enqueued_at": now,
+            }
+            for c in range(n_chunks)
+        ],
+    )
+    session.flush()
+    return job, [(str(job.id), c) for c in range(n_chunks)]
+
+
+def get_job(session: Session, team_id: uuid.UUID, job_id: uuid.UUID) -> Job:
+    job = session.get(Job, job_id)
+    if job is None or job.team_id != team_id:
+        raise JobNotFound({"job_id": str(job_id)})
+    return job
+
+
+def list_jobs(
+    session: Session, team_id: uuid.UUID, limit: int, after: tuple[datetime, uuid.UUID] | None
+) -> list[Job]:
+    q = select(Job).where(Job.team_id == team_id)
+    if after is not None:
+        created, last_id = after
+        q = q.where((Job.created_at < created) | ((Job.created_at == created) & (Job.id < last_id)))
+    return list(session.scalars(q.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)))
+
+
+def job_status(session: Session, job: Job) -> dict[str, Any]:
+    """Counts, progress, rate and ETA, all derived from item rows (correct after any crash)."""
+    by_state = {s: 0 for s in ITEM_STATES}
+    prompt_tokens = completion_tokens = 0
+    for state, n, pt, ct in session.execute(
+        select(
+            JobItem.state,
+            func.count(),
+            func.coalesce(func.sum(JobItem.prompt_tokens), 0),
+            func.coalesce(func.sum(JobItem.completion_tokens), 0),
+        )
+        .where(JobItem.job_id == job.id)
+        .group_by(JobItem.state)
+    ):
+        by_state[state] = n
+        prompt_tokens += pt
+        completion_tokens += ct
+    errors = {
+        kind: n
+        for kind, n in session.execute(
+            select(JobItem.error_kind, func.count())
+            .where(JobItem.job_id == job.id, JobItem.state == "failed")
+            .group_by(JobItem.error_kind)
+        )
+    }
+    truncated = session.scalar(
+        select(func.count()).where(JobItem.job_id == job.id, JobItem.truncated.is_(True))
+    )
+    total = job.total_items
+    done = by_state["verified"] + by_state["failed"]
+    status = derive_status(job, by_state, total)
+    end = job.finished_at or job.cancelled_at or utcnow()
+    elapsed = (end - job.started_at).total_seconds() if job.started_at else 0.0
+    rate = done / elapsed if elapsed > 0 else 0.0
+    return {
+        "id": str(job.id),
+        "dataset_id": str(job.dataset_id),
+        "status": status,
+        "counts": {
+            "total": total,
+            "completed": by_state["verified"],
+            "failed": by_state["failed"],
+            "pending": total - done,
+        },
+        "by_stage": by_state,
+        "progress": round(done / total, 4) if total else 1.0,
+        "items_per_s": round(rate, 2),
+        "eta_s": round((total - done) / rate, 1) if rate > 0 and status == "running" else None,
+        "tokens": {"prompt": prompt_tokens, "completion": completion_tokens},
+        "errors": errors,
+        "truncated": truncated,
+        "template_version": job.template_version,
+        "spec": JobSpec.model_validate(job.spec).public(),
+        "error": job.error,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "cancelled_at": job.cancelled_at,
+    }
+
+
+def derive_status(job: Job, by_state: dict[str, int], total: int) -> str:
+    done = by_state["verified"] + by_state["failed"]
+    if job.cancelled_at is not None:
+        return "cancelled"
+    if job.error is not None:
+        return "failed"
+    if done >= total:
+        # Every item failed: the job as a whole produced nothing.
+        return "failed" if total and by_state["failed"] == total else "completed"
+    if job.started_at is not None or done or by_state["pending"] < total:
+        return "running"
+    return "queued"
+
+
+def _current_status(session: Session, job: Job) -> str:
+    by_state = {s: 0 for s in ITEM_STATES}
+    for state, n in session.execute(
+        select(JobItem.state, func.count()).where(JobItem.job_id == job.id).group_by(JobItem.state)
+    ):
+        by_state[state] = n
+    return derive_status(job, by_state, job.total_items)
+
+
+def cancel_job(session: Session, job: Job) -> None:
+    status = _current_status(session, job)
+    if status in ("completed", "failed", "cancelled"):
+        raise JobNotCancellable({"job_id": str(job.id), "status": status})
+    job.cancelled_at = utcnow()
+    session.flush()
+
+
+def retry_failed(session: Session, job: Job) -> tuple[int, list[ChunkRef]]:
+    """Put failed items back to pending and re-enqueue the chunks that hold them."""
+    if job.cancelled_at is not None:
+        raise JobNotRetryable({"job_id": str(job.id), "status": "cancelled"})
+    spec = JobSpec.model_validate(job.spec)
+    failed_idx = list(
+        session.scalars(
+            select(JobItem.idx).where(JobItem.job_id == job.id, JobItem.state == "failed")
+        )
+    )
+    if not failed_idx:
+        return 0, []
+    session.execute(
+        update(JobItem)
+        .where(JobItem.job_id == job.id, JobItem.state == "failed")
+        .values(state="pending", error=None, error_kind=None, updated_at=utcnow())
+    )
+    chunk_nos = sorted({i // spec.chunk_size for i in failed_idx})
+    session.execute(
+        update(JobChunk)
+        .where(JobChunk.job_id == job.id, JobChunk.chunk_no.in_(chunk_nos))
+        .values(status="queued", enqueued_at=utcnow(), finished_at=None)
+    )
+    job.finished_at = None
+    job.error = None
+    session.flush()
+    return len(failed_idx), [(str(job.id), c) for c in chunk_nos]
+
+
+# --- triplets --------------------------------------------------------------------------------
+
+TRIPLET_FILTERS = ("status", "verdict", "initial_correct", "refined_correct")
+
+
+def list_triplets(
+    session: Session,
+    job: Job,
+    limit: int,
+    after: tuple[int, int] | None,
+    status: str | None = None,
+    verdict: str | None = None,
+    initial_correct: bool | None = None,
+    refined_correct: bool | None = None,
+) -> list[dict[str, Any]]:
+    q = select(JobItem).where(JobItem.job_id == job.id)
+    if after is not None:
+        q = q.where(
+            (JobItem.idx > after[0]) | ((JobItem.idx == after[0]) & (JobItem.sample > after[1]))
+        )
+    if status is not None:
+        q = q.where(JobItem.state == status)
+    if verdict is not None:
+        q = q.where(JobItem.verdict.is_(None) if verdict == "none" else JobItem.verdict == verdict)
+    if initial_correct is not None:
+        q = q.where(JobItem.initial_correct.is_(initial_correct))
+    if refined_correct is not None:
+        q = q.where(JobItem.refined_correct.is_(refined_correct))
+    items = list(session.scalars(q.order_by(JobItem.idx, JobItem.sample).limit(limit)))
+    if not items:
+        return []
+    idxs = sorted({i.idx for i in items})
+    sources = {
+        d.idx: d
+        for d in session.scalars(
+            select(DatasetItem).where(
+                DatasetItem.dataset_id == job.dataset_id, DatasetItem.idx.in_(idxs)
+            )
+        )
+    }
+    texts: dict[tuple[int, int, str], Generation] = {
+        (g.idx, g.sample, g.stage): g
+        for g in session.scalars(
+            select(Generation).where(Generation.job_id == job.id, Generation.idx.in_(idxs))
+        )
+    }
+    out = []
+    for item in items:
+        src = sources[item.idx]
+        probe = texts.get((item.idx, item.sample, "probe"))
+        critique = texts.get((item.idx, item.sample, "critique"))
+        refine = texts.get((item.idx, item.sample, "refine"))
+        out.append(
+            {
+                "item_id": src.item_id,
+                "idx": item.idx,
+                "sample": item.sample,
+                "prompt": src.prompt,
+                "reference": src.reference,
+                "initial_response": probe.text if probe else src.response,
+                "critique": critique.text if critique else None,
+                "verdict": item.verdict,
+                "refined_response": refine.text if refine else None,
+                "initial_answer": item.initial_answer,
+                "refined_answer": item.refined_answer,
+                "initial_correct": item.initial_correct,
+                "refined_correct": item.refined_correct,
+                "verdict_agrees": item.verdict_agrees,
+                "truncated": item.truncated,
+                "status": item.state,
+                "error": item.error,
+                "error_kind": item.error_kind,
+            }
+        )
+    return out

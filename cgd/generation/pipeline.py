@@ -1,0 +1,320 @@
+"""The asyncio pipeline that runs one chunk: every item moves through its stages on its own.
+
+An item's critique starts as soon as its probe is back and its refine right after its critique;
+the only bound on concurrency is the LLM client's per-endpoint in-flight window. Results are
+written in small batches (one transaction per batch) by a background writer, so the event loop
+never waits on the database and Postgres sees few, larger transactions.
+
+A re-run of a chunk resumes each item from its last completed stage: completed calls are loaded
+from the database and never repeated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session
+
+from cgd.db.models import TERMINAL_STATES, utcnow
+from cgd.generation import store
+from cgd.generation.store import ChunkWork, StageResult, WorkItem
+from cgd.llm_client import CallResult, EndpointConfig, LLMClient, LLMError
+from cgd.templates import Template, get_template, parse_verdict
+from cgd.verify import Verdict, VerifierPool
+
+log = logging.getLogger("cgd.generation")
+T = TypeVar("T")
+RunDb = Callable[[Callable[[Session], T]], Awaitable[T]]
+
+
+@dataclass
+class PipelineDeps:
+    client: LLMClient
+    run_db: RunDb[Any]  # runs fn(session) in a worker thread, in one committed transaction
+    owner: str  # lease owner id: host/pid/task
+    verifier: VerifierPool  # math-verify needs a main thread: always through the pool
+    lease_s: float = 60.0
+    heartbeat_s: float = 10.0
+    flush_interval_s: float = 0.05
+    flush_max_rows: int = 500
+
+
+class _Stopped(Exception):
+    """The chunk was cancelled or its lease was lost: leave the item where it is."""
+
+
+class _Writer:
+    """Batches generation rows and item updates; flushes them in one transaction each."""
+
+    def __init__(self, deps: PipelineDeps, job_id: uuid.UUID) -> None:
+        self.deps = deps
+        self.job_id = job_id
+        self.generations: list[dict[str, Any]] = []
+        self.updates: dict[tuple[int, int], dict[str, Any]] = {}
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._task = asyncio.create_task(self._loop())
+
+    def add(self, item: WorkItem, generation: dict[str, Any] | None, **fields: Any) -> None:
+        if generation is not None:
+            self.generations.append(generation)
+        self.updates[(item.idx, item.sample)] = _item_row(self.job_id, item, fields)
+        if len(self.generations) + len(self.updates) >= self.deps.flush_max_rows:
+            self._wake.set()
+
+    async def _loop(self) -> None:
+        while not self._closed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.deps.flush_interval_s)
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        if not self.generations and not self.updates:
+            return
+        gens, ups = self.generations, list(self.updates.values())
+        self.generations, self.updates = [], {}
+        delay = 0.5
+        while True:
+            try:
+                await self.deps.run_db(lambda s: store.write_results(s, gens, ups))
+                return
+            except (OperationalError, InterfaceError) as exc:  # database down: keep the batch
+                log.warning("result write failed, retrying in %.1fs: %s", delay, _short(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        await self._task
+        await self.flush()
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
+def _item_row(job_id: uuid.UUID, item: WorkItem, fields: dict[str, Any]) -> dict[str, Any]:
+    row = {
+        "k_job": job_id,
+        "k_idx": item.idx,
+        "k_sample": item.sample,
+        "state": item.state,
+        "verdict": None,
+        "initial_answer": None,
+        "refined_answer": None,
+        "initial_correct": None,
+        "refined_correct": None,
+        "verdict_agrees": None,
+        "truncated": item.truncated,
+        "error_kind": None,
+        "error": None,
+        "failures": item.failures,
+        "prompt_tokens": item.prompt_tokens,
+        "completion_tokens": item.completion_tokens,
+        "updated_at": utcnow(),
+    }
+    row.update(fields)
+    return row
+
+
+class ChunkRun:
+    def __init__(self, deps: PipelineDeps, work: ChunkWork) -> None:
+        self.deps = deps
+        self.work = work
+        self.spec = work.spec
+        self.template: Template = get_template(self.spec.template)
+        self.stop = asyncio.Event()
+        self.stop_reason: str | None = None
+        self.writer = _Writer(deps, work.job_id)
+        self._students: dict[int, EndpointConfig] = {}
+
+    def student_for(self, sample: int) -> EndpointConfig:
+        """Each sample gets its own seed (when one is set), so k samples really differ."""
+        assert self.spec.student is not None
+        if sample not in self._students:
+            cfg = self.spec.student
+            if cfg.seed is not None:
+                cfg = cfg.model_copy(update={"seed": cfg.seed + sample})
+            self._students[sample] = cfg
+        return self._students[sample]
+
+    async def call(
+        self, item: WorkItem, stage: str, endpoint: EndpointConfig, messages: list[dict[str, str]]
+    ) -> CallResult:
+        if self.stop.is_set():
+            raise _Stopped
+        result = await self.deps.client.chat(endpoint, messages, self.spec.truncation)
+        item.prompt_tokens += result.prompt_tokens
+        item.completion_tokens += result.completion_tokens
+        item.done[stage] = StageResult(result.text, result.finish_reason)
+        return result
+
+    def generation_row(self, item: WorkItem, stage: str, result: CallResult) -> dict[str, Any]:
+        return {
+            "job_id": self.work.job_id,
+            "idx": item.idx,
+            "sample": item.sample,
+            "stage": stage,
+            "text": result.text,
+            "finish_reason": result.finish_reason,
+            "model": result.model,
+            "request": result.request_params,
+            "template_version": self.work.template_version,
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "latency_s": round(result.latency_s, 4),
+            "attempts": result.attempts,
+            "created_at": utcnow(),
+        }
+
+    async def process(self, item: WorkItem) -> None:
+        try:
+            await self._stages(item)
+        except _Stopped:
+            return
+        except LLMError as exc:
+            self._fail(item, exc.kind, str(exc), truncated=exc.kind == "truncated")
+        except Exception as exc:  # a poison item must never take the chunk down with it
+            log.exception("item %s/%s failed unexpectedly", item.idx, item.sample)
+            self._fail(item, "internal", f"{type(exc).__name__}: {exc}")
+
+    def _fail(self, item: WorkItem, kind: str, message: str, truncated: bool = False) -> None:
+        item.state = "failed"
+        item.failures += 1
+        item.truncated = item.truncated or truncated
+        self.writer.add(item, None, error_kind=kind, error=message[:2000])
+
+    async def _stages(self, item: WorkItem) -> None:
+        q = item.prompt
+        # 1. probe (or the dataset's own answer)
+        if "probe" in item.done:
+            initial = item.done["probe"].text
+        elif self.spec.student is None:
+            if item.response is None:
+                raise LLMError("client_error", "no initial response in the dataset", 0)
+            initial = item.response
+        else:
+            res = await self.call(
+                item, "probe", self.student_for(item.sample), self.template.probe(q)
+            )
+            initial = res.text
+            item.state = "probed"
+            self.writer.add(item, self.generation_row(item, "probe", res))
+        # 2. critique
+        if "critique" in item.done:
+            critique = item.done["critique"].text
+        else:
+            messages = self.template.critique(q, initial)
+            res = await self.call(item, "critique", self.spec.teacher, messages)
+            critique = res.text
+            item.state = "critiqued"
+            self.writer.add(
+                item,
+                self.generation_row(item, "critique", res),
+                verdict=parse_verdict(critique),
+            )
+        verdict = parse_verdict(critique)
+        # 3. refine: a continuation of the critique conversation (shared prefix)
+        if "refine" in item.done:
+            refined = item.done["refine"].text
+        else:
+            messages = self.template.refine(q, initial, critique)
+            res = await self.call(item, "refine", self.spec.teacher, messages)
+            refined = res.text
+            item.state = "refined"
+            self.writer.add(item, self.generation_row(item, "refine", res), verdict=verdict)
+        # 4. verify
+        initial_v, refined_v = await self._verify(initial, refined, item.reference)
+        agrees = None
+        if verdict is not None and initial_v.correct is not None:
+            agrees = (verdict == "right") == initial_v.correct
+        item.state = "verified"
+        self.writer.add(
+            item,
+            None,
+            verdict=verdict,
+            initial_answer=initial_v.extracted,
+            refined_answer=refined_v.extracted,
+            initial_correct=initial_v.correct,
+            refined_correct=refined_v.correct,
+            verdict_agrees=agrees,
+        )
+
+    async def _verify(
+        self, initial: str, refined: str, reference: str | None
+    ) -> tuple[Verdict, Verdict]:
+        kind = self.spec.verifier
+        pairs = [(kind, initial, reference), (kind, refined, reference)]
+        a, b = await self.deps.verifier.averify_many(pairs)
+        return a, b
+
+    async def heartbeat(self) -> None:
+        """Renew the lease and watch for cancellation until the chunk ends."""
+        job_id, chunk_no, owner = self.work.job_id, self.work.chunk_no, self.deps.owner
+        while not self.stop.is_set():
+            await asyncio.sleep(self.deps.heartbeat_s)
+            try:
+                kept = await self.deps.run_db(
+                    lambda s: store.extend_lease(s, job_id, chunk_no, owner, self.deps.lease_s)
+                )
+                cancelled = await self.deps.run_db(lambda s: store.is_cancelled(s, job_id))
+            except Exception as exc:
+                log.warning("heartbeat failed: %s", _short(exc))
+                continue
+            if cancelled or not kept:
+                self.stop_reason = "cancelled" if cancelled else "lease lost"
+                self.stop.set()
+
+
+async def run_chunk(deps: PipelineDeps, job_id: uuid.UUID, chunk_no: int) -> str:
+    """Run one chunk to the end. Returns what happened: done|partial|skipped|cancelled|…"""
+    owner = deps.owner
+    claimed = await deps.run_db(
+        lambda s: store.claim_chunk(s, job_id, chunk_no, owner, deps.lease_s)
+    )
+    if not claimed:
+        log.info("chunk %s/%s is done or held by a live runner; skipping", job_id, chunk_no)
+        return "skipped"
+    work = await deps.run_db(lambda s: store.load_chunk(s, job_id, chunk_no))
+    if work is None:
+        await deps.run_db(lambda s: store.release_chunk(s, job_id, chunk_no, owner))
+        return "cancelled"
+    run = ChunkRun(deps, work)
+    todo = [i for i in work.items if i.state not in TERMINAL_STATES]
+    started = time.monotonic()
+    log.info(
+        "chunk started",
+        extra={"job_id": str(job_id), "chunk": chunk_no, "items": len(todo)},
+    )
+    beat = asyncio.create_task(run.heartbeat())
+    try:
+        await asyncio.gather(*(run.process(i) for i in todo))
+    finally:
+        run.stop.set()
+        beat.cancel()
+        await run.writer.close()
+    if run.stop_reason is not None:
+        await deps.run_db(lambda s: store.release_chunk(s, job_id, chunk_no, owner))
+        log.info("chunk stopped: %s", run.stop_reason, extra={"job_id": str(job_id)})
+        return run.stop_reason
+    finished = await deps.run_db(lambda s: store.finish_chunk(s, job_id, chunk_no, owner))
+    log.info(
+        "chunk finished",
+        extra={
+            "job_id": str(job_id),
+            "chunk": chunk_no,
+            "items": len(todo),
+            "seconds": round(time.monotonic() - started, 2),
+        },
+    )
+    return "done" if finished else "partial"

@@ -1,0 +1,69 @@
+"""The job specification: validated once at submission, stored with the job, never trusted twice."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cgd.errors import InvalidRequest
+from cgd.llm_client import EndpointConfig
+from cgd.templates import TEMPLATES
+
+Verifier = Literal["math", "choice", "exact", "none"]
+
+
+class JobSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset_id: uuid.UUID
+    student: EndpointConfig | None = Field(
+        ..., description="The student endpoint (probe), or null to use the dataset's responses"
+    )
+    teacher: EndpointConfig = Field(..., description="The teacher endpoint (critique, refine)")
+    verifier: Verifier = "math"
+    samples_per_prompt: int = Field(1, ge=1, le=64, description="Initial answers per prompt")
+    template: str = Field("cgd", description="Prompt template name")
+    truncation: Literal["fail", "retry_larger"] = Field(
+        "fail", description="On finish_reason=length: fail the item, or retry once larger"
+    )
+    chunk_size: int = Field(256, ge=1, le=10_000, description="Dataset items per worker task")
+
+    def public(self) -> dict[str, Any]:
+        """The spec as shown to users: API keys masked."""
+        out = self.model_dump(mode="json")
+        for role in ("student", "teacher"):
+            if out.get(role) and out[role].get("api_key"):
+                out[role]["api_key"] = "***"
+        return out
+
+    def stored(self) -> dict[str, Any]:
+        """The spec as stored (the worker needs the keys to call the endpoints)."""
+        out = self.model_dump(mode="json")
+        for role, cfg in (("student", self.student), ("teacher", self.teacher)):
+            if cfg is not None and cfg.api_key is not None:
+                out[role]["api_key"] = cfg.api_key.get_secret_value()
+        return out
+
+
+def check_spec(spec: JobSpec, allowlist: str) -> None:
+    if spec.template not in TEMPLATES:
+        raise InvalidRequest(
+            {"field": "template", "reason": f"unknown template; known: {sorted(TEMPLATES)}"}
+        )
+    for role in ("student", "teacher"):
+        cfg: EndpointConfig | None = getattr(spec, role)
+        if cfg is None:
+            continue
+        if not cfg.base_url.startswith(("http://", "https://")):
+            raise InvalidRequest({"field": f"{role}.base_url", "reason": "must be http(s)"})
+        if not url_allowed(cfg.base_url, allowlist):
+            raise InvalidRequest(
+                {"field": f"{role}.base_url", "reason": "endpoint is not in the allow-list"}
+            )
+
+
+def url_allowed(url: str, allowlist: str) -> bool:
+    prefixes = [p.strip() for p in allowlist.split(",") if p.strip()]
+    return "*" in prefixes or any(url.startswith(p) for p in prefixes)

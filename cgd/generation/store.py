@@ -1,0 +1,285 @@
+"""Worker-side database operations for generation chunks (sync; run from worker threads).
+
+Leases: a chunk is run by whoever holds an unexpired lease on it. A runner extends its lease while
+it works; if it dies, the lease runs out and the sweeper re-enqueues the chunk. Every result write
+is idempotent, so a zombie runner and its successor can overlap without duplicating anything.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, bindparam, func, or_, select, text, update
+from sqlalchemy.orm import Session
+
+from cgd.db.bulk import insert_ignore
+from cgd.db.models import (
+    TERMINAL_STATES,
+    DatasetItem,
+    Generation,
+    Job,
+    JobChunk,
+    JobItem,
+    utcnow,
+)
+from cgd.generation.spec import JobSpec
+
+ChunkRef = tuple[str, int]
+
+
+@dataclass
+class StageResult:
+    text: str
+    finish_reason: str | None
+
+
+@dataclass
+class WorkItem:
+    idx: int
+    sample: int
+    prompt: str
+    reference: str | None
+    response: str | None  # the dataset's own answer (used when the job has no student)
+    state: str
+    prompt_tokens: int
+    completion_tokens: int
+    failures: int
+    truncated: bool
+    done: dict[str, StageResult] = field(default_factory=dict)  # completed stages
+
+
+@dataclass
+class ChunkWork:
+    job_id: uuid.UUID
+    chunk_no: int
+    spec: JobSpec
+    template_version: str
+    items: list[WorkItem]
+
+
+def claim_chunk(
+    session: Session, job_id: uuid.UUID, chunk_no: int, owner: str, lease_s: float
+) -> bool:
+    """Take the chunk's lease if nobody live holds it. True when this runner now owns it."""
+    now = utcnow()
+    claimed = session.execute(
+        update(JobChunk)
+        .where(
+            JobChunk.job_id == job_id,
+            JobChunk.chunk_no == chunk_no,
+            JobChunk.status != "done",
+            or_(JobChunk.lease_until.is_(None), JobChunk.lease_until < now),
+        )
+        .values(
+            status="running",
+            lease_owner=owner,
+            lease_until=now + timedelta(seconds=lease_s),
+            deliveries=JobChunk.deliveries + 1,
+        )
+    ).rowcount
+    if claimed:
+        session.execute(
+            update(Job).where(Job.id == job_id, Job.started_at.is_(None)).values(started_at=now)
+        )
+    return bool(claimed)
+
+
+def extend_lease(
+    session: Session, job_id: uuid.UUID, chunk_no: int, owner: str, lease_s: float
+) -> bool:
+    """Renew the lease; False means another runner took the chunk over (stop working on it)."""
+    return bool(
+        session.execute(
+            update(JobChunk)
+            .where(
+                JobChunk.job_id == job_id,
+                JobChunk.chunk_no == chunk_no,
+                JobChunk.lease_owner == owner,
+            )
+            .values(lease_until=utcnow() + timedelta(seconds=lease_s))
+        ).rowcount
+    )
+
+
+def is_cancelled(session: Session, job_id: uuid.UUID) -> bool:
+    return session.scalar(select(Job.cancelled_at).where(Job.id == job_id)) is not None
+
+
+def load_chunk(session: Session, job_id: uuid.UUID, chunk_no: int) -> ChunkWork | None:
+    """Everything a runner needs, including what earlier runs already completed."""
+    job = session.get(Job, job_id)
+    chunk = session.get(JobChunk, (job_id, chunk_no))
+    if job is None or chunk is None or job.cancelled_at is not None:
+        return None
+    in_chunk = and_(JobItem.idx >= chunk.start_idx, JobItem.idx < chunk.end_idx)
+    rows = session.execute(
+        select(JobItem, DatasetItem)
+        .join(
+            DatasetItem,
+            and_(DatasetItem.dataset_id == job.dataset_id, DatasetItem.idx == JobItem.idx),
+        )
+        .where(JobItem.job_id == job_id, in_chunk)
+        .order_by(JobItem.idx, JobItem.sample)
+    ).all()
+    items = {
+        (ji.idx, ji.sample): WorkItem(
+            idx=ji.idx,
+            sample=ji.sample,
+            prompt=di.prompt,
+            reference=di.reference,
+            response=di.response,
+            state=ji.state,
+            prompt_tokens=ji.prompt_tokens,
+            completion_tokens=ji.completion_tokens,
+            failures=ji.failures,
+            truncated=ji.truncated,
+        )
+        for ji, di in rows
+    }
+    for idx, sample, stage, body, finish in session.execute(
+        select(
+            Generation.idx,
+            Generation.sample,
+            Generation.stage,
+            Generation.text,
+            Generation.finish_reason,
+        ).where(
+            Generation.job_id == job_id,
+            Generation.idx >= chunk.start_idx,
+            Generation.idx < chunk.end_idx,
+        )
+    ):
+        item = items.get((idx, sample))
+        if item is not None:
+            item.done[stage] = StageResult(body, finish)
+    return ChunkWork(
+        job_id=job_id,
+        chunk_no=chunk_no,
+        spec=JobSpec.model_validate(job.spec),
+        template_version=job.template_version,
+        items=list(items.values()),
+    )
+
+
+_ITEM_UPDATE = (
+    update(JobItem)
+    .where(
+        JobItem.job_id == bindparam("k_job"),
+        JobItem.idx == bindparam("k_idx"),
+        JobItem.sample == bindparam("k_sample"),
+        # A finished item is never moved back. (Literal SQL: executemany can't expand IN lists.)
+        text("job_items.state NOT IN ('verified', 'failed')"),
+    )
+    .values(
+        state=bindparam("state"),
+        verdict=bindparam("verdict"),
+        initial_answer=bindparam("initial_answer"),
+        refined_answer=bindparam("refined_answer"),
+        initial_correct=bindparam("initial_correct"),
+        refined_correct=bindparam("refined_correct"),
+        verdict_agrees=bindparam("verdict_agrees"),
+        truncated=bindparam("truncated"),
+        error_kind=bindparam("error_kind"),
+        error=bindparam("error"),
+        failures=bindparam("failures"),
+        prompt_tokens=bindparam("prompt_tokens"),
+        completion_tokens=bindparam("completion_tokens"),
+        updated_at=bindparam("updated_at"),
+    )
+)
+
+
+def write_results(
+    session: Session, generations: list[dict[str, Any]], item_updates: list[dict[str, Any]]
+) -> None:
+    """One transaction: completed calls (idempotent) and the item states they lead to."""
+    insert_ignore(session, Generation, generations)
+    if item_updates:
+        session.connection().execute(_ITEM_UPDATE, item_updates)
+
+
+def finish_chunk(session: Session, job_id: uuid.UUID, chunk_no: int, owner: str) -> bool:
+    """Mark the chunk done if all its items are terminal; close the job when it was the last."""
+    chunk = session.get(JobChunk, (job_id, chunk_no))
+    if chunk is None:
+        return False
+    open_items = session.scalar(
+        select(func.count()).where(
+            JobItem.job_id == job_id,
+            JobItem.idx >= chunk.start_idx,
+            JobItem.idx < chunk.end_idx,
+            JobItem.state.not_in(TERMINAL_STATES),
+        )
+    )
+    now = utcnow()
+    if open_items:
+        release_chunk(session, job_id, chunk_no, owner)
+        return False
+    session.execute(
+        update(JobChunk)
+        .where(JobChunk.job_id == job_id, JobChunk.chunk_no == chunk_no)
+        .values(status="done", finished_at=now, lease_owner=None, lease_until=None)
+    )
+    remaining = session.scalar(
+        select(func.count()).where(JobChunk.job_id == job_id, JobChunk.status != "done")
+    )
+    if not remaining:
+        session.execute(
+            update(Job).where(Job.id == job_id, Job.finished_at.is_(None)).values(finished_at=now)
+        )
+    return True
+
+
+def release_chunk(session: Session, job_id: uuid.UUID, chunk_no: int, owner: str) -> None:
+    """Give the lease up early (cancel, stop): the sweeper may hand the chunk to another run."""
+    session.execute(
+        update(JobChunk)
+        .where(
+            JobChunk.job_id == job_id,
+            JobChunk.chunk_no == chunk_no,
+            JobChunk.lease_owner == owner,
+        )
+        .values(status="queued", lease_owner=None, lease_until=None)
+    )
+
+
+def sweep(session: Session, requeue_after_s: float, now: datetime | None = None) -> list[ChunkRef]:
+    """Chunks to enqueue again: their runner's lease expired, or their message never arrived
+    (lost with a broker restart, or never sent because the broker was down at submission)."""
+    now = now or utcnow()
+    stale = now - timedelta(seconds=requeue_after_s)
+    rows = session.execute(
+        select(JobChunk.job_id, JobChunk.chunk_no)
+        .join(Job, Job.id == JobChunk.job_id)
+        .where(
+            Job.cancelled_at.is_(None),
+            JobChunk.status != "done",
+            or_(
+                and_(
+                    JobChunk.lease_until.is_not(None),
+                    JobChunk.lease_until < now,
+                    # once per expiry, not once per sweep
+                    or_(
+                        JobChunk.enqueued_at.is_(None),
+                        JobChunk.enqueued_at < JobChunk.lease_until,
+                        JobChunk.enqueued_at < stale,
+                    ),
+                ),
+                and_(
+                    JobChunk.lease_until.is_(None),
+                    or_(JobChunk.enqueued_at.is_(None), JobChunk.enqueued_at < stale),
+                ),
+            ),
+        )
+        .limit(1000)
+    ).all()
+    for job_id, chunk_no in rows:
+        session.execute(
+            update(JobChunk)
+            .where(JobChunk.job_id == job_id, JobChunk.chunk_no == chunk_no)
+            .values(enqueued_at=now)
+        )
+    return [(str(j), c) for j, c in rows]

@@ -1,0 +1,135 @@
+"""/v1/jobs: create (202), list, get (status), cancel, retry-failed, triplets."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Query, Request
+from sqlalchemy.exc import IntegrityError
+
+from cgd.errors import DatasetNotFound, IdempotencyKeyReused, InvalidRequest, Unauthorized
+from cgd.generation import jobs as svc
+from cgd.generation.spec import JobSpec, check_spec
+from services.api.deps import SessionDep, SettingsDep, TeamDep
+from services.api.errors import error_responses
+from services.api.pagination import decode_cursor, encode_cursor
+from services.api.schemas import Page
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+@router.post(
+    "",
+    status_code=202,
+    responses=error_responses(Unauthorized, DatasetNotFound, InvalidRequest, IdempotencyKeyReused),
+)
+def create_job(
+    request: Request,
+    spec: JobSpec,
+    session: SessionDep,
+    team_id: TeamDep,
+    settings: SettingsDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> dict[str, Any]:
+    check_spec(spec, settings.endpoint_allowlist)
+    replay = svc.find_replay(session, team_id, idempotency_key, svc.spec_hash(spec))
+    if replay is not None:
+        return {"id": str(replay.id), "status": svc.job_status(session, replay)["status"]}
+    try:
+        with session.begin_nested():
+            job, refs = svc.create_job(session, team_id, spec, idempotency_key)
+    except IntegrityError:
+        # A concurrent request with the same Idempotency-Key won the race.
+        replay = svc.find_replay(session, team_id, idempotency_key, svc.spec_hash(spec))
+        if replay is None:
+            raise
+        return {"id": str(replay.id), "status": svc.job_status(session, replay)["status"]}
+    request.state.outbox.extend(refs)  # sent after the commit
+    return {"id": str(job.id), "status": "queued", "total_items": job.total_items}
+
+
+@router.get("", response_model=Page[dict[str, Any]], responses=error_responses(Unauthorized))
+def list_jobs(
+    session: SessionDep,
+    team_id: TeamDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> Page[dict[str, Any]]:
+    after = decode_cursor(cursor, 2)
+    try:
+        parsed = (datetime.fromisoformat(after[0]), uuid.UUID(after[1])) if after else None
+    except (TypeError, ValueError):
+        raise InvalidRequest({"field": "cursor", "reason": "invalid cursor"}) from None
+    rows = svc.list_jobs(session, team_id, limit + 1, parsed)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    nxt = encode_cursor(rows[-1].created_at.isoformat(), str(rows[-1].id)) if more else None
+    return Page[dict[str, Any]](data=[svc.job_status(session, j) for j in rows], next_cursor=nxt)
+
+
+@router.get("/{job_id}", responses=error_responses(Unauthorized, svc.JobNotFound))
+def get_job(session: SessionDep, team_id: TeamDep, job_id: uuid.UUID) -> dict[str, Any]:
+    return svc.job_status(session, svc.get_job(session, team_id, job_id))
+
+
+@router.post(
+    "/{job_id}/cancel",
+    responses=error_responses(Unauthorized, svc.JobNotFound, svc.JobNotCancellable),
+)
+def cancel_job(session: SessionDep, team_id: TeamDep, job_id: uuid.UUID) -> dict[str, Any]:
+    job = svc.get_job(session, team_id, job_id)
+    svc.cancel_job(session, job)
+    return {"id": str(job.id), "status": "cancelled"}
+
+
+@router.post(
+    "/{job_id}/retry-failed",
+    status_code=202,
+    responses=error_responses(Unauthorized, svc.JobNotFound, svc.JobNotRetryable),
+)
+def retry_failed(
+    request: Request, session: SessionDep, team_id: TeamDep, job_id: uuid.UUID
+) -> dict[str, Any]:
+    job = svc.get_job(session, team_id, job_id)
+    n, refs = svc.retry_failed(session, job)
+    request.state.outbox.extend(refs)
+    return {"id": str(job.id), "retried": n}
+
+
+@router.get(
+    "/{job_id}/triplets",
+    response_model=Page[dict[str, Any]],
+    responses=error_responses(Unauthorized, svc.JobNotFound, InvalidRequest),
+)
+def list_triplets(
+    session: SessionDep,
+    team_id: TeamDep,
+    job_id: uuid.UUID,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None,
+    status: Literal["pending", "probed", "critiqued", "refined", "verified", "failed"]
+    | None = None,
+    verdict: Literal["right", "wrong", "none"] | None = None,
+    initial_correct: bool | None = None,
+    refined_correct: bool | None = None,
+) -> Page[dict[str, Any]]:
+    job = svc.get_job(session, team_id, job_id)
+    after = decode_cursor(cursor, 2)
+    if after is not None and not all(isinstance(v, int) for v in after):
+        raise InvalidRequest({"field": "cursor", "reason": "invalid cursor"})
+    rows = svc.list_triplets(
+        session,
+        job,
+        limit + 1,
+        (after[0], after[1]) if after else None,
+        status=status,
+        verdict=verdict,
+        initial_correct=initial_correct,
+        refined_correct=refined_correct,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    nxt = encode_cursor(rows[-1]["idx"], rows[-1]["sample"]) if more else None
+    return Page[dict[str, Any]](data=rows, next_cursor=nxt)

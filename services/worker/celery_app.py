@@ -1,0 +1,53 @@
+"""The Celery application: reliability settings stated once.
+
+- JSON only (a pickled message is rejected, never executed);
+- late ack + reject on worker loss: a chunk task is idempotent, so redelivery is safe;
+- prefetch 1: a worker reserves no more tasks than it runs;
+- visibility timeout above the longest task, so Redis never redelivers a running task;
+- no result backend: results live in Postgres; completion is tracked by item rows.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from cgd.settings import Settings, get_settings
+
+QUEUES = ("generation", "curation", "train")
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("cgd", broker=settings.broker_url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        result_backend=None,
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue="generation",
+        task_routes={
+            "cgd.generation.*": {"queue": "generation"},
+            "cgd.curation.*": {"queue": "curation"},
+            "cgd.train.*": {"queue": "train"},
+        },
+        broker_transport_options={"visibility_timeout": int(settings.visibility_timeout_s)},
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,  # keep trying through a broker restart
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        task_time_limit=int(settings.chunk_time_limit_s + 120),
+    )
+    return app
+
+
+def send_chunks(app: Celery, refs: list[tuple[str, int]]) -> None:
+    """Enqueue chunk tasks (ids only). Call only after the rows they name are committed."""
+    for job_id, chunk_no in refs:
+        app.send_task("cgd.generation.run_chunk", args=[job_id, chunk_no], queue="generation")
+
+
+celery_app = make_celery(get_settings())

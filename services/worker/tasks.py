@@ -1,0 +1,69 @@
+"""Tasks are thin adapters: ids in → a plain ``cgd`` function → results in Postgres."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+
+import redis
+from celery import signals
+
+from cgd.generation import pipeline, store
+from cgd.settings import get_settings
+from services.worker.celery_app import celery_app, send_chunks
+from services.worker.runtime import get_runtime
+
+log = logging.getLogger("cgd.worker")
+
+
+@celery_app.task(name="cgd.generation.run_chunk", bind=True)
+def run_chunk(self, job_id: str, chunk_no: int) -> str:  # type: ignore[no-untyped-def]
+    settings = get_settings()
+    runtime = get_runtime(settings)
+    task_id = self.request.id or uuid.uuid4().hex
+    outcome = runtime.run(
+        pipeline.run_chunk(runtime.deps(task_id), uuid.UUID(job_id), int(chunk_no)),
+        settings.chunk_time_limit_s,
+    )
+    log.info("run_chunk %s/%s: %s", job_id, chunk_no, outcome)
+    return outcome
+
+
+@celery_app.task(name="cgd.ops.ping")
+def ping(token: str) -> None:
+    """Proof of life: marks ``cgd:ping:<token>`` in the broker's Redis (tests, health checks)."""
+    url = get_settings().broker_url
+    if url and url.startswith("redis"):
+        redis.Redis.from_url(url).set(f"cgd:ping:{token[:64]}", "1", ex=300)
+
+
+def _sweep_forever(stop: threading.Event) -> None:
+    """Re-enqueue chunks whose runner died (lease expired) or whose message was lost."""
+    settings = get_settings()
+    runtime = get_runtime(settings)
+    while not stop.wait(settings.sweep_interval_s):
+        try:
+            refs = runtime.run_db_sync(lambda s: store.sweep(s, settings.requeue_after_s))
+            if refs:
+                log.info("sweeper re-enqueues %d chunk(s)", len(refs))
+                send_chunks(celery_app, refs)
+        except Exception as exc:  # the broker or database is down: try again next round
+            log.warning("sweep failed: %s", exc)
+            time.sleep(1)
+
+
+_stop_sweeper = threading.Event()
+
+
+@signals.worker_ready.connect
+def _start_sweeper(**_: object) -> None:
+    threading.Thread(
+        target=_sweep_forever, args=(_stop_sweeper,), name="cgd-sweeper", daemon=True
+    ).start()
+
+
+@signals.worker_shutdown.connect
+def _stop(**_: object) -> None:
+    _stop_sweeper.set()
