@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from cgd.train import checkpoint
 from cgd.train.config import TrainConfig
-from cgd.train.data import StepLoader, read_jsonl, tokenize_export
+from cgd.train.data import Batch, StepLoader, read_jsonl, tokenize_export
 from cgd.train.evaluate import evaluate_model
 from cgd.train.model import (
     SupervisedLoss,
@@ -37,6 +37,7 @@ from cgd.train.model import (
     load_tokenizer,
 )
 from cgd.train.runtime import (
+    Runtime,
     all_reduce_sum,
     barrier,
     destroy,
@@ -68,6 +69,56 @@ def rows_per_step(config: TrainConfig, world_size: int) -> int:
     unit = world_size * config.micro_batch_rows
     rows = max(1, config.tokens_per_step // config.max_length)
     return math.ceil(rows / unit) * unit
+
+
+def train_step(
+    module: torch.nn.Module,
+    batches: list[Batch],
+    *,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    params: list[torch.nn.Parameter],
+    grad_clip: float,
+    runtime: Runtime,
+) -> dict[str, Any]:
+    """One optimizer step over this rank's micro-batches; returns metrics over all ranks.
+
+    ``module`` maps (ids, positions, targets) to Σ NLL (SupervisedLoss, maybe DDP-wrapped).
+    """
+    t0 = time.perf_counter()
+    n_supervised, n_tokens = all_reduce_sum(
+        [sum(b.n_supervised for b in batches), sum(b.n_tokens for b in batches)], runtime
+    )
+    # DDP averages gradients over ranks; × world_size turns that into the global sum / N.
+    scale = runtime.world_size / n_supervised
+    loss_sum = torch.zeros((), device=runtime.device)
+    for i, batch in enumerate(batches):
+        batch = batch.to(runtime.device)
+        # Gradients are all-reduced once per step, in the last micro-batch's backward.
+        skip_sync = isinstance(module, DistributedDataParallel) and i < len(batches) - 1
+        with module.no_sync() if skip_sync else contextlib.nullcontext():
+            with runtime.autocast():
+                micro_loss = module(batch.input_ids, batch.position_ids, batch.targets)
+            (micro_loss * scale).backward()
+        loss_sum += micro_loss.detach()
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
+    lr = scheduler.get_last_lr()[0]
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    (total_loss,) = all_reduce_sum([loss_sum.item()], runtime)
+    step_s = time.perf_counter() - t0
+    return {
+        "loss": total_loss / n_supervised,
+        "lr": lr,
+        "grad_norm": grad_norm.item(),
+        "tokens": int(n_tokens),
+        "supervised_tokens": int(n_supervised),
+        "step_s": step_s,
+        "tokens_per_s": n_tokens / step_s,
+        "supervised_tokens_per_s": n_supervised / step_s,
+        "memory_gib": memory_gib(runtime),
+    }
 
 
 class TrainRecipe:
@@ -208,7 +259,15 @@ class TrainRecipe:
                 break
             data_step, batches = next(batches_iter)
             assert data_step == self.step, (data_step, self.step)
-            metrics = self.train_step(batches)
+            metrics = train_step(
+                self.train_module,
+                batches,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                params=self.params,
+                grad_clip=cfg.grad_clip,
+                runtime=rt,
+            )
             self.step += 1
             metrics["step"] = self.step
             metrics["epoch"] = self.loader.locate(self.step - 1)[0]
@@ -229,51 +288,6 @@ class TrainRecipe:
             result["final_model"] = str(self.export())
         self.emit("status", result)
         return result
-
-    def train_step(self, batches: list) -> dict[str, Any]:
-        """One optimizer step over this rank's micro-batches; returns global metrics."""
-        cfg, rt = self.config, self.runtime
-        t0 = time.perf_counter()
-        n_supervised, n_tokens = all_reduce_sum(
-            [sum(b.n_supervised for b in batches), sum(b.n_tokens for b in batches)], rt
-        )
-        # DDP averages gradients over ranks; × world_size turns that into the global sum / N.
-        scale = rt.world_size / n_supervised
-        loss_sum = torch.zeros((), device=rt.device)
-        for i, batch in enumerate(batches):
-            batch = batch.to(rt.device)
-            last = i == len(batches) - 1
-            with self._no_sync(not last):
-                with rt.autocast():
-                    micro_loss = self.train_module(
-                        batch.input_ids, batch.position_ids, batch.targets
-                    )
-                (micro_loss * scale).backward()
-            loss_sum += micro_loss.detach()
-        max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
-        lr = self.scheduler.get_last_lr()[0]
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        (total_loss,) = all_reduce_sum([loss_sum.item()], rt)
-        step_s = time.perf_counter() - t0
-        return {
-            "loss": total_loss / n_supervised,
-            "lr": lr,
-            "grad_norm": grad_norm.item(),
-            "tokens": int(n_tokens),
-            "supervised_tokens": int(n_supervised),
-            "step_s": step_s,
-            "tokens_per_s": n_tokens / step_s,
-            "supervised_tokens_per_s": n_supervised / step_s,
-            "memory_gib": memory_gib(rt),
-        }
-
-    def _no_sync(self, skip_sync: bool) -> Any:
-        if skip_sync and isinstance(self.train_module, DistributedDataParallel):
-            return self.train_module.no_sync()
-        return contextlib.nullcontext()
 
     def _stop_requested(self) -> bool:
         local = 1.0 if self.runtime.is_main and self._should_stop() else 0.0
