@@ -4,10 +4,13 @@ Grading follows docs/METHOD.md (Evaluation): the response's final answer (last `
 then fallbacks, see :mod:`cgd.answers`) is compared with the reference's final answer by
 symbolic/numeric equivalence, numbers with a relative tolerance of 1e-4.
 
-``math`` runs cheap, pure checks first (normalised string equality, numeric equality) in the
-caller; only what they cannot decide goes to math-verify. math-verify's own timeouts use
-``signal.alarm``, which only works in a process's main thread (docs/RELIABILITY.md), and some
-sympy operations can run for minutes inside C code where no signal gets through. So:
+``math`` runs cheap, pure checks first in the caller: normalised string equality, numeric
+equality, and a small evaluator for constant expressions (surds, pi, fractions, complex numbers)
+that also proves polynomial-like expressions different by evaluating them at sample points.
+Only what they cannot decide goes to math-verify (tests check that they agree with it on
+MATH-500 pairs). math-verify's own timeouts use ``signal.alarm``, which only works in a
+process's main thread (docs/RELIABILITY.md), and some sympy operations can run for minutes
+inside C code where no signal gets through. So:
 
 * :func:`check` is the pure, single-process entry point; it refuses to run math-verify outside
   the main thread.
@@ -47,7 +50,9 @@ __all__ = [
     "KINDS",
     "Verdict",
     "VerifierPool",
+    "TEST_KINDS",
     "check",
+    "constant_value",
     "fast_check",
     "normalize_answer",
     "parse_number",
@@ -101,7 +106,9 @@ class _MathJob(NamedTuple):
 # Normalisation and the numeric fast path (pure, no sympy)
 # --------------------------------------------------------------------------------------------
 
-_SPACING_RE = re.compile(r"\\[!,;: ]|\\q?quad\b|~|\\displaystyle\b|\\(?:big|Big|bigg|Bigg)[lr]?\b")
+_SPACING_RE = re.compile(
+    r"(?<!\\)\\[!,;: ]|\\q?quad\b|~|\\displaystyle\b|\\(?:big|Big|bigg|Bigg)[lr]?\b"
+)
 _LEFT_RIGHT_RE = re.compile(r"\\(?:left|right)(?![A-Za-z])\s*")
 _DEGREES_RE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ\b|°|\\degree\b")
 _UNIT_SUFFIX_RE = re.compile(
@@ -436,6 +443,10 @@ def _math_fast(extracted: str, gold: str) -> tuple[bool, str] | None:
     """(correct, reason) when the cheap checks decide, None when math-verify must."""
     norm_pred, norm_gold = normalize_answer(extracted), normalize_answer(gold)
     if norm_pred == norm_gold and norm_pred:
+        return True, REASON_STRING
+    # Words in \\text{} are prose ("\\text{Evelyn}"): case does not matter there, as in
+    # math-verify; outside \\text{}, "X" and "x" are different variables.
+    if _TEXT_WRAP_RE.search(extracted + gold) and norm_pred.casefold() == norm_gold.casefold():
         return True, REASON_STRING
     # "15%" vs "0.15" is a question of convention math-verify knows better; skip numbers then.
     if _has_percent(extracted) or _has_percent(gold):

@@ -138,6 +138,13 @@ def test_amc_float_reference_accepts_integer_answer() -> None:
         (r"\boxed{5.4}", r"5.4 \text{ cents}", True),
         (r"\boxed{864}", r"864 \mbox{ inches}^2", True),
         (r"\boxed{Evelyn}", r"\text{Evelyn}", True),
+        (r"\boxed{evelyn}", r"\text{Evelyn}", True),  # prose in \text{} ignores case
+        (r"\boxed{X}", "x", False),  # variables do not
+        (
+            r"\boxed{\begin{pmatrix} 1 \\ -2 \end{pmatrix}}",
+            r"\begin{pmatrix}1\\-2\end{pmatrix}",
+            True,
+        ),
         (r"\boxed{\left(3,\frac{\pi}{2}\right)}", r"\left( 3, \frac{\pi}{2} \right)", True),
         ("The answer is 72.", "#### 72", True),
         ("I think it's 71", "#### 72", False),
