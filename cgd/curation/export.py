@@ -2,7 +2,7 @@
 
 Pipeline: triplet dicts -> ``iter_export_rows`` (one layout/mode row each) -> ``iter_jsonl_bytes``
 or ``iter_parquet_bytes`` -> bytes an HTTP response can stream. Everything is a generator: at most
-one Parquet row group (``batch_rows`` rows) or one JSONL chunk is held at a time.
+two Parquet row groups (``batch_rows`` rows each) or one JSONL chunk are held at a time.
 
 Layouts:
 - ``native``: every triplet field + ``split`` + ``lineage`` (the mode is not used). In Parquet
@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, BinaryIO, Literal
 
 import orjson
@@ -63,7 +65,11 @@ SCHEMAS: dict[Layout, pa.Schema] = {
     ),
 }
 
-DEFAULT_BATCH_ROWS = 4096
+# Rows per Parquet row group. Memory per export is ~10x one batch of text (the batch being built,
+# the one being written, Arrow arrays, writer pages, output buffer): ~40 MiB at 1024 rows of
+# ~3 KB; 4096 rows gains no speed and needs ~120 MiB.
+DEFAULT_BATCH_ROWS = 1024
+_PARQUET_BUFFER = 8 << 20  # above one compressed row group of DEFAULT_BATCH_ROWS long answers
 _JSONL_CHUNK_BYTES = 1 << 18
 
 
@@ -231,29 +237,49 @@ def _record_batch(rows: list[Mapping[str, Any]], schema: pa.Schema) -> pa.Record
 
 
 def iter_parquet_bytes(
-    rows: Iterable[Mapping[str, Any]], layout: str, batch_rows: int = DEFAULT_BATCH_ROWS
+    rows: Iterable[Mapping[str, Any]],
+    layout: str,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    compression: str = "snappy",
 ) -> Iterator[bytes]:
     """A Parquet file of ``layout``'s fixed schema, yielded one row group at a time."""
     schema = SCHEMAS[check_layout(layout)]
     sink = _ChunkSink()
-    # zstd: about as fast as snappy here and much smaller on text. No dictionaries: long unique
-    # texts only waste the dictionary attempt.
-    writer = pq.ParquetWriter(sink, schema, compression="zstd", use_dictionary=False)
+    # pyarrow releases the GIL while it encodes and compresses a row group, so a writer thread
+    # does that while this thread builds the next batch from Python objects (~1.4x rows/s with a
+    # second core). The Arrow-side buffer keeps the writer thread from calling into Python (and
+    # waiting for the GIL) on every page: it is flushed into the sink here, between writes.
+    out = pa.BufferedOutputStream(pa.PythonFile(sink, mode="w"), buffer_size=_PARQUET_BUFFER)
+    # Snappy: ~1.2x faster than zstd here for ~1.4x the bytes. No dictionaries: long unique texts
+    # only waste the attempt.
+    writer = pq.ParquetWriter(out, schema, compression=compression, use_dictionary=False)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-export")
+    pending: Future[None] | None = None
     try:
-        batch: list[Mapping[str, Any]] = []
-        for row in rows:
-            batch.append(row)
-            if len(batch) >= batch_rows:
-                writer.write_batch(_record_batch(batch, schema))
-                batch.clear()
+        for batch in _batched(rows, batch_rows):
+            record_batch = _record_batch(batch, schema)
+            if pending is not None:
+                pending.result()
+                out.flush()
                 if chunk := sink.take():
                     yield chunk
-        if batch:
-            writer.write_batch(_record_batch(batch, schema))
+            pending = pool.submit(writer.write_batch, record_batch)
+        if pending is not None:
+            pending.result()
     finally:
+        if pending is not None and not pending.done():  # consumer stopped early (client gone)
+            pending.exception()
+        pool.shutdown()
         writer.close()
+        out.close()
     if chunk := sink.take():
         yield chunk
+
+
+def _batched(rows: Iterable[Mapping[str, Any]], n: int) -> Iterator[list[Mapping[str, Any]]]:
+    it = iter(rows)
+    while batch := list(islice(it, n)):
+        yield batch
 
 
 def write_parquet(

@@ -78,8 +78,9 @@ def build_input(mode: Mode, triplet: Mapping[str, Any]) -> str:
     tpl = INPUT_TEMPLATES[mode]
     if tpl == "{prompt}":
         return _text(triplet["prompt"])
-    # str.format substitutes values verbatim: braces inside the texts are not re-parsed.
-    return tpl.format_map({f: _text(triplet[f]) for f in _INPUT_FIELDS[mode]})
+    # str.format substitutes values verbatim (braces inside the texts are not re-parsed) and
+    # reads only the fields the template names, so the triplet itself is the mapping.
+    return tpl.format_map(triplet)
 
 
 def target(mode: Mode, triplet: Mapping[str, Any]) -> str:
