@@ -454,6 +454,10 @@ def _math_fast(extracted: str, gold: str) -> tuple[bool, str] | None:
     pred_num, gold_num = parse_number(norm_pred), parse_number(norm_gold)
     if pred_num is not None and gold_num is not None:
         return _numbers_equal(pred_num, gold_num), REASON_NUMERIC
+    if pred_num is not None or gold_num is not None:
+        other = norm_gold if pred_num is not None else norm_pred
+        if _COLLECTION_RE.search(other):  # a number is no tuple/interval/set/matrix/list
+            return False, REASON_NUMERIC
     decided = _evaluated_decision(norm_pred, norm_gold)
     return None if decided is None else (decided, REASON_EVALUATED)
 

@@ -148,6 +148,7 @@ def test_amc_float_reference_accepts_integer_answer() -> None:
         (r"\boxed{\left(3,\frac{\pi}{2}\right)}", r"\left( 3, \frac{\pi}{2} \right)", True),
         ("The answer is 72.", "#### 72", True),
         ("I think it's 71", "#### 72", False),
+        (r"\boxed{(-1,6)}", r"11,\! 111,\! 111,\! 100", False),  # a number is no tuple
     ],
 )
 def test_math_fast_path(response: str, reference: str, correct: bool) -> None:
