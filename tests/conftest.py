@@ -102,16 +102,44 @@ TEST_LIMITS = {
 
 
 @pytest.fixture(scope="session")
-def api_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+def broker_url() -> str:
+    """A Redis database of its own for this run (indexes 1–15), flushed before use."""
+    import redis
+
+    index = 1 + secrets.randbelow(15)
+    url = f"{REDIS_URL}/{index}"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+# Short leases and fast retries so failure scenarios play out in seconds.
+WORKER_ENV = {
+    "CGD_LEASE_S": "4",
+    "CGD_HEARTBEAT_S": "1",
+    "CGD_SWEEP_INTERVAL_S": "1",
+    "CGD_REQUEUE_AFTER_S": "5",
+    "CGD_LLM_TIMEOUT_S": "3",
+    "CGD_LLM_MAX_ATTEMPTS": "4",
+    "CGD_LLM_BACKOFF_BASE_S": "0.05",
+    "CGD_LLM_BACKOFF_MAX_S": "0.5",
+    "CGD_MAX_INFLIGHT_PER_ENDPOINT": "64",
+}
+
+
+@pytest.fixture(scope="session")
+def api_server(
+    database_url: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiServer]:
     """A real ``cgd api`` process on a free port, on this run's database."""
     port = free_port()
     log = tmp_path_factory.mktemp("api") / "api.log"
     env = {
         **os.environ,
         "CGD_DATABASE_URL": database_url,
-        "CGD_BROKER_URL": f"{REDIS_URL}/0",
+        "CGD_BROKER_URL": broker_url,
         "CGD_HOME": str(tmp_path_factory.mktemp("home")),
         **TEST_LIMITS,
+        **WORKER_ENV,
     }
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -165,3 +193,62 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"shared datasets not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+class WorkerProcess:
+    """A real ``cgd worker`` (Celery, threads pool) on this run's database and broker."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "cgd.cli", "worker"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._wait_ready()
+
+    def _wait_ready(self, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited: {self.log.read_text()[-3000:]}")
+            if "ready." in self.log.read_text(errors="replace"):
+                return
+            time.sleep(0.2)
+        raise RuntimeError("worker did not become ready")
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no warm shutdown, no acks, no cleanup."""
+        import signal
+
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def start_worker(api_server: ApiServer, tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
+    """Starts workers on demand; every one is SIGKILLed at the end of the test."""
+    workers: list[WorkerProcess] = []
+
+    def start(**extra_env: str) -> WorkerProcess:
+        log = tmp_path / f"worker{len(workers)}.log"
+        w = WorkerProcess({**api_server.env, **extra_env}, log)
+        workers.append(w)
+        return w
+
+    yield start
+    for w in workers:
+        w.kill()

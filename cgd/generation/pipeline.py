@@ -43,8 +43,7 @@ class PipelineDeps:
     verifier: VerifierPool  # math-verify needs a main thread: always through the pool
     lease_s: float = 60.0
     heartbeat_s: float = 10.0
-    flush_interval_s: float = 0.05
-    flush_max_rows: int = 500
+    flush_interval_s: float = 0.5  # idle wake-up; results themselves are flushed at once
 
 
 class _Stopped(Exception):
@@ -67,8 +66,10 @@ class _Writer:
         if generation is not None:
             self.generations.append(generation)
         self.updates[(item.idx, item.sample)] = _item_row(self.job_id, item, fields)
-        if len(self.generations) + len(self.updates) >= self.deps.flush_max_rows:
-            self._wake.set()
+        # Group commit: flush as soon as the previous flush is done. Under load, whatever
+        # arrived meanwhile shares one transaction; a completed call is never left unwritten
+        # for longer than one transaction (a crash repeats at most those calls).
+        self._wake.set()
 
     async def _loop(self) -> None:
         while not self._closed:
@@ -297,9 +298,19 @@ async def run_chunk(deps: PipelineDeps, job_id: uuid.UUID, chunk_no: int) -> str
         extra={"job_id": str(job_id), "chunk": chunk_no, "items": len(todo)},
     )
     beat = asyncio.create_task(run.heartbeat())
+    tasks = [asyncio.create_task(run.process(i)) for i in todo]
+    stopped = asyncio.create_task(run.stop.wait())
     try:
-        await asyncio.gather(*(run.process(i) for i in todo))
+        all_done = asyncio.gather(*tasks)
+        await asyncio.wait([all_done, stopped], return_when=asyncio.FIRST_COMPLETED)
+        if run.stop.is_set():
+            # Cancelled or lease lost: abort calls in flight and those waiting for a slot, so no
+            # new call goes out. Results already received are flushed below.
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
     finally:
+        stopped.cancel()
         run.stop.set()
         beat.cancel()
         await run.writer.close()
