@@ -126,7 +126,7 @@ def test_target_too_long_is_dropped_and_counted(tok, tmp_path):
     path = tmp_path / "x.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     samples, stats = tokenize_export(path, tok, max_length=256)
-    assert len(samples) == 3 and stats.dropped_target_too_long == 1 and stats.rows == 4
+    assert len(samples) == 3 and stats.dropped_target_too_long == 1 and stats.rows_read == 4
     assert all(int((s.labels() != IGNORE_INDEX).sum()) >= 1 for s in samples)
 
 

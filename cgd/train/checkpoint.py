@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 from peft import PeftModel
-from torch import nn
 
 from cgd.train.config import TrainConfig
+from cgd.train.model import CausalLM
 from cgd.train.runtime import Runtime, barrier, rng_state, set_rng_state
 
 
@@ -32,7 +32,7 @@ def checkpoint_dir(output_dir: str | Path, step: int) -> Path:
 def save_checkpoint(
     path: Path,
     *,
-    model: nn.Module,
+    model: CausalLM,
     tokenizer: Any,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
@@ -43,7 +43,7 @@ def save_checkpoint(
 ) -> Path:
     if runtime.is_main:
         path.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(path / "model")
+        model.save_pretrained(str(path / "model"))
         tokenizer.save_pretrained(path / "model")
         state = {
             "step": step,
@@ -67,11 +67,11 @@ def load_training_state(path: str | Path, runtime: Runtime) -> dict[str, Any]:
     return state
 
 
-def export_final(model: nn.Module, tokenizer: Any, path: Path, dtype: torch.dtype) -> Path:
+def export_final(model: CausalLM, tokenizer: Any, path: Path, dtype: torch.dtype) -> Path:
     """Write a plain transformers model (LoRA merged). Consumes ``model``: it is merged/cast."""
     if isinstance(model, PeftModel):
         model = model.merge_and_unload()
-    model = model.to(dtype)
-    model.save_pretrained(path)
+    model = model.to(dtype)  # type: ignore[arg-type]
+    model.save_pretrained(str(path))
     tokenizer.save_pretrained(path)
     return path

@@ -85,11 +85,12 @@ def inspect(
     """Show one training sample: masked prompt tokens dim, supervised tokens green."""
     import itertools
 
+    from cgd.curation.formats import check_mode
     from cgd.train.data import IGNORE_INDEX, SampleBuilder, read_jsonl
     from cgd.train.model import load_tokenizer
 
     tokenizer = load_tokenizer(model)
-    builder = SampleBuilder(tokenizer, max_length, mode=mode)
+    builder = SampleBuilder(tokenizer, max_length, mode=check_mode(mode))
     row = next(itertools.islice(read_jsonl(train_file), index, None))
     sample = builder.build(row)
     if sample is None:

@@ -79,7 +79,9 @@ class TrainConfig(BaseModel):
     max_length: int = Field(4096, description="Tokens per row (and the longest sample kept).")
     micro_batch_rows: int = Field(1, description="Rows per forward pass; the rest is accumulation.")
     packing: bool = Field(
-        True, description="Pack samples into rows (documents kept apart); off: one sample per row."
+        True,
+        description="Pack samples into rows (documents kept apart); off: one sample per row, "
+        "so a step holds rows_per_step samples.",
     )
     pack_window: int = Field(1024, description="Samples per best-fit packing window (ours).")
     seed: int = Field(0, description="Seed for init, shuffling and dropout.")

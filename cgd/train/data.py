@@ -93,7 +93,7 @@ class Sample:
 
 @dataclass
 class DataStats:
-    rows: int = 0
+    rows_read: int = 0
     samples: int = 0
     context_truncated: int = 0
     dropped_target_too_long: int = 0
@@ -111,19 +111,19 @@ class SampleBuilder:
 
     tokenizer: Any
     max_length: int
-    mode: str = "cgd"
+    mode: formats.Mode = "cgd"
     layout: str = "auto"
     stats: DataStats = field(default_factory=DataStats)
 
     def build(self, row: dict[str, Any]) -> Sample | None:
-        self.stats.rows += 1
+        self.stats.rows_read += 1
         layout = detect_layout(row) if self.layout == "auto" else self.layout
         if layout == "messages":
             *context, answer = row["messages"]
             assert answer["role"] == "assistant", "the last message must be the assistant target"
             target_text = answer["content"]
         else:
-            if formats.missing_field(formats.check_mode(self.mode), row) is not None:
+            if formats.missing_field(self.mode, row) is not None:
                 self.stats.dropped_missing_field += 1
                 return None
             target_text = formats.target(self.mode, row)
@@ -134,12 +134,13 @@ class SampleBuilder:
         if truncated:
             budget = self.max_length - len(target_ids)
             if layout == "messages":
-                prompt_ids = self._shorten_messages(context, budget)
+                shortened = self._shorten_messages(context, budget)
             else:
-                prompt_ids = self._shorten_native(dict(row), budget)
-            if prompt_ids is None:
+                shortened = self._shorten_native(dict(row), budget)
+            if shortened is None:
                 self.stats.dropped_target_too_long += 1
                 return None
+            prompt_ids = shortened
             self.stats.context_truncated += 1
         assert len(prompt_ids) >= 1, "every document must start with a masked token"
         assert len(target_ids) >= 1, "every sample keeps at least one supervised token"
@@ -196,7 +197,7 @@ def tokenize_export(
     tokenizer: Any,
     *,
     max_length: int,
-    mode: str = "cgd",
+    mode: formats.Mode = "cgd",
     layout: str = "auto",
     limit: int | None = None,
 ) -> tuple[list[Sample], DataStats]:
@@ -327,6 +328,7 @@ class StepLoader:
         self.world_size = world_size
         self.next_step = 0
         self.epoch_plan = lru_cache(maxsize=2)(self._epoch_plan)
+        self._steps_in_epoch: dict[int, int] = {}
 
     def _epoch_plan(self, epoch: int) -> list[list[int]]:
         return epoch_rows(
@@ -339,7 +341,11 @@ class StepLoader:
         )
 
     def steps_in_epoch(self, epoch: int) -> int:
-        return math.ceil(len(self.epoch_plan(epoch)) / self.rows_per_step)
+        if epoch not in self._steps_in_epoch:  # cached: plans are cached for two epochs only
+            self._steps_in_epoch[epoch] = math.ceil(
+                len(self.epoch_plan(epoch)) / self.rows_per_step
+            )
+        return self._steps_in_epoch[epoch]
 
     def total_steps(self, epochs: int) -> int:
         return sum(self.steps_in_epoch(e) for e in range(epochs))

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from cgd.curation.eval_sets import EVAL_SETS, load_eval_set
 from cgd.templates import EVAL_SYSTEM
 from cgd.train.data import encode_prompt, read_jsonl, render_prompt
+from cgd.train.model import CausalLM, load_model, load_tokenizer
 from cgd.verify import VerifierPool, check
 
 
@@ -52,7 +52,7 @@ def eval_prompt(tokenizer: Any, problem: str) -> str:
 
 @torch.no_grad()
 def generate_hf(
-    model: nn.Module,
+    model: CausalLM,
     tokenizer: Any,
     prompts: list[str],
     *,
@@ -76,7 +76,7 @@ def generate_hf(
             ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
             mask[row, width - len(encoded[i]) :] = 1
         with autocast:
-            out = model.generate(
+            out = model.generate(  # type: ignore[operator]
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
                 max_new_tokens=max_new_tokens,
@@ -117,7 +117,7 @@ def score_outputs(
     """(accuracy, per-sample records) of ``outputs`` against the rows' reference answers."""
     items = [("math", out, row["answer"]) for row, out in zip(eval_rows, outputs, strict=True)]
     verdicts = pool.verify_many(items) if pool is not None else [check(*item) for item in items]
-    records = [
+    records: list[dict[str, Any]] = [
         {
             "id": row["id"],
             "problem": row["problem"],
@@ -163,7 +163,7 @@ def evaluate_sets(
 
 
 def evaluate_model(
-    model: nn.Module,
+    model: CausalLM,
     tokenizer: Any,
     sets: list[str],
     *,
@@ -200,8 +200,6 @@ def evaluate_path(
     backend: str = "auto",
 ) -> dict[str, float]:
     """Evaluate a saved model: vLLM when asked (or ``auto`` and importable), else transformers."""
-    from cgd.train.model import load_model, load_tokenizer
-
     tokenizer = load_tokenizer(model_path)
     with VerifierPool() as pool:
         if backend == "vllm" or (backend == "auto" and vllm_available()):

@@ -29,6 +29,7 @@ from cgd.train.config import TrainConfig
 from cgd.train.data import Batch, StepLoader, read_jsonl, tokenize_export
 from cgd.train.evaluate import evaluate_model
 from cgd.train.model import (
+    CausalLM,
     SupervisedLoss,
     add_lora,
     count_parameters,
@@ -96,7 +97,7 @@ def train_step(
         batch = batch.to(runtime.device)
         # Gradients are all-reduced once per step, in the last micro-batch's backward.
         skip_sync = isinstance(module, DistributedDataParallel) and i < len(batches) - 1
-        with module.no_sync() if skip_sync else contextlib.nullcontext():
+        with module.no_sync() if skip_sync else contextlib.nullcontext():  # type: ignore[operator]
             with runtime.autocast():
                 micro_loss = module(batch.input_ids, batch.position_ids, batch.targets)
             (micro_loss * scale).backward()
@@ -185,6 +186,7 @@ class TrainRecipe:
         self.emit("data", self.data_stats)
 
         resume = Path(cfg.resume_from) if cfg.resume_from else None
+        self.model: CausalLM
         if cfg.method == "full":
             path = str(resume / "model") if resume else cfg.model_path
             self.model = load_model(

@@ -23,10 +23,12 @@ import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from cgd.train.config import TrainConfig
 from cgd.train.data import IGNORE_INDEX, Batch
+
+CausalLM = PreTrainedModel | PeftModel  # what the trainer trains: a transformers model or peft
 
 # -- loading -----------------------------------------------------------------------------------
 
@@ -40,14 +42,14 @@ def load_tokenizer(path: str) -> Any:
 
 def load_model(
     path: str, *, dtype: torch.dtype, attn_implementation: str, device: torch.device
-) -> nn.Module:
+) -> PreTrainedModel:
     model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype, attn_implementation=attn_implementation
+        path, dtype=dtype, attn_implementation=attn_implementation, device_map=device
     )
-    return model.to(device)
+    return model
 
 
-def add_lora(model: nn.Module, config: TrainConfig) -> PeftModel:
+def add_lora(model: PreTrainedModel, config: TrainConfig) -> PeftModel:
     lora = LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
@@ -58,7 +60,7 @@ def add_lora(model: nn.Module, config: TrainConfig) -> PeftModel:
     return get_peft_model(model, lora)
 
 
-def load_lora(model: nn.Module, adapter_dir: str) -> PeftModel:
+def load_lora(model: PreTrainedModel, adapter_dir: str) -> PeftModel:
     return PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
 
 

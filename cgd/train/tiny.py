@@ -158,6 +158,7 @@ def write_synthetic_export(
             if layout == "messages":
                 user = {"role": "user", "content": formats.build_input("cgd", row)}
                 answer = {"role": "assistant", "content": formats.target("cgd", row)}
-                row = {"messages": [user, answer]}
-            f.write(json.dumps(row) + "\n")
+                f.write(json.dumps({"messages": [user, answer]}) + "\n")
+            else:
+                f.write(json.dumps(row) + "\n")
     return path

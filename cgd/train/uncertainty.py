@@ -11,16 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
 from cgd.train.data import SampleBuilder, collate
-from cgd.train.model import token_entropy_and_nll
+from cgd.train.model import CausalLM, token_entropy_and_nll
 from cgd.train.runtime import Runtime
 
 
 @torch.no_grad()
 def refinement_uncertainty(
-    model: nn.Module,
+    model: CausalLM,
     tokenizer: Any,
     rows: list[dict[str, Any]],
     *,
