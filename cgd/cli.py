@@ -106,5 +106,17 @@ def worker(
     )
 
 
+@dev_app.command(
+    "simulator",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def simulator(ctx: typer.Context) -> None:
+    """The SIMULATED OpenAI-compatible server (tests, benchmarks, dry runs); --help for flags."""
+    from cgd.simulator import main as sim_main
+
+    sim_main(list(ctx.args))
+
+
 if __name__ == "__main__":
     app()

@@ -30,10 +30,11 @@ CRITIQUE_USER = (
     "`Conclusion: wrong` if it is not."
 )
 
+# Kept short on purpose: everything before it is shared with the critique request, so the
+# teacher's prefix cache serves all but these few tokens.
 REFINE_USER = (
-    "Now write an improved, complete answer to the question yourself, using your critique: keep "
-    "what was right, fix what was wrong, and show every step. Put the final answer in \\boxed{}. "
-    "Write only the answer, with no reference to the student or the critique."
+    "Now write the improved, complete solution yourself, fixing what your critique found. "
+    "Put the final answer in \\boxed{}."
 )
 
 # What the trained student sees (METHOD.md "Training format"); used by exports and training.
