@@ -150,3 +150,14 @@ def test_lora_merged_export_round_trip(assets, tmp_path):
         a, b, c = peft_model.eval()(**kw).logits, merged(**kw).logits, plain(**kw).logits
     torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     assert (a - c).abs().max() > 1e-3  # the adapter did change the model
+
+
+def test_gradient_checkpointing_and_micro_batches_do_not_change_the_loss(assets, tmp_path):
+    """Same global step, different memory plans: 2 rows at once, or recomputed activations."""
+    runs = [
+        _run(_config(assets, tmp_path / "a", max_steps=3))[0],
+        _run(_config(assets, tmp_path / "b", max_steps=3, micro_batch_rows=2))[0],
+        _run(_config(assets, tmp_path / "c", max_steps=3, gradient_checkpointing=True))[0],
+    ]
+    a, b, c = ([m["loss"] for m in r.history] for r in runs)
+    assert a == pytest.approx(b, rel=1e-5) and a == pytest.approx(c, rel=1e-5)
