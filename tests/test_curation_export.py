@@ -111,10 +111,15 @@ def test_split_selection_and_native_fields() -> None:
     native = val[0]
     assert native["lineage"]["template_version"] == "cgd-v1"
     assert list(native)[:3] == ["triplet_id", "job_id", "item_id"]
+    # Bad arguments fail on the call (before an HTTP layer would start streaming).
     with pytest.raises(ValueError):
-        list(iter_export_rows(rows, "sharegpt", "cgd"))
+        iter_export_rows(rows, "sharegpt", "cgd")
     with pytest.raises(ValueError):
-        list(iter_export_rows(rows, "messages", "dpo"))
+        iter_export_rows(rows, "messages", "dpo")
+    with pytest.raises(ValueError):
+        iter_export_rows(rows, "messages", "cgd", split="test")
+    with pytest.raises(ValueError):
+        iter_parquet_bytes([], "sharegpt")
 
 
 class _Counting:

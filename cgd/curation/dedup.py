@@ -49,10 +49,13 @@ def near_duplicates(
     from datasketch import MinHash, MinHashLSH
 
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    # Copies of one empty sketch share its permutations, which a new MinHash would recompute
+    # (a third of the time here).
+    empty = MinHash(num_perm=num_perm, seed=1)
     kept: dict[str, MinHash] = {}
     dups: dict[str, str] = {}
     for item_id in sorted(prompts):
-        m = MinHash(num_perm=num_perm, seed=1)
+        m = empty.copy()
         m.update_batch(list(shingles(prompts[item_id])))
         matches = [c for c in lsh.query(m) if kept[c].jaccard(m) >= threshold]
         if matches:

@@ -53,8 +53,12 @@ NATIVE_FIELDS: tuple[str, ...] = (
 )
 
 _MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
-_NATIVE_TYPES = {"sample": pa.int64(), "initial_correct": pa.bool_(), "refined_correct": pa.bool_()}
-_NATIVE_TYPES["truncated"] = pa.bool_()
+_NATIVE_TYPES = {
+    "sample": pa.int64(),
+    "initial_correct": pa.bool_(),
+    "refined_correct": pa.bool_(),
+    "truncated": pa.bool_(),
+}
 
 SCHEMAS: dict[Layout, pa.Schema] = {
     "native": pa.schema([(f, _NATIVE_TYPES.get(f, pa.string())) for f in NATIVE_FIELDS]),
@@ -108,12 +112,24 @@ def iter_export_rows(
 
     A triplet without a ``split`` key counts as train (a snapshot without a val split). Skips are
     counted in ``stats.skipped`` as ``missing_<field>`` (e.g. sft without a reference).
+    Arguments are checked on the call, not on the first row, so an HTTP layer can answer 422
+    before it starts a streaming response.
     """
-    layout = check_layout(layout)
-    m: Mode = check_mode(mode)
+    checked_layout = check_layout(layout)
+    checked_mode = check_mode(mode)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; known: {list(SPLITS)}")
     stats = stats if stats is not None else ExportStats()
+    return _export_rows(triplets, checked_layout, checked_mode, split, stats)
+
+
+def _export_rows(
+    triplets: Iterable[Mapping[str, Any]],
+    layout: Layout,
+    m: Mode,
+    split: str,
+    stats: ExportStats,
+) -> Iterator[dict[str, Any]]:
     for t in triplets:
         if split != "all" and (t.get("split") or "train") != split:
             continue
@@ -243,7 +259,12 @@ def iter_parquet_bytes(
     compression: str = "snappy",
 ) -> Iterator[bytes]:
     """A Parquet file of ``layout``'s fixed schema, yielded one row group at a time."""
-    schema = SCHEMAS[check_layout(layout)]
+    return _parquet_chunks(rows, SCHEMAS[check_layout(layout)], batch_rows, compression)
+
+
+def _parquet_chunks(
+    rows: Iterable[Mapping[str, Any]], schema: pa.Schema, batch_rows: int, compression: str
+) -> Iterator[bytes]:
     sink = _ChunkSink()
     # pyarrow releases the GIL while it encodes and compresses a row group, so a writer thread
     # does that while this thread builds the next batch from Python objects (~1.4x rows/s with a
