@@ -21,13 +21,18 @@ def test_cli_tiny_inspect_train_eval(tmp_path):
     assert result.exit_code == 0, result.output
     assert (model / "config.json").exists() and len(export.read_text().splitlines()) == 64
 
-    result = runner.invoke(app, ["inspect", str(export), "--model", str(model), "--index", "1", "--ids"])
+    result = runner.invoke(
+        app, ["inspect", str(export), "--model", str(model), "--index", "1", "--ids"]
+    )
     assert result.exit_code == 0, result.output
     assert "supervised (green)" in result.output and "\\boxed{" in result.output
 
-    args = ["train", str(export), "--model", str(model), "--output-dir", str(run), "--max-steps", "2"]
-    args += ["--lr", "1e-3", "--eval-sets", "amc23", "--set", "max_length=256"]
-    args += ["--set", "tokens_per_step=512", "--set", "eval_limit=2", "--set", "eval_max_new_tokens=3"]
+    args = ["train", str(export), "--model", str(model), "--output-dir", str(run)]
+    flags = (
+        "--max-steps 2 --lr 1e-3 --eval-sets amc23 --set max_length=256 "
+        "--set tokens_per_step=512 --set eval_limit=2 --set eval_max_new_tokens=3"
+    )
+    args += flags.split()
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     config = json.loads((run / "config.json").read_text())
