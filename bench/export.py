@@ -85,7 +85,8 @@ def main() -> None:
     args = ap.parse_args()
 
     if args.one:
-        print(json.dumps(run_one(*args.one, rows=args.rows, out=args.out)))
+        fmt, layout, mode = args.one
+        print(json.dumps(run_one(fmt, layout, mode, rows=args.rows, out=args.out)))
         return
 
     print(f"{args.rows:,} triplets, median of {args.repeats} runs, output to {args.out}")

@@ -222,7 +222,7 @@ class _ChunkSink:
         return out
 
 
-def _messages_array(column: list[list[Mapping[str, str]]]) -> pa.Array:
+def _messages_array(column: list[Any]) -> pa.Array:
     # Built from flat role/content arrays: ~4x faster than letting pyarrow convert nested dicts.
     roles: list[str] = []
     contents: list[str] = []

@@ -67,22 +67,22 @@ class Filters(_Strict):
     verdict_agrees: bool | None = None
     no_truncation: bool | None = None
     require_boxed: bool | None = None
-    min_chars: int | None = Field(None, ge=0)
-    max_chars: int | None = Field(None, ge=0)
+    min_chars: int | None = Field(default=None, ge=0)
+    max_chars: int | None = Field(default=None, ge=0)
     verdict_ratio: VerdictRatio | None = None
 
 
 class Dedup(_Strict):
     exact: bool | None = None
-    near_threshold: float | None = Field(None, gt=0, le=1)
-    num_perm: int | None = Field(None, ge=16, le=1024)
+    near_threshold: float | None = Field(default=None, gt=0, le=1)
+    num_perm: int | None = Field(default=None, ge=16, le=1024)
 
 
 class Decontaminate(_Strict):
     sets: list[EvalSetName] | None = None
     # Other datasets' prompts; the API resolves them and passes their texts to `curate`.
     dataset_ids: list[str] | None = None
-    ngram: int | None = Field(None, ge=1, le=64)
+    ngram: int | None = Field(default=None, ge=1, le=64)
 
     @field_validator("sets", "dataset_ids")
     @classmethod
@@ -92,7 +92,7 @@ class Decontaminate(_Strict):
 
 
 class Split(_Strict):
-    val_fraction: float | None = Field(None, ge=0, le=1)
+    val_fraction: float | None = Field(default=None, ge=0, le=1)
     seed: int | None = None
 
 
@@ -101,10 +101,11 @@ class CurationSpec(_Strict):
 
     name: str | None = None
     job_ids: list[str] | None = None
-    filters: Filters = Field(default_factory=Filters)
-    dedup: Dedup = Field(default_factory=Dedup)
-    decontaminate: Decontaminate = Field(default_factory=Decontaminate)
-    split: Split = Field(default_factory=Split)
+    # Shared default instances are safe: every section is frozen.
+    filters: Filters = Filters()
+    dedup: Dedup = Dedup()
+    decontaminate: Decontaminate = Decontaminate()
+    split: Split = Split()
 
     @model_validator(mode="before")
     @classmethod

@@ -66,6 +66,8 @@ class _Drops:
             self.counts[reason] += 0
 
     def add(self, row: Triplet | _Row, reason: str, **detail: Any) -> None:
+        tid: Any
+        item: Any
         if isinstance(row, _Row):
             tid, item = row.triplet_id, row.item_id
         else:
@@ -137,7 +139,7 @@ def curate(
     seen: set[str] = set()
     rows: list[_Row] = []
     prompts: dict[str, str] = {}  # item_id -> prompt (smallest, should items disagree)
-    lineage: dict[str, Any] = {}
+    lineage: dict[Any, Any] = {}  # job_id -> lineage
     for t in triplets:
         n_input += 1
         tid = t["triplet_id"]
