@@ -186,22 +186,16 @@ class TrainRecipe:
         self.emit("data", self.data_stats)
 
         resume = Path(cfg.resume_from) if cfg.resume_from else None
-        self.model: CausalLM
-        if cfg.method == "full":
-            path = str(resume / "model") if resume else cfg.model_path
-            self.model = load_model(
-                path,
-                dtype=rt.param_dtype,
-                attn_implementation=cfg.attn_implementation,
-                device=rt.device,
-            )
-        else:
-            base = load_model(
-                cfg.model_path,
-                dtype=rt.param_dtype,
-                attn_implementation=cfg.attn_implementation,
-                device=rt.device,
-            )
+        # A full fine-tune resumes from the checkpoint's weights; LoRA from the base + adapter.
+        weights = str(resume / "model") if resume and cfg.method == "full" else cfg.model_path
+        base = load_model(
+            weights,
+            dtype=rt.param_dtype,
+            attn_implementation=cfg.attn_implementation,
+            device=rt.device,
+        )
+        self.model: CausalLM = base
+        if cfg.method == "lora":
             self.model = load_lora(base, str(resume / "model")) if resume else add_lora(base, cfg)
         if cfg.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(
@@ -239,6 +233,13 @@ class TrainRecipe:
             ),
         )
         if resume:
+            saved = json.loads((resume / "config.json").read_text())
+            changed = {
+                k: (saved.get(k), v) for k, v in cfg.model_dump().items() if saved.get(k) != v
+            }
+            changed.pop("resume_from", None)
+            if changed:
+                logger.warning("resuming with a changed config (old, new): %s", changed)
             state = checkpoint.load_training_state(resume, rt)
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
