@@ -243,7 +243,9 @@ def test_sigkill_worker_mid_job(
     counts = db_counts(sessionmaker_, job_id)
     assert (counts["gen_probe"], counts["gen_critique"], counts["gen_refine"]) == (n, n, n)
     total_calls = sim_stats(sim)["requests_total"]
-    assert 3 * n <= total_calls <= 3 * n + 64, total_calls
+    # Repeated calls are bounded by the in-flight window (64) plus the results that were
+    # received but not yet committed by the writer's current group commit (a few).
+    assert 3 * n <= total_calls <= 3 * n + 64 + 16, total_calls
 
 
 @pytest.mark.slow
