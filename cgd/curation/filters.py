@@ -4,6 +4,7 @@ Every key is optional; ``null``/absent turns that step off. The steps run in thi
 each drop is counted under its reason name (``stats["dropped"][reason]``); a triplet is counted
 once, under the first step that drops it:
 
+ 0. ``repeated_triplet`` a triplet id seen before in the input (e.g. a job listed twice)
  1. ``incomplete``      always on: status is not a finished one or there is no refined answer
  2. ``truncated``       filters.no_truncation: some stage hit ``finish_reason=length``
  3. ``refined_correct`` filters.refined_correct: verifier result of the refined answer != wanted
@@ -19,8 +20,11 @@ once, under the first step that drops it:
 12. ``no_verdict``      filters.verdict_ratio: the critique has no verdict, so it cannot be placed
 13. ``verdict_ratio``   filters.verdict_ratio: subsampled to the right:wrong ratio
 then the train/val split. 1-8 look at one triplet; 9-11 at prompts; 12-13 at the remaining set.
-A filter set to ``true`` keeps the triplets where the condition holds and ``false`` keeps those
-where it does not; an unknown value (``null`` correctness, no verdict) never passes a set filter.
+Every enabled step shows in ``stats["dropped"]``, with 0 when it dropped nothing.
+``refined_correct``/``initial_correct``/``verdict_agrees`` set to ``true`` keep the triplets where
+the condition holds and ``false`` those where it does not; an unknown value (``null``
+correctness, no verdict) passes neither. ``no_truncation``/``require_boxed`` are switches:
+``false`` is off.
 """
 
 from __future__ import annotations
