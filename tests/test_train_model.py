@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -38,7 +39,17 @@ def _logits(model, batch):
         return causal_lm(model).get_output_embeddings()(hidden)  # (b, t, V)
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+# flex_attention on CPU compiles a kernel with inductor (~40 s, needs a C++ compiler).
+FLEX_CPU = pytest.param(
+    "flex_attention",
+    marks=[
+        pytest.mark.slow,
+        pytest.mark.skipif(shutil.which("g++") is None, reason="inductor needs a C++ compiler"),
+    ],
+)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager", FLEX_CPU])
 def test_packed_sample_logits_equal_alone(setup, attn):
     path, tok, samples = setup
     model = load_model(
