@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     )
     verify_processes: int = Field(1, description="math-verify worker processes per worker")
     verify_timeout_s: float = Field(5.0, description="Hard timeout for one verification")
+    snapshot_inline_max: int = Field(
+        20_000, description="Snapshots of up to this many triplets are built in the request"
+    )
     endpoint_allowlist: str = Field(
         "*", description="Comma-separated URL prefixes allowed as endpoints; * allows all (dev)"
     )

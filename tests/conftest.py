@@ -123,6 +123,7 @@ WORKER_ENV = {
     "CGD_LLM_BACKOFF_BASE_S": "0.05",
     "CGD_LLM_BACKOFF_MAX_S": "0.5",
     "CGD_MAX_INFLIGHT_PER_ENDPOINT": "64",
+    "CGD_SNAPSHOT_INLINE_MAX": "150",  # larger snapshots go through the curation queue
 }
 
 

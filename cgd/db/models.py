@@ -215,3 +215,55 @@ class Generation(Base):
     latency_s: Mapped[float] = mapped_column(default=0.0)
     attempts: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# --- snapshots ---------------------------------------------------------------------------------
+
+
+class Snapshot(Base):
+    """An immutable, curated selection of triplets. Rows are copied in, never edited."""
+
+    __tablename__ = "snapshots"
+    __table_args__ = (Index("ix_snapshots_team_created", "team_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    name: Mapped[str | None] = mapped_column(String(300))
+    status: Mapped[str] = mapped_column(String(20), default="building")  # building|ready|failed
+    job_ids: Mapped[list[str]] = mapped_column(JSONType)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONType)  # the curation options
+    num_items: Mapped[int] = mapped_column(Integer, default=0)
+    stats: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    dropped: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
+    lineage: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SnapshotRow(Base):
+    """One selected triplet, copied with what an export needs (the native layout's fields)."""
+
+    __tablename__ = "snapshot_rows"
+
+    # No foreign key: rows are bulk-copied in the transaction that finishes their snapshot and
+    # deleted with it (a per-row FK trigger would slow large snapshots down).
+    snapshot_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    pos: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    triplet_id: Mapped[str] = mapped_column(String(200))
+    job_id: Mapped[str] = mapped_column(String(40))
+    item_id: Mapped[str] = mapped_column(String(600))
+    sample: Mapped[int] = mapped_column(Integer)
+    split: Mapped[str] = mapped_column(String(10))
+    prompt: Mapped[str] = mapped_column(Text)
+    reference: Mapped[str | None] = mapped_column(Text)
+    initial_response: Mapped[str | None] = mapped_column(Text)
+    critique: Mapped[str | None] = mapped_column(Text)
+    verdict: Mapped[str | None] = mapped_column(String(10))
+    refined_response: Mapped[str | None] = mapped_column(Text)
+    initial_correct: Mapped[bool | None] = mapped_column()
+    refined_correct: Mapped[bool | None] = mapped_column()
+    status: Mapped[str] = mapped_column(String(20))
+    error: Mapped[str | None] = mapped_column(Text)
+    truncated: Mapped[bool] = mapped_column(default=False)

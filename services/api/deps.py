@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from cgd.auth import authenticate
 from cgd.settings import Settings
-from services.worker.celery_app import send_chunks
+from services.worker.celery_app import send
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -22,7 +22,7 @@ def get_settings_dep(request: Request) -> Settings:
 def get_session(request: Request) -> Iterator[Session]:
     """The request's unit of work: commits when the handler succeeds, rolls back otherwise.
 
-    Chunk messages the handler queued in ``request.state.outbox`` are sent only after the
+    Task messages the handler queued in ``request.state.outbox`` are sent only after the
     commit, so a worker always finds the rows a message names.
     """
     session: Session = request.app.state.sessionmaker()
@@ -39,14 +39,14 @@ def get_session(request: Request) -> Iterator[Session]:
 
 
 def send_outbox(request: Request) -> None:
-    refs = request.state.outbox
-    if not refs:
+    messages = request.state.outbox
+    if not messages:
         return
     try:
-        send_chunks(request.app.state.celery, refs)
+        send(request.app.state.celery, messages)
     except Exception as exc:
-        # The job is committed; the worker's sweeper enqueues chunks whose message never came.
-        log.warning("could not enqueue %d chunk(s) now (%s); the sweeper will", len(refs), exc)
+        # The rows are committed; the worker's sweeper enqueues work whose message never came.
+        log.warning("could not enqueue %d task(s) now (%s); the sweeper will", len(messages), exc)
 
 
 log = logging.getLogger("cgd.api")

@@ -44,10 +44,19 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def send_chunks(app: Celery, refs: list[tuple[str, int]]) -> None:
-    """Enqueue chunk tasks (ids only). Call only after the rows they name are committed."""
-    for job_id, chunk_no in refs:
-        app.send_task("cgd.generation.run_chunk", args=[job_id, chunk_no], queue="generation")
+Message = tuple[str, list[object], str]  # (task name, args, queue)
+
+
+def chunk_messages(refs: list[tuple[str, int]]) -> list[Message]:
+    return [
+        ("cgd.generation.run_chunk", [job_id, chunk_no], "generation") for job_id, chunk_no in refs
+    ]
+
+
+def send(app: Celery, messages: list[Message]) -> None:
+    """Enqueue tasks (ids only). Call only after the rows they name are committed."""
+    for name, args, queue in messages:
+        app.send_task(name, args=args, queue=queue)
 
 
 celery_app = make_celery(get_settings())

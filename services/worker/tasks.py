@@ -12,7 +12,7 @@ from celery import signals
 
 from cgd.generation import pipeline, store
 from cgd.settings import get_settings
-from services.worker.celery_app import celery_app, send_chunks
+from services.worker.celery_app import celery_app, chunk_messages, send
 from services.worker.runtime import get_runtime
 
 log = logging.getLogger("cgd.worker")
@@ -29,6 +29,23 @@ def run_chunk(self, job_id: str, chunk_no: int) -> str:  # type: ignore[no-untyp
     )
     log.info("run_chunk %s/%s: %s", job_id, chunk_no, outcome)
     return outcome
+
+
+@celery_app.task(name="cgd.curation.build_snapshot")
+def build_snapshot(snapshot_id: str) -> str:
+    """Curate a large snapshot off the request path; failures are visible on the snapshot."""
+    from cgd import snapshots
+
+    runtime = get_runtime(get_settings())
+    sid = uuid.UUID(snapshot_id)
+    try:
+        snap = runtime.run_db_sync(lambda s: snapshots.build(s, sid))
+        return snap.status
+    except Exception as exc:
+        log.exception("snapshot %s failed", snapshot_id)
+        reason = f"{type(exc).__name__}: {exc}"
+        runtime.run_db_sync(lambda s: snapshots.mark_failed(s, sid, reason))
+        return "failed"
 
 
 @celery_app.task(name="cgd.ops.ping")
@@ -48,7 +65,7 @@ def _sweep_forever(stop: threading.Event) -> None:
             refs = runtime.run_db_sync(lambda s: store.sweep(s, settings.requeue_after_s))
             if refs:
                 log.info("sweeper re-enqueues %d chunk(s)", len(refs))
-                send_chunks(celery_app, refs)
+                send(celery_app, chunk_messages(refs))
         except Exception as exc:  # the broker or database is down: try again next round
             log.warning("sweep failed: %s", exc)
             time.sleep(1)

@@ -16,6 +16,7 @@ from services.api.deps import SessionDep, SettingsDep, TeamDep
 from services.api.errors import error_responses
 from services.api.pagination import decode_cursor, encode_cursor
 from services.api.schemas import Page
+from services.worker.celery_app import chunk_messages
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -46,7 +47,7 @@ def create_job(
         if replay is None:
             raise
         return {"id": str(replay.id), "status": svc.job_status(session, replay)["status"]}
-    request.state.outbox.extend(refs)  # sent after the commit
+    request.state.outbox.extend(chunk_messages(refs))  # sent after the commit
     return {"id": str(job.id), "status": "queued", "total_items": job.total_items}
 
 
@@ -94,7 +95,7 @@ def retry_failed(
 ) -> dict[str, Any]:
     job = svc.get_job(session, team_id, job_id)
     n, refs = svc.retry_failed(session, job)
-    request.state.outbox.extend(refs)
+    request.state.outbox.extend(chunk_messages(refs))
     return {"id": str(job.id), "retried": n}
 
 

@@ -1,0 +1,314 @@
+"""Snapshots: curate the triplets of finished jobs into an immutable, exportable selection.
+
+The pure curation logic lives in ``cgd.curation``; this module feeds it from the database (one
+streamed pass to select, one to copy the selected rows) and serves exports back out of it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, select
+from sqlalchemy.orm import Session, aliased
+
+from cgd.curation.card import build_card, render_markdown
+from cgd.curation.filters import CurationSpec
+from cgd.curation.snapshot import curate
+from cgd.db.models import DatasetItem, Generation, Job, JobItem, Snapshot, SnapshotRow, utcnow
+from cgd.errors import Conflict, InvalidRequest, NotFound
+from cgd.generation.spec import JobSpec
+
+_COPY_BATCH = 1000
+
+
+class SnapshotNotFound(NotFound):
+    """Snapshot not found."""
+
+
+class SnapshotNotReady(Conflict):
+    """The snapshot is still being built (or failed); it has nothing to export yet."""
+
+
+def validate_inputs(session: Session, team_id: uuid.UUID, spec: CurationSpec) -> list[Job]:
+    """The spec's jobs (all the caller's) and decontamination datasets must exist: else 404."""
+    if not spec.job_ids:
+        raise InvalidRequest({"field": "job_ids", "reason": "name at least one job"})
+    jobs = []
+    for raw in spec.job_ids:
+        job = _team_job(session, team_id, raw)
+        jobs.append(job)
+    for raw in spec.decontaminate.dataset_ids or ():
+        _team_dataset_id(session, team_id, raw)
+    return jobs
+
+
+def _team_job(session: Session, team_id: uuid.UUID, raw: str) -> Job:
+    try:
+        job = session.get(Job, uuid.UUID(str(raw)))
+    except ValueError:
+        job = None
+    if job is None or job.team_id != team_id:
+        raise NotFound({"job_id": str(raw), "reason": "job not found"})
+    return job
+
+
+def _team_dataset_id(session: Session, team_id: uuid.UUID, raw: str) -> uuid.UUID:
+    from cgd.datasets import get_dataset
+
+    try:
+        dataset_id = uuid.UUID(str(raw))
+    except ValueError:
+        raise NotFound({"dataset_id": str(raw), "reason": "dataset not found"}) from None
+    return get_dataset(session, team_id, dataset_id).id
+
+
+def input_size(session: Session, jobs: list[Job]) -> int:
+    return int(
+        session.scalar(select(func.count()).where(JobItem.job_id.in_([j.id for j in jobs]))) or 0
+    )
+
+
+def new_snapshot(session: Session, team_id: uuid.UUID, spec: CurationSpec) -> Snapshot:
+    snap = Snapshot(
+        team_id=team_id,
+        name=spec.name,
+        status="building",
+        job_ids=[str(j) for j in spec.job_ids or ()],
+        spec=spec.model_dump(mode="json"),
+        stats={},
+        lineage={},
+    )
+    session.add(snap)
+    session.flush()
+    return snap
+
+
+def job_lineage(job: Job) -> dict[str, Any]:
+    spec = JobSpec.model_validate(job.spec)
+    public = spec.public()
+    return {
+        "job_id": str(job.id),
+        "dataset_id": str(job.dataset_id),
+        "student": public["student"],
+        "teacher": public["teacher"],
+        "verifier": spec.verifier,
+        "samples_per_prompt": spec.samples_per_prompt,
+        "template": spec.template,
+        "template_version": job.template_version,
+    }
+
+
+def iter_triplets(
+    session: Session, jobs: list[Job], prefix_items: bool
+) -> Iterator[dict[str, Any]]:
+    """Every (item, sample) of the jobs as a triplet dict, streamed from the database."""
+    lineages = {j.id: job_lineage(j) for j in jobs}
+    datasets = {j.id: j.dataset_id for j in jobs}
+    g_probe, g_crit, g_ref = (aliased(Generation) for _ in range(3))
+
+    def gen_join(g: Any, stage: str) -> Any:
+        return and_(
+            g.job_id == JobItem.job_id,
+            g.idx == JobItem.idx,
+            g.sample == JobItem.sample,
+            g.stage == stage,
+        )
+
+    for job in jobs:
+        q = (
+            select(
+                JobItem,
+                DatasetItem.item_id,
+                DatasetItem.prompt,
+                DatasetItem.reference,
+                DatasetItem.response,
+                g_probe.text,
+                g_crit.text,
+                g_ref.text,
+            )
+            .join(
+                DatasetItem,
+                and_(DatasetItem.dataset_id == datasets[job.id], DatasetItem.idx == JobItem.idx),
+            )
+            .outerjoin(g_probe, gen_join(g_probe, "probe"))
+            .outerjoin(g_crit, gen_join(g_crit, "critique"))
+            .outerjoin(g_ref, gen_join(g_ref, "refine"))
+            .where(JobItem.job_id == job.id)
+            .order_by(JobItem.idx, JobItem.sample)
+            .execution_options(yield_per=2000)
+        )
+        for ji, item_id, prompt, reference, response, probe, crit, ref in session.execute(q):
+            yield {
+                "triplet_id": f"{job.id}:{ji.idx}:{ji.sample}",
+                "job_id": str(job.id),
+                "item_id": f"{job.dataset_id}/{item_id}" if prefix_items else item_id,
+                "sample": ji.sample,
+                "prompt": prompt,
+                "reference": reference,
+                "initial_response": probe if probe is not None else response,
+                "critique": crit,
+                "verdict": ji.verdict,
+                "refined_response": ref,
+                "initial_correct": ji.initial_correct,
+                "refined_correct": ji.refined_correct,
+                "status": ji.state,
+                "error": ji.error,
+                "truncated": ji.truncated,
+                "lineage": lineages[job.id],
+            }
+
+
+def _decontam_texts(session: Session, spec: CurationSpec) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for raw in spec.decontaminate.dataset_ids or ():
+        out[raw] = list(
+            session.scalars(
+                select(DatasetItem.prompt).where(DatasetItem.dataset_id == uuid.UUID(raw))
+            )
+        )
+    return out
+
+
+def build(session: Session, snapshot_id: uuid.UUID) -> Snapshot:
+    """Curate and copy the rows in; the snapshot is ``ready`` (or ``failed``) afterwards."""
+    snap = session.get(Snapshot, snapshot_id)
+    if snap is None:
+        raise SnapshotNotFound({"snapshot_id": str(snapshot_id)})
+    if snap.status == "ready":
+        return snap  # a redelivered build task: already done
+    spec = CurationSpec.model_validate(snap.spec)
+    jobs = [_team_job(session, snap.team_id, j) for j in snap.job_ids]
+    prefix = len({j.dataset_id for j in jobs}) > 1  # item ids are only unique per dataset
+    result = curate(iter_triplets(session, jobs, prefix), spec, _decontam_texts(session, spec))
+    splits = result.splits()
+    session.execute(delete(SnapshotRow).where(SnapshotRow.snapshot_id == snap.id))
+    batch: list[dict[str, Any]] = []
+    pos = 0
+    for t in iter_triplets(session, jobs, prefix):
+        split = splits.get(t["triplet_id"])
+        if split is None:
+            continue
+        batch.append(_row(snap.id, pos, t, split))
+        pos += 1
+        if len(batch) >= _COPY_BATCH:
+            session.execute(insert(SnapshotRow), batch)
+            batch.clear()
+    if batch:
+        session.execute(insert(SnapshotRow), batch)
+    snap.num_items = pos
+    snap.stats = result.stats
+    snap.dropped = result.dropped
+    snap.lineage = {str(k): v for k, v in result.lineage.items()}
+    snap.content_hash = result.content_hash
+    snap.status = "ready"
+    snap.finished_at = utcnow()
+    session.flush()
+    return snap
+
+
+def _row(snapshot_id: uuid.UUID, pos: int, t: dict[str, Any], split: str) -> dict[str, Any]:
+    return {
+        "snapshot_id": snapshot_id,
+        "pos": pos,
+        "split": split,
+        **{k: t[k] for k in _ROW_FIELDS},
+    }
+
+
+_ROW_FIELDS = (
+    "triplet_id",
+    "job_id",
+    "item_id",
+    "sample",
+    "prompt",
+    "reference",
+    "initial_response",
+    "critique",
+    "verdict",
+    "refined_response",
+    "initial_correct",
+    "refined_correct",
+    "status",
+    "error",
+    "truncated",
+)
+
+
+def mark_failed(session: Session, snapshot_id: uuid.UUID, error: str) -> None:
+    snap = session.get(Snapshot, snapshot_id)
+    if snap is not None and snap.status != "ready":
+        snap.status = "failed"
+        snap.error = error[:2000]
+        snap.finished_at = utcnow()
+
+
+def get_snapshot(session: Session, team_id: uuid.UUID, snapshot_id: uuid.UUID) -> Snapshot:
+    snap = session.get(Snapshot, snapshot_id)
+    if snap is None or snap.team_id != team_id:
+        raise SnapshotNotFound({"snapshot_id": str(snapshot_id)})
+    return snap
+
+
+def list_snapshots(
+    session: Session, team_id: uuid.UUID, limit: int, after: tuple[Any, uuid.UUID] | None
+) -> list[Snapshot]:
+    q = select(Snapshot).where(Snapshot.team_id == team_id)
+    if after is not None:
+        created, last_id = after
+        q = q.where(
+            (Snapshot.created_at < created)
+            | ((Snapshot.created_at == created) & (Snapshot.id < last_id))
+        )
+    q = q.order_by(Snapshot.created_at.desc(), Snapshot.id.desc()).limit(limit)
+    return list(session.scalars(q))
+
+
+def delete_snapshot(session: Session, snap: Snapshot) -> None:
+    session.execute(delete(SnapshotRow).where(SnapshotRow.snapshot_id == snap.id))
+    session.delete(snap)
+    session.flush()
+
+
+def card(snap: Snapshot) -> tuple[dict[str, Any], str]:
+    if snap.status != "ready" or snap.content_hash is None:
+        raise SnapshotNotReady({"snapshot_id": str(snap.id), "status": snap.status})
+    data = build_card(
+        name=snap.name,
+        spec=snap.spec,
+        stats=snap.stats,
+        content_hash=snap.content_hash,
+        lineage=snap.lineage,
+    )
+    return data, render_markdown(data)
+
+
+def iter_rows(session: Session, snap: Snapshot) -> Iterator[dict[str, Any]]:
+    """The snapshot's rows in order, as triplet dicts (what the export layouts read)."""
+    q = (
+        select(SnapshotRow)
+        .where(SnapshotRow.snapshot_id == snap.id)
+        .order_by(SnapshotRow.pos)
+        .execution_options(yield_per=2000)
+    )
+    for (r,) in session.execute(q):
+        yield {
+            "triplet_id": r.triplet_id,
+            "job_id": r.job_id,
+            "item_id": r.item_id,
+            "sample": r.sample,
+            "prompt": r.prompt,
+            "reference": r.reference,
+            "initial_response": r.initial_response,
+            "critique": r.critique,
+            "verdict": r.verdict,
+            "refined_response": r.refined_response,
+            "initial_correct": r.initial_correct,
+            "refined_correct": r.refined_correct,
+            "status": r.status,
+            "error": r.error,
+            "truncated": r.truncated,
+            "split": r.split,
+            "lineage": snap.lineage.get(r.job_id),
+        }

@@ -1,0 +1,309 @@
+"""Snapshots and exports over the real API, from triplets of a real job against the simulator."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cgd.simulator import SimulatorProcess
+from tests.conftest import WorkerProcess, make_key
+
+pytestmark = pytest.mark.integration
+
+N_GSM8K = 60
+
+
+@pytest.fixture(scope="module")
+def finished_job(
+    api_server, sessionmaker_, shared_data: Path, tmp_path_factory
+) -> Iterator[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """One job over GSM8K questions plus planted MATH-500 problems, exact and near duplicates."""
+    tmp = tmp_path_factory.mktemp("snap")
+    gsm = [json.loads(x) for x in (shared_data / "gsm8k_train.jsonl").read_text().splitlines()]
+    m500 = [json.loads(x) for x in (shared_data / "math500.jsonl").read_text().splitlines()]
+    rows = [{"question": r["question"], "answer": r["answer"]} for r in gsm[:N_GSM8K]]
+    planted_math = [{"question": r["problem"], "answer": r["answer"]} for r in m500[:4]]
+    exact_dups = [
+        {"question": "  " + gsm[i]["question"].upper() + " ", "answer": gsm[i]["answer"]}
+        for i in (3, 4)
+    ]
+    near_dups = []
+    for i in (5, 6, 7):
+        words = gsm[i]["question"].split()
+        words[len(words) // 2] = "exactly"  # one word changed in the middle
+        near_dups.append({"question": " ".join(words), "answer": gsm[i]["answer"]})
+    rows += planted_math + exact_dups + near_dups
+    data = tmp / "planted.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    refs = tmp / "refs.jsonl"
+    refs.write_text(data.read_text())
+    key = make_key(sessionmaker_)
+    client = httpx.Client(
+        base_url=api_server.url, headers={"Authorization": f"Bearer {key}"}, timeout=120
+    )
+    sim = SimulatorProcess(
+        [
+            "--port",
+            "0",
+            "--slots",
+            "32",
+            "--latency",
+            "0.01",
+            "--dataset",
+            str(refs),
+            "--no-verdict-rate",
+            "0.15",
+        ]
+    )
+    worker = WorkerProcess(api_server.env, tmp / "worker.log")
+    try:
+        ds = client.post("/v1/datasets", files={"file": ("planted.jsonl", data.read_bytes())})
+        assert ds.status_code == 201, ds.text
+        body = {
+            "dataset_id": ds.json()["id"],
+            "student": {"base_url": sim.base_url, "model": "student"},
+            "teacher": {"base_url": sim.base_url, "model": "teacher"},
+            "samples_per_prompt": 2,
+        }
+        job_id = client.post("/v1/jobs", json=body).json()["id"]
+        deadline = time.monotonic() + 120
+        while client.get(f"/v1/jobs/{job_id}").json()["status"] not in ("completed", "failed"):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        trips = client.get(f"/v1/jobs/{job_id}/triplets", params={"limit": 1000}).json()["data"]
+        yield {
+            "client": client,
+            "job_id": job_id,
+            "triplets": trips,
+            "n_items": len(rows),
+            "dataset_id": ds.json()["id"],
+            "tmp": tmp,
+            "job_body": body,
+        }
+    finally:
+        worker.kill()
+        sim.stop()
+        client.close()
+
+
+def snapshot(client: httpx.Client, job_id: str, **body: Any) -> dict[str, Any]:
+    r = client.post("/v1/snapshots", json={"job_ids": [job_id], **body})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def test_every_filter_is_counted(finished_job) -> None:  # type: ignore[no-untyped-def]
+    c, job, trips = finished_job["client"], finished_job["job_id"], finished_job["triplets"]
+    total = len(trips)
+    assert total == 2 * finished_job["n_items"]
+    done = [t for t in trips if t["status"] == "verified"]
+    plain = snapshot(c, job)
+    assert plain["stats"]["input"] == total
+    assert plain["stats"]["dropped"] == {"incomplete": total - len(done)}
+    assert plain["num_items"] == plain["stats"]["output"] == len(done)
+
+    cases: list[tuple[dict[str, Any], str, int]] = [
+        (
+            {"refined_correct": True},
+            "refined_correct",
+            sum(t["refined_correct"] is not True for t in done),
+        ),
+        (
+            {"initial_correct": False},
+            "initial_correct",
+            sum(t["initial_correct"] is not False for t in done),
+        ),
+        (
+            {"verdict_agrees": True},
+            "verdict_agrees",
+            sum(t["verdict_agrees"] is not True for t in done),
+        ),
+        (
+            {"require_boxed": True},
+            "no_boxed",
+            sum("\\boxed{" not in (t["refined_response"] or "") for t in done),
+        ),
+        ({"min_chars": 300}, "too_short", sum(len(t["refined_response"]) < 300 for t in done)),
+        ({"max_chars": 300}, "too_long", sum(len(t["refined_response"]) > 300 for t in done)),
+        ({"no_truncation": True}, "truncated", sum(bool(t["truncated"]) for t in done)),
+    ]
+    for filters, reason, expected in cases:
+        snap = snapshot(c, job, filters=filters)
+        assert snap["stats"]["dropped"][reason] == expected, (filters, snap["stats"])
+        assert snap["num_items"] == len(done) - expected, filters
+    # The paper's verdict-ratio ablation: no-verdict critiques can't be placed, the rest is
+    # subsampled to right:wrong = 1:1.
+    snap = snapshot(c, job, filters={"verdict_ratio": {"right": 1, "wrong": 1}})
+    no_verdict = sum(t["verdict"] is None for t in done)
+    assert snap["stats"]["dropped"]["no_verdict"] == no_verdict
+    rows = export_jsonl(c, snap["id"], "native")
+    right = sum(r["verdict"] == "right" for r in rows)
+    assert right == len(rows) - right
+
+
+def test_dedup_and_decontamination_on_planted_items(finished_job) -> None:  # type: ignore[no-untyped-def]
+    c, job = finished_job["client"], finished_job["job_id"]
+    snap = snapshot(
+        c,
+        job,
+        dedup={"exact": True, "near_threshold": 0.7},
+        decontaminate={"sets": ["math500"], "ngram": 13},
+    )
+    dropped = snap["stats"]["dropped"]
+    done_items = {t["idx"] for t in finished_job["triplets"] if t["status"] == "verified"}
+    planted_math = {N_GSM8K + i for i in range(4)} & done_items
+    assert planted_math, "the planted MATH-500 items must have completed"
+    assert dropped["contaminated"] == 2 * len(planted_math)  # two samples each
+    contaminated = {d["item_id"] for d in snap["stats"]["contaminated"]}
+    assert contaminated == {str(i) for i in planted_math}
+    assert dropped["exact_duplicate"] >= 2 and dropped["near_duplicate"] >= 2
+    full = c.get(f"/v1/snapshots/{snap['id']}").json()
+    reasons = {d["reason"] for d in full["dropped"]}
+    assert {"contaminated", "exact_duplicate", "near_duplicate"} <= reasons
+    # One item per duplicate cluster survives, deterministically.
+    again = snapshot(
+        c,
+        job,
+        dedup={"exact": True, "near_threshold": 0.7},
+        decontaminate={"sets": ["math500"], "ngram": 13},
+    )
+    assert again["content_hash"] == snap["content_hash"]
+
+
+def test_content_hash_is_stable_and_split_keeps_samples_together(finished_job) -> None:  # type: ignore[no-untyped-def]
+    c, job = finished_job["client"], finished_job["job_id"]
+    a = snapshot(c, job, name="a", split={"val_fraction": 0.25, "seed": 1})
+    b = snapshot(c, job, name="b", split={"val_fraction": 0.25, "seed": 1})
+    other = snapshot(c, job, split={"val_fraction": 0.25, "seed": 2})
+    assert a["content_hash"] == b["content_hash"] != other["content_hash"]
+    assert a["stats"]["val"] > 0 and a["stats"]["train"] + a["stats"]["val"] == a["num_items"]
+    rows = export_jsonl(c, a["id"], "native")
+    split_of_item: dict[str, set[str]] = {}
+    for r in rows:
+        split_of_item.setdefault(r["item_id"], set()).add(r["split"])
+    assert all(len(s) == 1 for s in split_of_item.values())
+    val = export_jsonl(c, a["id"], "native", split="val")
+    assert len(val) == a["stats"]["val"] and all(r["split"] == "val" for r in val)
+
+
+def export_jsonl(
+    c: httpx.Client, sid: str, layout: str, mode: str = "cgd", split: str = "all"
+) -> list[dict[str, Any]]:
+    r = c.get(
+        f"/v1/snapshots/{sid}/export",
+        params={"format": "jsonl", "layout": layout, "mode": mode, "split": split},
+    )
+    assert r.status_code == 200, r.text
+    return [json.loads(line) for line in r.text.splitlines()]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_exports_load_in_datasets_row_for_row(finished_job, fmt: str) -> None:  # type: ignore[no-untyped-def]
+    import datasets
+
+    c, job, tmp = finished_job["client"], finished_job["job_id"], finished_job["tmp"]
+    snap = snapshot(c, job, filters={"refined_correct": True})
+    native = export_jsonl(c, snap["id"], "native")
+    assert len(native) == snap["num_items"]
+    for layout in ("native", "messages", "prompt-completion", "alpaca"):
+        for mode in ("cgd", "sft", "distill", "cft", "no-critique"):
+            if layout == "native" and mode != "cgd":
+                continue  # native carries every field whatever the mode
+            r = c.get(
+                f"/v1/snapshots/{snap['id']}/export",
+                params={"format": fmt, "layout": layout, "mode": mode},
+            )
+            assert r.status_code == 200, r.text
+            path = tmp / f"{secrets.token_hex(4)}.{fmt}"
+            path.write_bytes(r.content)
+            loaded = datasets.load_dataset(
+                "json" if fmt == "jsonl" else "parquet", data_files=str(path), split="train"
+            )
+            assert len(loaded) == len(native), (layout, mode)
+            first, src = loaded[0], native[0]
+            if layout == "messages":
+                user, assistant = first["messages"]
+                assert src["prompt"] in user["content"]
+                target = {
+                    "cgd": src["refined_response"],
+                    "sft": src["reference"],
+                    "distill": src["refined_response"],
+                    "cft": src["critique"],
+                    "no-critique": src["refined_response"],
+                }[mode]
+                assert assistant["content"] == target
+                if mode == "cgd":
+                    assert src["critique"] in user["content"]
+                    assert src["initial_response"] in user["content"]
+            elif layout == "prompt-completion":
+                assert first["prompt"][0]["role"] == "user"
+                assert first["completion"][0]["role"] == "assistant"
+            elif layout == "alpaca":
+                assert src["prompt"] in first["instruction"] and first["output"]
+            else:
+                assert first["triplet_id"] == src["triplet_id"]
+
+
+def test_card_lineage_and_listing(finished_job) -> None:  # type: ignore[no-untyped-def]
+    c, job = finished_job["client"], finished_job["job_id"]
+    snap = snapshot(c, job, name="gsm8k-cgd-v1", filters={"refined_correct": True})
+    card = c.get(f"/v1/snapshots/{snap['id']}/card").json()
+    assert card["content_hash"] == snap["content_hash"] and card["name"] == "gsm8k-cgd-v1"
+    assert "Critique" in json.dumps(card["modes"]["cgd"])
+    md = c.get(f"/v1/snapshots/{snap['id']}/card", params={"format": "markdown"}).text
+    assert "gsm8k-cgd-v1" in md and snap["content_hash"] in md
+    lineage = snap["lineage"][job]
+    assert lineage["teacher"]["model"] == "teacher" and lineage["template_version"] == "cgd-v1"
+    ids = [s["id"] for s in c.get("/v1/snapshots", params={"limit": 200}).json()["data"]]
+    assert snap["id"] in ids
+    assert c.delete(f"/v1/snapshots/{snap['id']}").status_code == 204
+    assert c.get(f"/v1/snapshots/{snap['id']}").status_code == 404
+
+
+def test_cross_team_and_bad_requests(finished_job, other_client) -> None:  # type: ignore[no-untyped-def]
+    c, job = finished_job["client"], finished_job["job_id"]
+    snap = snapshot(c, job)
+    for path in (
+        f"/v1/snapshots/{snap['id']}",
+        f"/v1/snapshots/{snap['id']}/export",
+        f"/v1/snapshots/{snap['id']}/card",
+    ):
+        assert other_client.get(path).status_code == 404
+    assert other_client.delete(f"/v1/snapshots/{snap['id']}").status_code == 404
+    assert other_client.get("/v1/snapshots").json()["data"] == []
+    # Another team's job cannot feed a snapshot.
+    assert other_client.post("/v1/snapshots", json={"job_ids": [job]}).status_code == 404
+    assert c.post("/v1/snapshots", json={"job_ids": []}).status_code == 422
+    assert (
+        c.post("/v1/snapshots", json={"job_ids": [job], "filters": {"bogus": 1}}).status_code == 422
+    )
+    bad = c.get(f"/v1/snapshots/{snap['id']}/export", params={"layout": "csv"})
+    assert bad.status_code == 422
+
+
+def test_large_snapshot_builds_on_the_curation_queue(finished_job) -> None:  # type: ignore[no-untyped-def]
+    """Over the inline limit (150 in tests) the request answers 202; the worker builds it."""
+    c = finished_job["client"]
+    body = {**finished_job["job_body"], "samples_per_prompt": 3}  # 207 triplets > 150
+    job = c.post("/v1/jobs", json=body).json()["id"]
+    deadline = time.monotonic() + 120
+    while c.get(f"/v1/jobs/{job}").json()["status"] not in ("completed", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    r = c.post("/v1/snapshots", json={"job_ids": [job]})
+    assert r.status_code == 202, r.text
+    sid = r.json()["id"]
+    assert r.json()["status"] == "building"
+    assert c.get(f"/v1/snapshots/{sid}/export").status_code == 409
+    deadline = time.monotonic() + 60
+    while (snap := c.get(f"/v1/snapshots/{sid}").json())["status"] == "building":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert snap["status"] == "ready" and snap["num_items"] > 0
