@@ -67,10 +67,6 @@ class NgramIndex:
         self.n = n
         self._sources: dict[str, _Source] = {}
 
-    @property
-    def labels(self) -> list[str]:
-        return list(self._sources)
-
     def add(self, label: str, texts: Iterable[str]) -> None:
         src = self._sources.setdefault(label, _Source())
         n = self.n
