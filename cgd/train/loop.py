@@ -194,13 +194,13 @@ class TrainRecipe:
             attn_implementation=cfg.attn_implementation,
             device=rt.device,
         )
+        if cfg.gradient_checkpointing:
+            base.activation_checkpointing_enable(
+                activation_checkpointing_kwargs={"use_reentrant": False}
+            )
         self.model: CausalLM = base
         if cfg.method == "lora":
             self.model = load_lora(base, str(resume / "model")) if resume else add_lora(base, cfg)
-        if cfg.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False}
-            )
         self.model.train()
         trainable, total = count_parameters(self.model)
         logger.info("parameters: %d trainable of %d", trainable, total)
