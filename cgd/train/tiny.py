@@ -52,7 +52,9 @@ is 0 because 2023 = 7 * 289. Hence the answer is 0.
 """
 
 
-def train_tokenizer(text: str, vocab_size: int = 512, chat_template: bool = True):
+def train_tokenizer(
+    text: str, vocab_size: int = 512, chat_template: bool = True
+) -> PreTrainedTokenizerFast:
     """A byte-level BPE fast tokenizer trained on ``text`` (ids 0..2 are the special tokens)."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
