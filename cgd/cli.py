@@ -106,6 +106,33 @@ def worker(
     )
 
 
+@app.command()
+def trainer(loglevel: str = typer.Option("INFO", help="Log level")) -> None:
+    """Training worker: consumes the Celery queue ``train`` one run at a time (GPU host).
+    Runs tasks in the main process (solo pool): math-verify needs a main thread."""
+    from cgd.logs import setup_logging
+    from services.worker import tasks
+
+    setup_logging(loglevel)
+    if not get_settings().broker_url:
+        raise typer.BadParameter("CGD_BROKER_URL is not set (e.g. redis://127.0.0.1:6379/0)")
+    tasks.celery_app.worker_main(
+        [
+            "worker",
+            "-Q",
+            "train",
+            "--pool",
+            "solo",
+            "--loglevel",
+            loglevel,
+            "--without-gossip",
+            "--without-mingle",
+            "-n",
+            f"cgd-trainer-{os.getpid()}@%h",
+        ]
+    )
+
+
 @dev_app.command(
     "simulator",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
@@ -116,6 +143,33 @@ def simulator(ctx: typer.Context) -> None:
     from cgd.simulator import main as sim_main
 
     sim_main(list(ctx.args))
+
+
+_PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+@app.command("train", context_settings=_PASSTHROUGH, add_help_option=False)
+def train(ctx: typer.Context) -> None:
+    """Train, inspect, evaluate (cgd.train; needs the ``train`` extra). --help for more."""
+    from cgd.train.cli import app as train_app
+
+    train_app(args=list(ctx.args), prog_name="cgd train")
+
+
+@app.command("eval", context_settings=_PASSTHROUGH, add_help_option=False)
+def eval_(ctx: typer.Context) -> None:
+    """Evaluate a model on eval sets (math500, amc23, aime24 or JSONL files)."""
+    from cgd.train.cli import app as train_app
+
+    train_app(args=["eval", *ctx.args], prog_name="cgd")
+
+
+@dev_app.command("tiny-model", context_settings=_PASSTHROUGH, add_help_option=False)
+def tiny_model(ctx: typer.Context) -> None:
+    """Write a tiny random-init causal LM + tokenizer with a chat template (no network)."""
+    from cgd.train.cli import app as train_app
+
+    train_app(args=["tiny-model", *ctx.args], prog_name="cgd dev")
 
 
 if __name__ == "__main__":

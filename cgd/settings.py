@@ -51,6 +51,13 @@ class Settings(BaseSettings):
     snapshot_inline_max: int = Field(
         20_000, description="Snapshots of up to this many triplets are built in the request"
     )
+    trainer_dir: Path = Field(
+        DEFAULT_HOME / "trainer", description="Where the trainer keeps data, checkpoints, models"
+    )
+    trainer_heartbeat_s: float = Field(30.0, description="How often a trainer says it is alive")
+    trainer_lost_after_s: float = Field(
+        900.0, description="A running run with no trainer event for this long is failed"
+    )
     endpoint_allowlist: str = Field(
         "*", description="Comma-separated URL prefixes allowed as endpoints; * allows all (dev)"
     )

@@ -124,6 +124,8 @@ WORKER_ENV = {
     "CGD_LLM_BACKOFF_MAX_S": "0.5",
     "CGD_MAX_INFLIGHT_PER_ENDPOINT": "64",
     "CGD_SNAPSHOT_INLINE_MAX": "150",  # larger snapshots go through the curation queue
+    "CGD_TRAINER_HEARTBEAT_S": "1",
+    "CGD_TRAINER_LOST_AFTER_S": "6",
 }
 
 
@@ -199,12 +201,12 @@ def shared_data() -> Path:
 class WorkerProcess:
     """A real ``cgd worker`` (Celery, threads pool) on this run's database and broker."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, command: str = "worker") -> None:
         self.env = env
         self.log = log
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cgd.cli", "worker"],
+                [sys.executable, "-m", "cgd.cli", command],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -244,9 +246,11 @@ def start_worker(api_server: ApiServer, tmp_path: Path) -> Iterator:  # type: ig
     """Starts workers on demand; every one is SIGKILLed at the end of the test."""
     workers: list[WorkerProcess] = []
 
-    def start(**extra_env: str) -> WorkerProcess:
-        log = tmp_path / f"worker{len(workers)}.log"
-        w = WorkerProcess({**api_server.env, **extra_env}, log)
+    def start(command: str = "worker", **extra_env: str) -> WorkerProcess:
+        log = tmp_path / f"{command}{len(workers)}.log"
+        w = WorkerProcess(
+            {**api_server.env, "CGD_API_URL": api_server.url, **extra_env}, log, command
+        )
         workers.append(w)
         return w
 

@@ -267,3 +267,41 @@ class SnapshotRow(Base):
     status: Mapped[str] = mapped_column(String(20))
     error: Mapped[str | None] = mapped_column(Text)
     truncated: Mapped[bool] = mapped_column(default=False)
+
+
+# --- training runs -------------------------------------------------------------------------------
+
+
+class TrainingRun(Base):
+    """A fine-tune of a student on a snapshot, driven by a trainer that reports over the API."""
+
+    __tablename__ = "training_runs"
+    __table_args__ = (Index("ix_training_runs_team_created", "team_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    snapshot_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("snapshots.id"))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    token_hash: Mapped[str] = mapped_column(String(64))  # the trainer's per-run token
+    progress: Mapped[float] = mapped_column(default=0.0)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)  # latest step
+    eval: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    artifacts: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TrainingRunEvent(Base):
+    __tablename__ = "training_run_events"
+    __table_args__ = (Index("ix_training_run_events_run", "run_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigIntType, primary_key=True, autoincrement=True)
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("training_runs.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(20))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

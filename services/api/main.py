@@ -14,7 +14,7 @@ from cgd.logs import setup_logging
 from cgd.settings import Settings, get_settings
 from services.api.errors import install_error_handlers
 from services.api.metrics import MetricsMiddleware
-from services.api.routes import datasets, jobs, ops, snapshots
+from services.api.routes import datasets, jobs, ops, snapshots, training_runs
 from services.worker.celery_app import make_celery
 
 
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(jobs.router)
     app.include_router(snapshots.router)
+    app.include_router(training_runs.router)
     return app
 
 

@@ -48,6 +48,14 @@ def build_snapshot(snapshot_id: str) -> str:
         return "failed"
 
 
+@celery_app.task(name="cgd.train.run")
+def train_run(run_id: str, token: str) -> str:
+    """One training run on this (GPU) host; progress goes to the API as events."""
+    from services.worker.trainer import run_training_job
+
+    return run_training_job(run_id, token, get_settings())
+
+
 @celery_app.task(name="cgd.ops.ping")
 def ping(token: str) -> None:
     """Proof of life: marks ``cgd:ping:<token>`` in the broker's Redis (tests, health checks)."""

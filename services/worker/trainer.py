@@ -1,0 +1,121 @@
+"""The trainer side of a training run: download the snapshot over the API, train with
+``cgd.train``, and report every step, evaluation and artifact back with the run's token."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from cgd.settings import Settings
+from cgd.training_runs import TERMINAL
+
+log = logging.getLogger("cgd.trainer")
+
+
+class RunReporter:
+    """Posts events for one run; remembers whether the API asked the run to stop."""
+
+    def __init__(self, api_url: str, run_id: str, token: str, heartbeat_s: float) -> None:
+        self.run_id = run_id
+        self.heartbeat_s = heartbeat_s
+        self.http = httpx.Client(
+            base_url=api_url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+        )
+        self.cancelled = threading.Event()
+        self._stop = threading.Event()
+
+    def spec(self) -> dict[str, Any]:
+        r = self.http.get(f"/v1/training-runs/{self.run_id}/spec")
+        r.raise_for_status()
+        return r.json()  # type: ignore[no-any-return]
+
+    def post(self, kind: str, data: dict[str, Any]) -> None:
+        for attempt in range(5):  # the API may be restarting: a few tries, then carry on
+            try:
+                r = self.http.post(
+                    f"/v1/training-runs/{self.run_id}/events", json={"type": kind, "data": data}
+                )
+                r.raise_for_status()
+                if r.json().get("cancel"):
+                    self.cancelled.set()
+                return
+            except httpx.HTTPError as exc:
+                log.warning("event %s not delivered (try %d): %s", kind, attempt + 1, exc)
+                self._stop.wait(min(2**attempt, 10))
+
+    def download(self, path: Path, split: str = "train") -> int:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        size = 0
+        with self.http.stream(
+            "GET", f"/v1/training-runs/{self.run_id}/data", params={"split": split}, timeout=600
+        ) as r:
+            r.raise_for_status()
+            with open(path, "wb") as f:
+                for chunk in r.iter_bytes():
+                    f.write(chunk)
+                    size += len(chunk)
+        return size
+
+    def heartbeat_forever(self) -> None:
+        """Long evaluations send no events; this keeps the run alive and hears cancels."""
+        while not self._stop.wait(self.heartbeat_s):
+            self.post("log", {"heartbeat": True})
+
+    def close(self) -> None:
+        self._stop.set()
+        self.http.close()
+
+
+def train_config(spec: dict[str, Any], data: Path, out: Path) -> Any:
+    from cgd.train.config import TrainConfig
+
+    hp, ev = spec["spec"]["hyperparams"], spec["spec"]["eval"]
+    return TrainConfig(
+        model_path=spec["spec"]["base_model"],
+        train_file=str(data),
+        layout="native",
+        mode=spec["spec"]["mode"],
+        method=spec["spec"]["method"],
+        lora_r=hp["lora"]["r"],
+        lora_alpha=hp["lora"]["alpha"],
+        learning_rate=hp["learning_rate"],
+        epochs=hp["epochs"],
+        max_steps=hp["max_steps"],
+        tokens_per_step=hp["tokens_per_step"],
+        max_length=hp["max_length"],
+        warmup_ratio=hp["warmup_ratio"],
+        eval_sets=ev["sets"],
+        eval_limit=ev["max_samples"],
+        eval_max_new_tokens=ev["max_new_tokens"],
+        output_dir=str(out),
+    )
+
+
+def run_training_job(run_id: str, token: str, settings: Settings) -> str:
+    from cgd.train.loop import run_training
+
+    reporter = RunReporter(settings.api_url, run_id, token, settings.trainer_heartbeat_s)
+    try:
+        spec = reporter.spec()
+        if spec["status"] in TERMINAL or spec["cancel_requested"]:
+            log.info("run %s is %s; nothing to do", run_id, spec["status"])
+            return "skipped"
+        threading.Thread(target=reporter.heartbeat_forever, daemon=True).start()
+        reporter.post("status", {"status": "running", "phase": "downloading"})
+        workdir = settings.trainer_dir / run_id
+        data = workdir / "train.jsonl"
+        size = reporter.download(data)
+        reporter.post("artifact", {"kind": "train_data", "path": str(data), "bytes": size})
+        config = train_config(spec, data, workdir / "out")
+        result = run_training(config, on_event=reporter.post, should_stop=reporter.cancelled.is_set)
+        return str(result.get("state"))
+    except Exception as exc:
+        log.exception("training run %s failed", run_id)
+        reporter.post("status", {"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        return "failed"
+    finally:
+        reporter.close()

@@ -1,0 +1,176 @@
+"""Training runs end to end: real API, a real `cgd trainer` Celery process, a tiny model on CPU.
+
+The trainer downloads the snapshot over the API with the run's token, trains, evaluates and posts
+events back; the API shows every step."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cgd.simulator import SimulatorProcess
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from cgd.train.tiny import make_tiny_model
+
+    path = tmp_path_factory.mktemp("tiny") / "model"
+    make_tiny_model(path)
+    return path
+
+
+@pytest.fixture
+def snapshot_id(client, start_worker, shared_data: Path, tmp_path: Path) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A ready snapshot: 8 GSM8K items, the dataset's own drafts as initial answers."""
+    rows = [json.loads(x) for x in (shared_data / "gsm8k_train.jsonl").read_text().splitlines()[:8]]
+    for r in rows:
+        r["draft"] = "I think the answer is \\boxed{1}."
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with SimulatorProcess(
+        ["--port", "0", "--slots", "8", "--latency", "0.01", "--dataset", str(data)]
+    ) as sim:
+        start_worker()
+        ds = client.post(
+            "/v1/datasets",
+            files={"file": ("d.jsonl", data.read_bytes())},
+            data={"response_field": "draft"},
+        ).json()["id"]
+        job = client.post(
+            "/v1/jobs",
+            json={
+                "dataset_id": ds,
+                "student": None,
+                "teacher": {"base_url": sim.base_url, "model": "teacher"},
+            },
+        ).json()["id"]
+        deadline = time.monotonic() + 60
+        while client.get(f"/v1/jobs/{job}").json()["status"] != "completed":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    snap = client.post("/v1/snapshots", json={"job_ids": [job]})
+    assert snap.status_code == 201, snap.text
+    yield snap.json()["id"]
+
+
+def run_body(snapshot_id: str, model: Path, **hp: Any) -> dict[str, Any]:
+    return {
+        "snapshot_id": snapshot_id,
+        "base_model": str(model),
+        "mode": "cgd",
+        "method": "full",
+        "hyperparams": {
+            "learning_rate": 1e-3,
+            "max_steps": 3,
+            "tokens_per_step": 1024,
+            "max_length": 512,
+            "warmup_ratio": 0.0,
+            **hp,
+        },
+        "eval": {"sets": ["math500"], "max_samples": 2, "max_new_tokens": 8},
+    }
+
+
+def wait_run(
+    client: httpx.Client, run_id: str, until: Any = None, timeout_s: float = 240
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        run = client.get(f"/v1/training-runs/{run_id}").json()
+        if until(run) if until else run["status"] in ("completed", "failed", "cancelled"):
+            return run
+        assert time.monotonic() < deadline, run
+        time.sleep(0.3)
+
+
+def events(client: httpx.Client, run_id: str) -> list[dict[str, Any]]:
+    return client.get(f"/v1/training-runs/{run_id}/events", params={"limit": 1000}).json()["data"]
+
+
+@pytest.mark.slow
+def test_trainer_drives_a_run_end_to_end(client, start_worker, snapshot_id, tiny_model) -> None:  # type: ignore[no-untyped-def]
+    start_worker("trainer")
+    r = client.post("/v1/training-runs", json=run_body(snapshot_id, tiny_model))
+    assert r.status_code == 202, r.text
+    run_id = r.json()["id"]
+    run = wait_run(client, run_id)
+    assert run["status"] == "completed", run
+    assert run["progress"] == 1.0 and run["metrics"]["step"] == 3
+    assert run["metrics"]["loss"] > 0 and run["metrics"]["supervised_tokens"] > 0
+    assert 0.0 <= run["eval"]["math500"]["accuracy"] <= 1.0
+    assert "entropy_gap" in run["eval"]["uncertainty"]
+    types = [e["type"] for e in events(client, run_id)]
+    assert types.count("step") == 3 and "eval" in types and "artifact" in types
+    assert [e["data"].get("status") for e in events(client, run_id) if e["type"] == "status"][
+        0
+    ] == "queued"
+    model_path = Path(run["artifacts"]["model_path"])
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(model_path) is not None  # merged, loadable
+
+
+def test_cancel_stops_at_the_next_step(client, start_worker, snapshot_id, tiny_model) -> None:  # type: ignore[no-untyped-def]
+    start_worker("trainer")
+    body = run_body(snapshot_id, tiny_model, max_steps=10_000)
+    body["eval"] = {"sets": [], "max_new_tokens": 8}
+    run_id = client.post("/v1/training-runs", json=body).json()["id"]
+    wait_run(client, run_id, until=lambda r: r["metrics"].get("step", 0) >= 1)
+    assert client.post(f"/v1/training-runs/{run_id}/cancel").status_code == 200
+    run = wait_run(client, run_id, timeout_s=60)
+    assert run["status"] == "cancelled" and run["metrics"]["step"] < 10_000
+    assert client.post(f"/v1/training-runs/{run_id}/cancel").status_code == 409
+
+
+def test_a_failing_run_says_why(client, start_worker, snapshot_id, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    start_worker("trainer")
+    body = run_body(snapshot_id, tmp_path / "no-such-model")
+    run_id = client.post("/v1/training-runs", json=body).json()["id"]
+    run = wait_run(client, run_id, timeout_s=60)
+    assert run["status"] == "failed" and "no-such-model" in run["error"], run
+
+
+@pytest.mark.slow
+def test_a_killed_trainer_leaves_the_run_failed(
+    client, start_worker, snapshot_id, tiny_model
+) -> None:  # type: ignore[no-untyped-def]
+    trainer = start_worker("trainer")
+    body = run_body(snapshot_id, tiny_model, max_steps=10_000)
+    run_id = client.post("/v1/training-runs", json=body).json()["id"]
+    wait_run(client, run_id, until=lambda r: r["metrics"].get("step", 0) >= 1)
+    trainer.kill()
+    run = wait_run(client, run_id, timeout_s=30)  # CGD_TRAINER_LOST_AFTER_S=6 in tests
+    assert run["status"] == "failed" and "trainer lost" in run["error"]
+
+
+def test_runs_are_team_scoped_and_tokens_are_per_run(
+    client, other_client, snapshot_id, tiny_model, api_server
+) -> None:  # type: ignore[no-untyped-def]
+    assert (
+        other_client.post("/v1/training-runs", json=run_body(snapshot_id, tiny_model)).status_code
+        == 404
+    )
+    run_id = client.post("/v1/training-runs", json=run_body(snapshot_id, tiny_model)).json()["id"]
+    for path in (f"/v1/training-runs/{run_id}", f"/v1/training-runs/{run_id}/events"):
+        assert other_client.get(path).status_code == 404
+    assert other_client.post(f"/v1/training-runs/{run_id}/cancel").status_code == 404
+    # A team API key is not a run token, and neither is a made-up one.
+    r = client.post(f"/v1/training-runs/{run_id}/events", json={"type": "step", "data": {}})
+    assert r.status_code == 401
+    r = httpx.get(
+        f"{api_server.url}/v1/training-runs/{run_id}/data", headers={"Authorization": "Bearer nope"}
+    )
+    assert r.status_code == 401
+    bad = run_body(snapshot_id, tiny_model)
+    bad["eval"]["sets"] = ["gsm9k"]
+    assert client.post("/v1/training-runs", json=bad).status_code == 422
+    assert client.post("/v1/training-runs", json={**bad, "method": "qlora"}).status_code == 422
