@@ -1,11 +1,15 @@
 # Verbs. `make test` and `make api` set everything up on a fresh machine first.
-.PHONY: setup services test test-fast lint migrate api bench-ingest
+.PHONY: setup services demo test test-fast lint migrate api bench-ingest bench
 
 setup:
 	@bash scripts/setup.sh
 
 services:
 	@bash scripts/services.sh
+
+# The main job on embedded defaults: no Postgres, no Redis, no GPU needed.
+demo: setup
+	.venv/bin/cgd quickstart --dir cgd-quickstart
 
 test: setup services
 	HF_HUB_OFFLINE=1 .venv/bin/pytest -q
@@ -25,3 +29,9 @@ api: migrate
 
 bench-ingest: setup services
 	.venv/bin/python bench/ingest.py
+
+bench: setup services
+	.venv/bin/python bench/ingest.py
+	.venv/bin/python bench/pipeline.py
+	.venv/bin/python bench/export_api.py
+	.venv/bin/python bench/verify.py

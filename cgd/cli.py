@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import typer
 
@@ -84,8 +85,6 @@ def worker(
 
     setup_logging(loglevel)
     settings = get_settings()
-    if not settings.broker_url:
-        raise typer.BadParameter("CGD_BROKER_URL is not set (e.g. redis://127.0.0.1:6379/0)")
     n = concurrency or settings.worker_concurrency
     tasks.celery_app.worker_main(
         [
@@ -107,6 +106,23 @@ def worker(
 
 
 @app.command()
+def quickstart(
+    dir: Path = typer.Option(Path("cgd-quickstart"), help="Where everything is written"),
+    items: int = typer.Option(64, min=1, max=256, help="GSM8K prompts from the bundled sample"),
+    train_steps: int = typer.Option(20, min=1, help="Optimizer steps of the tiny training run"),
+) -> None:
+    """The whole loop with no services: SQLite, a filesystem broker, the SIMULATED LLM server,
+    API + worker + trainer processes, a job, a snapshot, exports, a tiny CPU training run."""
+    from cgd.quickstart import run
+
+    try:
+        run(dir, items, train_steps)
+    except Exception as exc:
+        typer.echo(f"quickstart failed: {exc} (logs in {dir / 'logs'})", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
 def trainer(loglevel: str = typer.Option("INFO", help="Log level")) -> None:
     """Training worker: consumes the Celery queue ``train`` one run at a time (GPU host).
     Runs tasks in the main process (solo pool): math-verify needs a main thread."""
@@ -114,8 +130,6 @@ def trainer(loglevel: str = typer.Option("INFO", help="Log level")) -> None:
     from services.worker import tasks
 
     setup_logging(loglevel)
-    if not get_settings().broker_url:
-        raise typer.BadParameter("CGD_BROKER_URL is not set (e.g. redis://127.0.0.1:6379/0)")
     tasks.celery_app.worker_main(
         [
             "worker",

@@ -17,7 +17,11 @@ QUEUES = ("generation", "curation", "train")
 
 
 def make_celery(settings: Settings) -> Celery:
-    app = Celery("cgd", broker=settings.broker_url, set_as_current=False)
+    app = Celery("cgd", broker=settings.broker_url or "filesystem://", set_as_current=False)
+    if settings.broker_url:
+        transport_options = {"visibility_timeout": int(settings.visibility_timeout_s)}
+    else:
+        transport_options = embedded_broker_options(settings)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -33,7 +37,7 @@ def make_celery(settings: Settings) -> Celery:
             "cgd.curation.*": {"queue": "curation"},
             "cgd.train.*": {"queue": "train"},
         },
-        broker_transport_options={"visibility_timeout": int(settings.visibility_timeout_s)},
+        broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # keep trying through a broker restart
         worker_cancel_long_running_tasks_on_connection_loss=False,
@@ -42,6 +46,21 @@ def make_celery(settings: Settings) -> Celery:
         task_time_limit=int(settings.chunk_time_limit_s + 120),
     )
     return app
+
+
+def embedded_broker_options(settings: Settings) -> dict[str, object]:
+    """No broker URL: kombu's filesystem transport, a real Celery transport that needs no
+    server (messages are files under CGD_HOME/broker; API and workers share the folder)."""
+    root = settings.home / "broker"
+    for sub in ("queue", "control", "processed"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    return {
+        "data_folder_in": str(root / "queue"),
+        "data_folder_out": str(root / "queue"),
+        "control_folder": str(root / "control"),
+        "processed_folder": str(root / "processed"),
+        "store_processed": False,
+    }
 
 
 Message = tuple[str, list[object], str]  # (task name, args, queue)

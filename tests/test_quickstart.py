@@ -1,0 +1,47 @@
+"""The README's main-job command: the whole loop on SQLite + the filesystem broker, no services."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_quickstart_runs_end_to_end(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CGD_")}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cgd.cli",
+            "quickstart",
+            "--dir",
+            str(tmp_path / "qs"),
+            "--items",
+            "16",
+            "--train-steps",
+            "3",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    root = tmp_path / "qs"
+    assert (root / "home" / "cgd.sqlite3").exists()  # embedded database, no Postgres
+    assert not os.environ.get("CGD_DATABASE_URL") or "CGD_DATABASE_URL" not in env
+    rows = [json.loads(x) for x in (root / "exports" / "quickstart-messages.jsonl").open()]
+    assert rows and all(r["messages"][1]["role"] == "assistant" for r in rows)
+    native = (root / "exports" / "quickstart-native.jsonl").read_text().splitlines()
+    assert len(native) == len(rows)
+    assert "quickstart" in (root / "exports" / "quickstart-card.md").read_text()
+    finals = list((root / "home" / "trainer").glob("*/out/final/config.json"))
+    assert len(finals) == 1  # the trained tiny student, loadable by transformers
+    assert "DRY RUN" in out.stdout and "trained model" in out.stdout
