@@ -167,23 +167,6 @@ def get_dataset(session: Session, team_id: uuid.UUID, dataset_id: uuid.UUID) -> 
     return dataset
 
 
-def list_datasets(
-    session: Session, team_id: uuid.UUID, limit: int, after: tuple[str, str] | None
-) -> list[Dataset]:
-    """Newest first; ``after`` is the (created_at iso, id) of the last row of the previous page."""
-    from datetime import datetime
-
-    q = select(Dataset).where(Dataset.team_id == team_id)
-    if after is not None:
-        created, last_id = datetime.fromisoformat(after[0]), uuid.UUID(after[1])
-        q = q.where(
-            (Dataset.created_at < created)
-            | ((Dataset.created_at == created) & (Dataset.id < last_id))
-        )
-    q = q.order_by(Dataset.created_at.desc(), Dataset.id.desc()).limit(limit)
-    return list(session.scalars(q))
-
-
 def list_items(
     session: Session, dataset_id: uuid.UUID, limit: int, after_idx: int | None
 ) -> list[DatasetItem]:

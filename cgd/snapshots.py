@@ -14,6 +14,7 @@ from sqlalchemy import and_, delete, func, insert, select
 from sqlalchemy.orm import Session, aliased
 
 from cgd.curation.card import build_card, render_markdown
+from cgd.curation.export import NATIVE_FIELDS
 from cgd.curation.filters import CurationSpec
 from cgd.curation.snapshot import curate
 from cgd.db.bulk import is_postgres
@@ -218,23 +219,8 @@ def _row(snapshot_id: uuid.UUID, pos: int, t: dict[str, Any], split: str) -> dic
     }
 
 
-_ROW_FIELDS = (
-    "triplet_id",
-    "job_id",
-    "item_id",
-    "sample",
-    "prompt",
-    "reference",
-    "initial_response",
-    "critique",
-    "verdict",
-    "refined_response",
-    "initial_correct",
-    "refined_correct",
-    "status",
-    "error",
-    "truncated",
-)
+# Every native field but the two an export adds (split comes from the row, lineage from the job).
+_ROW_FIELDS = tuple(f for f in NATIVE_FIELDS if f not in ("split", "lineage"))
 
 
 def mark_failed(session: Session, snapshot_id: uuid.UUID, error: str) -> None:
@@ -250,20 +236,6 @@ def get_snapshot(session: Session, team_id: uuid.UUID, snapshot_id: uuid.UUID) -
     if snap is None or snap.team_id != team_id:
         raise SnapshotNotFound({"snapshot_id": str(snapshot_id)})
     return snap
-
-
-def list_snapshots(
-    session: Session, team_id: uuid.UUID, limit: int, after: tuple[Any, uuid.UUID] | None
-) -> list[Snapshot]:
-    q = select(Snapshot).where(Snapshot.team_id == team_id)
-    if after is not None:
-        created, last_id = after
-        q = q.where(
-            (Snapshot.created_at < created)
-            | ((Snapshot.created_at == created) & (Snapshot.id < last_id))
-        )
-    q = q.order_by(Snapshot.created_at.desc(), Snapshot.id.desc()).limit(limit)
-    return list(session.scalars(q))
 
 
 def delete_snapshot(session: Session, snap: Snapshot) -> None:

@@ -137,21 +137,6 @@ def check_liveness(session: Session, run: TrainingRun) -> None:
         _add_event(session, run, "status", {"status": "failed", "error": run.error})
 
 
-def list_runs(session: Session, team_id: uuid.UUID, limit: int, after: Any) -> list[TrainingRun]:
-    q = select(TrainingRun).where(TrainingRun.team_id == team_id)
-    if after is not None:
-        created, last_id = after
-        q = q.where(
-            (TrainingRun.created_at < created)
-            | ((TrainingRun.created_at == created) & (TrainingRun.id < last_id))
-        )
-    q = q.order_by(TrainingRun.created_at.desc(), TrainingRun.id.desc()).limit(limit)
-    runs = list(session.scalars(q))
-    for r in runs:
-        check_liveness(session, r)
-    return runs
-
-
 def list_events(
     session: Session, run: TrainingRun, limit: int, after_id: int | None
 ) -> list[TrainingRunEvent]:

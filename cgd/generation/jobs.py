@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import math
 import uuid
-from datetime import datetime
 from typing import Any
 
 import orjson
@@ -142,16 +141,6 @@ def get_job(session: Session, team_id: uuid.UUID, job_id: uuid.UUID) -> Job:
     if job is None or job.team_id != team_id:
         raise JobNotFound({"job_id": str(job_id)})
     return job
-
-
-def list_jobs(
-    session: Session, team_id: uuid.UUID, limit: int, after: tuple[datetime, uuid.UUID] | None
-) -> list[Job]:
-    q = select(Job).where(Job.team_id == team_id)
-    if after is not None:
-        created, last_id = after
-        q = q.where((Job.created_at < created) | ((Job.created_at == created) & (Job.id < last_id)))
-    return list(session.scalars(q.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)))
 
 
 def job_status(session: Session, job: Job) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from sqlalchemy.exc import IntegrityError
 
 from cgd import datasets as svc
 from cgd.db.engine import session_scope
+from cgd.db.models import Dataset
+from cgd.db.queries import team_newest_first
 from cgd.errors import (
     DatasetNotFound,
     IdempotencyKeyReused,
@@ -23,7 +25,12 @@ from cgd.ingest import Limits
 from cgd.settings import Settings
 from services.api.deps import SessionDep, SettingsDep, TeamDep
 from services.api.errors import error_responses
-from services.api.pagination import decode_cursor, encode_cursor
+from services.api.pagination import (
+    created_page,
+    decode_created_cursor,
+    decode_cursor,
+    encode_cursor,
+)
 from services.api.schemas import DatasetOut, ItemOut, Page
 from services.api.upload import spool_multipart
 
@@ -121,17 +128,8 @@ def list_datasets(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
 ) -> Page[DatasetOut]:
-    after = decode_cursor(cursor, 2)
-    try:
-        rows = svc.list_datasets(
-            session, team_id, limit + 1, (str(after[0]), str(after[1])) if after else None
-        )
-    except ValueError:
-        raise InvalidRequest({"field": "cursor", "reason": "invalid cursor"}) from None
-    more = len(rows) > limit
-    rows = rows[:limit]
-    nxt = encode_cursor(rows[-1].created_at.isoformat(), str(rows[-1].id)) if more else None
-    return Page[DatasetOut](data=[DatasetOut.model_validate(r) for r in rows], next_cursor=nxt)
+    rows = team_newest_first(session, Dataset, team_id, limit + 1, decode_created_cursor(cursor))
+    return created_page(rows, limit, DatasetOut.model_validate)
 
 
 @router.get(

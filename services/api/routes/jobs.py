@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request
 from sqlalchemy.exc import IntegrityError
 
+from cgd.db.models import Job
+from cgd.db.queries import team_newest_first
 from cgd.errors import DatasetNotFound, IdempotencyKeyReused, InvalidRequest, Unauthorized
 from cgd.generation import jobs as svc
 from cgd.generation.spec import JobSpec, check_spec
 from services.api.deps import SessionDep, SettingsDep, TeamDep
 from services.api.errors import error_responses
-from services.api.pagination import decode_cursor, encode_cursor
+from services.api.pagination import (
+    created_page,
+    decode_created_cursor,
+    decode_cursor,
+    encode_cursor,
+)
 from services.api.schemas import Page
 from services.worker.celery_app import chunk_messages
 
@@ -58,16 +64,8 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> Page[dict[str, Any]]:
-    after = decode_cursor(cursor, 2)
-    try:
-        parsed = (datetime.fromisoformat(after[0]), uuid.UUID(after[1])) if after else None
-    except (TypeError, ValueError):
-        raise InvalidRequest({"field": "cursor", "reason": "invalid cursor"}) from None
-    rows = svc.list_jobs(session, team_id, limit + 1, parsed)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    nxt = encode_cursor(rows[-1].created_at.isoformat(), str(rows[-1].id)) if more else None
-    return Page[dict[str, Any]](data=[svc.job_status(session, j) for j in rows], next_cursor=nxt)
+    rows = team_newest_first(session, Job, team_id, limit + 1, decode_created_cursor(cursor))
+    return created_page(rows, limit, lambda j: svc.job_status(session, j))
 
 
 @router.get("/{job_id}", responses=error_responses(Unauthorized, svc.JobNotFound))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request
@@ -14,11 +13,17 @@ from fastapi.responses import StreamingResponse
 from cgd import snapshots
 from cgd import training_runs as svc
 from cgd.curation.export import ExportStats, iter_export_rows, iter_jsonl_bytes
-from cgd.db.models import Snapshot
+from cgd.db.models import Snapshot, TrainingRun
+from cgd.db.queries import team_newest_first
 from cgd.errors import InvalidRequest, NotFound, Unauthorized
 from services.api.deps import SessionDep, TeamDep
 from services.api.errors import JSONBody, error_responses
-from services.api.pagination import decode_cursor, encode_cursor
+from services.api.pagination import (
+    created_page,
+    decode_created_cursor,
+    decode_cursor,
+    encode_cursor,
+)
 from services.api.schemas import Page
 
 router = APIRouter(prefix="/v1/training-runs", tags=["training runs"])
@@ -42,16 +47,12 @@ def list_runs(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> Page[dict[str, Any]]:
-    after = decode_cursor(cursor, 2)
-    try:
-        parsed = (datetime.fromisoformat(after[0]), uuid.UUID(after[1])) if after else None
-    except (TypeError, ValueError):
-        raise InvalidRequest({"field": "cursor", "reason": "invalid cursor"}) from None
-    rows = svc.list_runs(session, team_id, limit + 1, parsed)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    nxt = encode_cursor(rows[-1].created_at.isoformat(), str(rows[-1].id)) if more else None
-    return Page[dict[str, Any]](data=[svc.public(r) for r in rows], next_cursor=nxt)
+    rows = team_newest_first(
+        session, TrainingRun, team_id, limit + 1, decode_created_cursor(cursor)
+    )
+    for run in rows:
+        svc.check_liveness(session, run)
+    return created_page(rows, limit, svc.public)
 
 
 @router.get("/{run_id}", responses=error_responses(Unauthorized, svc.TrainingRunNotFound))
