@@ -232,11 +232,11 @@ def classify(messages: list[dict[str, Any]]) -> ParsedRequest:
     if roles[:2] == ["system", "user"]:
         question = extract_tagged(contents[1], "question")
         answer = extract_tagged(contents[1], "student_answer")
-        tagged = question is not None and answer is not None
-        if tagged and len(roles) == 2:
-            return ParsedRequest("critique", question.strip(), answer)
-        if tagged and roles[2:] == ["assistant", "user"]:
-            return ParsedRequest("refine", question.strip(), answer)
+        if question is not None and answer is not None:
+            if len(roles) == 2:
+                return ParsedRequest("critique", question.strip(), answer)
+            if roles[2:] == ["assistant", "user"]:
+                return ParsedRequest("refine", question.strip(), answer)
         if len(roles) == 2:
             # A system prompt plus the question (e.g. evaluation): answered like a probe.
             return ParsedRequest("probe", contents[1].strip())
@@ -646,7 +646,7 @@ async def list_models(request: web.Request) -> web.Response:
     st = request.app[STATE]
     created = int(st.started)
     models = st.config.served_models or [DEFAULT_MODEL]
-    data = [
+    data: list[dict[str, object]] = [
         {
             "id": name,
             "object": "model",

@@ -914,7 +914,7 @@ class VerifierPool:
 
     def _spawn(self) -> _Worker:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(
+        process = self._ctx.Process(  # type: ignore[attr-defined]
             target=_worker_main,
             args=(child_conn, self._soft_timeout_s, self._enable_test_kinds),
             name="cgd-verifier",

@@ -301,7 +301,7 @@ async def run_chunk(deps: PipelineDeps, job_id: uuid.UUID, chunk_no: int) -> str
     tasks = [asyncio.create_task(run.process(i)) for i in todo]
     stopped = asyncio.create_task(run.stop.wait())
     try:
-        all_done = asyncio.gather(*tasks)
+        all_done: asyncio.Future[Any] = asyncio.gather(*tasks)
         await asyncio.wait([all_done, stopped], return_when=asyncio.FIRST_COMPLETED)
         if run.stop.is_set():
             # Cancelled or lease lost: abort calls in flight and those waiting for a slot, so no

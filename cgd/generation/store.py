@@ -65,7 +65,7 @@ def claim_chunk(
 ) -> bool:
     """Take the chunk's lease if nobody live holds it. True when this runner now owns it."""
     now = utcnow()
-    claimed = session.execute(
+    result: Any = session.execute(
         update(JobChunk)
         .where(
             JobChunk.job_id == job_id,
@@ -79,7 +79,8 @@ def claim_chunk(
             lease_until=now + timedelta(seconds=lease_s),
             deliveries=JobChunk.deliveries + 1,
         )
-    ).rowcount
+    )
+    claimed = result.rowcount
     if claimed:
         session.execute(
             update(Job).where(Job.id == job_id, Job.started_at.is_(None)).values(started_at=now)
@@ -91,17 +92,16 @@ def extend_lease(
     session: Session, job_id: uuid.UUID, chunk_no: int, owner: str, lease_s: float
 ) -> bool:
     """Renew the lease; False means another runner took the chunk over (stop working on it)."""
-    return bool(
-        session.execute(
-            update(JobChunk)
-            .where(
-                JobChunk.job_id == job_id,
-                JobChunk.chunk_no == chunk_no,
-                JobChunk.lease_owner == owner,
-            )
-            .values(lease_until=utcnow() + timedelta(seconds=lease_s))
-        ).rowcount
+    result: Any = session.execute(
+        update(JobChunk)
+        .where(
+            JobChunk.job_id == job_id,
+            JobChunk.chunk_no == chunk_no,
+            JobChunk.lease_owner == owner,
+        )
+        .values(lease_until=utcnow() + timedelta(seconds=lease_s))
     )
+    return bool(result.rowcount)
 
 
 def is_cancelled(session: Session, job_id: uuid.UUID) -> bool:

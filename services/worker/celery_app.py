@@ -18,6 +18,7 @@ QUEUES = ("generation", "curation", "train")
 
 def make_celery(settings: Settings) -> Celery:
     app = Celery("cgd", broker=settings.broker_url or "filesystem://", set_as_current=False)
+    transport_options: dict[str, object]
     if settings.broker_url:
         transport_options = {"visibility_timeout": int(settings.visibility_timeout_s)}
     else:
