@@ -477,7 +477,15 @@ def test_jobs_are_team_scoped_and_idempotent(client, other_client, simulator, gs
         r = other_client.request(method, path)
         assert r.status_code == 404 and r.json()["error"] == "JobNotFound", (path, r.text)
     assert other_client.get("/v1/jobs").json()["data"] == []
-    assert client.get(f"/v1/jobs/{a}/triplets", params={"status": "bogus"}).status_code == 422
+    # ★13: unsafe filter values are rejected before any query runs.
+    for params in (
+        {"status": "bogus"},
+        {"verdict": "right' OR '1'='1"},
+        {"initial_correct": "1; DROP TABLE job_items"},
+        {"limit": "-1"},
+    ):
+        assert client.get(f"/v1/jobs/{a}/triplets", params=params).status_code == 422, params
+    assert client.get(f"/v1/jobs/{a}").status_code == 200  # and the job is still there
     assert client.get(f"/v1/jobs/{a}/triplets", params={"cursor": "x"}).status_code == 422
 
 
