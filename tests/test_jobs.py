@@ -533,3 +533,35 @@ def test_pickled_message_is_never_executed(start_worker, api_server) -> None:  #
         time.sleep(0.2)
     assert r.get("cgd:ping:plain") == b"1"
     assert r.get("cgd:ping:pickled") is None
+
+
+@pytest.mark.slow
+def test_postgres_restart_mid_job(client, start_worker, simulator, gsm8k_slice, api_server) -> None:  # type: ignore[no-untyped-def]
+    """Scenario 16: while Postgres is down the API answers 503 (never 500); afterwards the
+    worker reconnects and the job completes with exactly N items."""
+    cluster = sorted(Path("/etc/postgresql").iterdir())[0].name
+
+    def pg(action: str) -> None:
+        subprocess.run(
+            ["pg_ctlcluster", "--skip-systemctl-redirect", cluster, "main", action],
+            check=True,
+            capture_output=True,
+        )
+
+    n = 150
+    sim = simulator("--slots", "8", "--latency", "0.05")
+    start_worker()
+    ds = upload_slice(client, gsm8k_slice, n)
+    job_id = create_job(client, job_body(ds, sim, chunk_size=25))
+    wait_job(client, job_id, until=lambda s: s["counts"]["completed"] >= 10)
+    pg("stop")
+    try:
+        r = client.get(f"/v1/jobs/{job_id}")
+        assert r.status_code == 503 and r.json()["error"] == "ServiceUnavailable", r.text
+        assert httpx.get(f"{api_server.url}/readyz").status_code == 503
+        time.sleep(2)  # the worker keeps its results and retries its writes
+    finally:
+        pg("start")
+    status = wait_job(client, job_id, timeout_s=180)
+    assert status["status"] == "completed"
+    assert status["counts"] == {"total": n, "completed": n, "failed": 0, "pending": 0}
