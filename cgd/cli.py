@@ -84,6 +84,7 @@ def worker(
     from services.worker import tasks
 
     setup_logging(loglevel)
+    tasks.RUN_SWEEPER = True
     settings = get_settings()
     n = concurrency or settings.worker_concurrency
     tasks.celery_app.worker_main(
@@ -184,6 +185,7 @@ def tiny_model(ctx: typer.Context) -> None:
     from cgd.train.cli import app as train_app
 
     train_app(args=["tiny-model", *ctx.args], prog_name="cgd dev")
+
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -65,5 +66,34 @@ def check_spec(spec: JobSpec, allowlist: str) -> None:
 
 
 def url_allowed(url: str, allowlist: str) -> bool:
-    prefixes = [p.strip() for p in allowlist.split(",") if p.strip()]
-    return "*" in prefixes or any(url.startswith(p) for p in prefixes)
+    """Whether ``url`` is under one of the allow-list's entries (``*`` allows everything).
+
+    Compared after parsing, scheme, host and port exactly and the path as a prefix, so that
+    ``http://teacher:8000@evil/v1`` or ``http://teacher:8000.evil/v1`` never pass for
+    ``http://teacher:8000``.
+    """
+    entries = [p.strip() for p in allowlist.split(",") if p.strip()]
+    if "*" in entries:
+        return True
+    target = _parts(url)
+    if target is None:
+        return False
+    for entry in entries:
+        allowed = _parts(entry)
+        if allowed is None or allowed[:3] != target[:3]:
+            continue
+        prefix = allowed[3].rstrip("/")
+        if target[3] == prefix or target[3].startswith(prefix + "/"):
+            return True
+    return False
+
+
+def _parts(url: str) -> tuple[str, str, int, str] | None:
+    try:
+        u = urlsplit(url)
+        port = u.port or {"http": 80, "https": 443}.get(u.scheme)
+    except ValueError:
+        return None
+    if u.scheme not in ("http", "https") or not u.hostname or u.username or u.password:
+        return None
+    return u.scheme, u.hostname.lower(), int(port or 0), u.path.rstrip("/")

@@ -48,7 +48,9 @@ def build_snapshot(snapshot_id: str) -> str:
         return "failed"
 
 
-@celery_app.task(name="cgd.train.run")
+# No Celery time limit: a training run takes as long as it takes (the solo pool could not
+# enforce one anyway); a lost trainer is detected by its missing heartbeat instead.
+@celery_app.task(name="cgd.train.run", time_limit=None, soft_time_limit=None)
 def train_run(run_id: str, token: str) -> str:
     """One training run on this (GPU) host; progress goes to the API as events."""
     from services.worker.trainer import run_training_job
@@ -80,10 +82,14 @@ def _sweep_forever(stop: threading.Event) -> None:
 
 
 _stop_sweeper = threading.Event()
+# Set by `cgd worker` (generation workers own the database); the trainer talks to the API only.
+RUN_SWEEPER = False
 
 
 @signals.worker_ready.connect
 def _start_sweeper(**_: object) -> None:
+    if not RUN_SWEEPER:
+        return
     threading.Thread(
         target=_sweep_forever, args=(_stop_sweeper,), name="cgd-sweeper", daemon=True
     ).start()

@@ -11,7 +11,6 @@ from typing import Any
 import httpx
 
 from cgd.settings import Settings
-from cgd.training_runs import TERMINAL
 
 log = logging.getLogger("cgd.trainer")
 
@@ -101,7 +100,9 @@ def run_training_job(run_id: str, token: str, settings: Settings) -> str:
     reporter = RunReporter(settings.api_url, run_id, token, settings.trainer_heartbeat_s)
     try:
         spec = reporter.spec()
-        if spec["status"] in TERMINAL or spec["cancel_requested"]:
+        # Only a queued run starts: a redelivered message (after a broker visibility timeout,
+        # say) must not start a second trainer on a run that is already going.
+        if spec["status"] != "queued" or spec["cancel_requested"]:
             log.info("run %s is %s; nothing to do", run_id, spec["status"])
             return "skipped"
         threading.Thread(target=reporter.heartbeat_forever, daemon=True).start()
