@@ -1,5 +1,5 @@
 # Verbs. `make test` and `make api` set everything up on a fresh machine first.
-.PHONY: setup services demo test test-fast lint migrate api bench-ingest bench
+.PHONY: setup services tools demo test test-fast lint migrate api bench-ingest bench
 
 setup:
 	@bash scripts/setup.sh
@@ -7,14 +7,17 @@ setup:
 services:
 	@bash scripts/services.sh
 
+tools:
+	@bash scripts/tools.sh
+
 # The main job on embedded defaults: no Postgres, no Redis, no GPU needed.
 demo: setup
 	.venv/bin/cgd quickstart --dir cgd-quickstart
 
-test: setup services
+test: setup services tools
 	HF_HUB_OFFLINE=1 .venv/bin/pytest -q
 
-test-fast: setup services
+test-fast: setup services tools
 	HF_HUB_OFFLINE=1 .venv/bin/pytest -q -m "not slow"
 
 lint: setup
