@@ -187,6 +187,7 @@ def tiny_model(ctx: typer.Context) -> None:
     train_app(args=["tiny-model", *ctx.args], prog_name="cgd dev")
 
 
+__import__("cgd.cli_team", fromlist=["mount"]).mount(app)  # datasets, jobs, snapshots, runs
 
 if __name__ == "__main__":
     app()
