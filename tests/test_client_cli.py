@@ -368,21 +368,14 @@ def test_cli_end_to_end(  # type: ignore[no-untyped-def]
 
     # A cancelled job: watch exits 1.
     httpx.post(f"{sim.url}/sim/config", json={"latency_s": 5.0}).raise_for_status()
-    job2 = last_line(
-        cgd(
-            env,
-            "jobs",
-            "create",
-            "-d",
-            ds,
-            "--teacher-url",
-            sim.base_url,
-            "--teacher-model",
-            "teacher",
-            "--student-model",
-            "student",
-        )  # fmt: skip
+    job_spec = tmp_path / "job.yaml"
+    job_spec.write_text(
+        f"dataset_id: {ds}\nteacher: {{base_url: '{sim.base_url}', model: teacher}}\n"
+        f"student: {{base_url: '{sim.base_url}', model: student}}\nverifier: math\n"
     )
+    job2 = last_line(cgd(env, "jobs", "create", "--spec", job_spec, "--temperature", "0"))
+    spec2 = json.loads(cgd(env, "jobs", "show", job2, "--json").stdout)["spec"]
+    assert spec2["teacher"]["temperature"] == spec2["student"]["temperature"] == 0.0
     assert "cancelled" in cgd(env, "jobs", "cancel", job2).stdout
     p = cgd(env, "jobs", "watch", job2)
     assert p.returncode == 1 and f"job {job2} cancelled" in p.stdout
