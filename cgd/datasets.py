@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from cgd.db.bulk import DuplicateItemId, load_items
 from cgd.db.models import Dataset, DatasetItem
-from cgd.errors import DatasetNotFound, IdempotencyKeyReused, InvalidDataset
+from cgd.errors import Conflict, DatasetNotFound, IdempotencyKeyReused, InvalidDataset
 from cgd.ingest import FieldMap, Limits, Row, detect_format, iter_rows
 
 
@@ -176,8 +176,17 @@ def list_items(
     return list(session.scalars(q.order_by(DatasetItem.idx).limit(limit)))
 
 
+class DatasetInUse(Conflict):
+    """Generation jobs use this dataset; it cannot be deleted while they exist."""
+
+
 def delete_dataset(session: Session, team_id: uuid.UUID, dataset_id: uuid.UUID) -> None:
+    from cgd.db.models import Job
+
     dataset = get_dataset(session, team_id, dataset_id)
+    jobs = list(session.scalars(select(Job.id).where(Job.dataset_id == dataset.id).limit(10)))
+    if jobs:
+        raise DatasetInUse({"dataset_id": str(dataset.id), "job_ids": [str(j) for j in jobs]})
     # Items first in bulk: an ORM cascade would load every row.
     session.execute(delete(DatasetItem).where(DatasetItem.dataset_id == dataset.id))
     session.delete(dataset)

@@ -51,8 +51,10 @@ class Settings(BaseSettings):
     snapshot_inline_max: int = Field(
         20_000, description="Snapshots of up to this many triplets are built in the request"
     )
-    trainer_dir: Path = Field(
-        DEFAULT_HOME / "trainer", description="Where the trainer keeps data, checkpoints, models"
+    trainer_dir_override: Path | None = Field(
+        None,
+        alias="CGD_TRAINER_DIR",
+        description="Where the trainer keeps data, checkpoints, models (default CGD_HOME/trainer)",
     )
     trainer_heartbeat_s: float = Field(30.0, description="How often a trainer says it is alive")
     trainer_lost_after_s: float = Field(
@@ -61,6 +63,10 @@ class Settings(BaseSettings):
     endpoint_allowlist: str = Field(
         "*", description="Comma-separated URL prefixes allowed as endpoints; * allows all (dev)"
     )
+
+    @property
+    def trainer_dir(self) -> Path:
+        return self.trainer_dir_override or self.home / "trainer"
 
     @property
     def visibility_timeout_s(self) -> float:

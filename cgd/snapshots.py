@@ -18,7 +18,16 @@ from cgd.curation.export import NATIVE_FIELDS
 from cgd.curation.filters import CurationSpec
 from cgd.curation.snapshot import curate
 from cgd.db.bulk import is_postgres
-from cgd.db.models import DatasetItem, Generation, Job, JobItem, Snapshot, SnapshotRow, utcnow
+from cgd.db.models import (
+    DatasetItem,
+    Generation,
+    Job,
+    JobItem,
+    Snapshot,
+    SnapshotRow,
+    TrainingRun,
+    utcnow,
+)
 from cgd.errors import Conflict, InvalidRequest, NotFound
 from cgd.generation.spec import JobSpec
 
@@ -238,7 +247,18 @@ def get_snapshot(session: Session, team_id: uuid.UUID, snapshot_id: uuid.UUID) -
     return snap
 
 
+class SnapshotInUse(Conflict):
+    """Training runs use this snapshot; it cannot be deleted while they exist."""
+
+
 def delete_snapshot(session: Session, snap: Snapshot) -> None:
+    runs = list(
+        session.scalars(select(TrainingRun.id).where(TrainingRun.snapshot_id == snap.id).limit(10))
+    )
+    if runs:
+        raise SnapshotInUse(
+            {"snapshot_id": str(snap.id), "training_run_ids": [str(r) for r in runs]}
+        )
     session.execute(delete(SnapshotRow).where(SnapshotRow.snapshot_id == snap.id))
     session.delete(snap)
     session.flush()

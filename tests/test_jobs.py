@@ -486,6 +486,9 @@ def test_jobs_are_team_scoped_and_idempotent(client, other_client, simulator, gs
     ):
         assert client.get(f"/v1/jobs/{a}/triplets", params=params).status_code == 422, params
     assert client.get(f"/v1/jobs/{a}").status_code == 200  # and the job is still there
+    # A dataset that jobs use cannot be deleted from under them.
+    r = client.delete(f"/v1/datasets/{ds}")
+    assert r.status_code == 409 and r.json()["error"] == "DatasetInUse", r.text
     assert client.get(f"/v1/jobs/{a}/triplets", params={"cursor": "x"}).status_code == 422
 
 

@@ -160,6 +160,8 @@ def test_runs_are_team_scoped_and_tokens_are_per_run(
         == 404
     )
     run_id = client.post("/v1/training-runs", json=run_body(snapshot_id, tiny_model)).json()["id"]
+    r = client.delete(f"/v1/snapshots/{snapshot_id}")  # a run uses it
+    assert r.status_code == 409 and r.json()["error"] == "SnapshotInUse", r.text
     for path in (f"/v1/training-runs/{run_id}", f"/v1/training-runs/{run_id}/events"):
         assert other_client.get(path).status_code == 404
     assert other_client.post(f"/v1/training-runs/{run_id}/cancel").status_code == 404

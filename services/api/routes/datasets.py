@@ -167,7 +167,9 @@ def list_items(
 
 
 @router.delete(
-    "/{dataset_id}", status_code=204, responses=error_responses(Unauthorized, DatasetNotFound)
+    "/{dataset_id}",
+    status_code=204,
+    responses=error_responses(Unauthorized, DatasetNotFound, svc.DatasetInUse),
 )
 def delete_dataset(session: SessionDep, team_id: TeamDep, dataset_id: uuid.UUID) -> Response:
     svc.delete_dataset(session, team_id, dataset_id)

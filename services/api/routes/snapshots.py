@@ -89,7 +89,9 @@ def get_snapshot(session: SessionDep, team_id: TeamDep, snapshot_id: uuid.UUID) 
 
 
 @router.delete(
-    "/{snapshot_id}", status_code=204, responses=error_responses(Unauthorized, svc.SnapshotNotFound)
+    "/{snapshot_id}",
+    status_code=204,
+    responses=error_responses(Unauthorized, svc.SnapshotNotFound, svc.SnapshotInUse),
 )
 def delete_snapshot(session: SessionDep, team_id: TeamDep, snapshot_id: uuid.UUID) -> Response:
     svc.delete_snapshot(session, svc.get_snapshot(session, team_id, snapshot_id))
