@@ -78,8 +78,11 @@ def worker(
     ),
     loglevel: str = typer.Option("INFO", help="Log level"),
 ) -> None:
-    """Celery worker. Chunk tasks share one event loop, HTTP client and verifier pool per
-    process, so the threads pool lets several chunks overlap on one in-flight window."""
+    """Celery worker for generation chunks and large snapshots.
+
+    Chunk tasks share one event loop, HTTP client and verifier pool per process, so the threads
+    pool lets several chunks overlap on one in-flight window.
+    """
     from cgd.logs import setup_logging
     from services.worker import tasks
 
@@ -112,8 +115,11 @@ def quickstart(
     items: int = typer.Option(64, min=1, max=256, help="GSM8K prompts from the bundled sample"),
     train_steps: int = typer.Option(20, min=1, help="Optimizer steps of the tiny training run"),
 ) -> None:
-    """The whole loop with no services: SQLite, a filesystem broker, the SIMULATED LLM server,
-    API + worker + trainer processes, a job, a snapshot, exports, a tiny CPU training run."""
+    """The whole loop on embedded defaults: no Postgres, Redis or GPU needed.
+
+    SQLite, a filesystem broker, the SIMULATED LLM server, API + worker + trainer processes, a
+    job, a snapshot, exports, and a tiny CPU training run with its evaluation.
+    """
     from cgd.quickstart import run
 
     try:
@@ -125,8 +131,10 @@ def quickstart(
 
 @app.command()
 def trainer(loglevel: str = typer.Option("INFO", help="Log level")) -> None:
-    """Training worker: consumes the Celery queue ``train`` one run at a time (GPU host).
-    Runs tasks in the main process (solo pool): math-verify needs a main thread."""
+    """Training worker: the Celery queue "train", one run at a time (GPU host).
+
+    Runs tasks in the main process (solo pool): math-verify needs a main thread.
+    """
     from cgd.logs import setup_logging
     from services.worker import tasks
 
@@ -187,7 +195,10 @@ def tiny_model(ctx: typer.Context) -> None:
     train_app(args=["tiny-model", *ctx.args], prog_name="cgd dev")
 
 
-__import__("cgd.cli_team", fromlist=["mount"]).mount(app)  # datasets, jobs, snapshots, runs
+# The team CLI (datasets, jobs, snapshots, runs over the REST API), defined in its own module.
+from cgd.cli_team import mount as _mount_team_cli  # noqa: E402
+
+_mount_team_cli(app)
 
 if __name__ == "__main__":
     app()
