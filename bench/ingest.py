@@ -30,7 +30,18 @@ PG_ADMIN = os.environ.get("CGD_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/
 
 def make_file(path: Path, rows: int) -> int:
     """GSM8K-shaped rows of ~300 bytes with distinct text."""
-    words = "apples baskets trains minutes dollars marbles pencils cookies tickets miles".split()
+    words = [
+        "apples",
+        "baskets",
+        "trains",
+        "minutes",
+        "dollars",
+        "marbles",
+        "pencils",
+        "cookies",
+        "tickets",
+        "miles",
+    ]
     with open(path, "wb") as f:
         for i in range(rows):
             w = words[i % len(words)]

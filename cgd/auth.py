@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from cgd.db.models import ApiKey, Team
 from cgd.errors import Unauthorized
+from cgd.ttl_cache import TTLCache
 
 PREFIX = "cgd"
 _DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
@@ -39,20 +40,47 @@ def create_key(session: Session, team_name: str, key_name: str | None = None) ->
     return team, f"{PREFIX}_{key_id}_{secret}"
 
 
-def authenticate(session: Session, authorization: str | None) -> uuid.UUID:
-    """The team id for an ``Authorization: Bearer <key>`` header, or Unauthorized."""
+# Recently verified keys (key id → team id, secret hash) for a few seconds, so polling clients
+# don't cost a database round trip per request. A deleted key stops working within the TTL.
+KeyCache = TTLCache[str, tuple[uuid.UUID, str]]
+
+
+def _parse(authorization: str | None) -> tuple[str, str, str]:
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("missing API key: send Authorization: Bearer <key>")
     prefix, _, rest = token.strip().partition("_")
     key_id, _, secret = rest.partition("_")
-    row = None
+    return prefix, key_id, secret
+
+
+def team_from_cache(cache: KeyCache, authorization: str | None) -> uuid.UUID | None:
+    """The team of a key verified moments ago, or None (then call :func:`authenticate`)."""
+    prefix, key_id, secret = _parse(authorization)
+    found = cache.get(key_id) if prefix == PREFIX and key_id and secret else None
+    if found is None or not hmac.compare_digest(found[1], _hash(secret)):
+        return None
+    return found[0]
+
+
+def authenticate(
+    session: Session, authorization: str | None, cache: KeyCache | None = None
+) -> uuid.UUID:
+    """The team id for an ``Authorization: Bearer <key>`` header, or Unauthorized."""
+    prefix, key_id, secret = _parse(authorization)
+    found: tuple[uuid.UUID, str] | None = None
     if prefix == PREFIX and key_id and secret:
-        row = session.scalar(
-            select(ApiKey).where(ApiKey.key_id == key_id, ApiKey.revoked_at.is_(None))
-        )
+        found = cache.get(key_id) if cache is not None else None
+        if found is None:
+            row = session.scalar(
+                select(ApiKey).where(ApiKey.key_id == key_id, ApiKey.revoked_at.is_(None))
+            )
+            if row is not None:
+                found = (row.team_id, row.secret_hash)
     # Compare even when no row matched, so timing doesn't tell which key ids exist.
-    ok = hmac.compare_digest(row.secret_hash if row else _DUMMY_HASH, _hash(secret))
-    if row is None or not ok:
+    ok = hmac.compare_digest(found[1] if found else _DUMMY_HASH, _hash(secret))
+    if found is None or not ok:
         raise Unauthorized("invalid API key")
-    return row.team_id
+    if cache is not None:
+        cache.put(key_id, found)
+    return found[0]

@@ -13,9 +13,11 @@ target_metadata = Base.metadata
 
 
 def _url() -> str:
-    return context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option(
-        "sqlalchemy.url"
-    ) or get_settings().effective_database_url
+    return (
+        context.get_x_argument(as_dictionary=True).get("url")
+        or config.get_main_option("sqlalchemy.url")
+        or get_settings().effective_database_url
+    )
 
 
 def run_migrations_offline() -> None:

@@ -146,31 +146,28 @@ def get_job(session: Session, team_id: uuid.UUID, job_id: uuid.UUID) -> Job:
 def job_status(session: Session, job: Job) -> dict[str, Any]:
     """Counts, progress, rate and ETA, all derived from item rows (correct after any crash)."""
     by_state = {s: 0 for s in ITEM_STATES}
-    prompt_tokens = completion_tokens = 0
-    for state, n, pt, ct in session.execute(
+    errors: dict[str, int] = {}
+    prompt_tokens = completion_tokens = truncated = 0
+    # One scan of the job's items gives every count (status is polled a lot).
+    for state, kind, trunc, n, pt, ct in session.execute(
         select(
             JobItem.state,
+            JobItem.error_kind,
+            JobItem.truncated,
             func.count(),
             func.coalesce(func.sum(JobItem.prompt_tokens), 0),
             func.coalesce(func.sum(JobItem.completion_tokens), 0),
         )
         .where(JobItem.job_id == job.id)
-        .group_by(JobItem.state)
+        .group_by(JobItem.state, JobItem.error_kind, JobItem.truncated)
     ):
-        by_state[state] = n
+        by_state[state] += n
         prompt_tokens += pt
         completion_tokens += ct
-    errors = {
-        kind: n
-        for kind, n in session.execute(
-            select(JobItem.error_kind, func.count())
-            .where(JobItem.job_id == job.id, JobItem.state == "failed")
-            .group_by(JobItem.error_kind)
-        )
-    }
-    truncated = session.scalar(
-        select(func.count()).where(JobItem.job_id == job.id, JobItem.truncated.is_(True))
-    )
+        truncated += n if trunc else 0
+        if state == "failed":
+            reason = kind or "unknown"
+            errors[reason] = errors.get(reason, 0) + n
     total = job.total_items
     done = by_state["verified"] + by_state["failed"]
     status = derive_status(job, by_state, total)

@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
-from cgd.auth import authenticate
+from cgd.auth import authenticate, team_from_cache
 from cgd.settings import Settings
 from services.worker.celery_app import send
 
@@ -56,14 +57,24 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def get_team(
+async def get_team(
     request: Request,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> uuid.UUID:
+    """The caller's team. A recently seen key is checked on the event loop without a thread
+    hop or a query (status polling is most of the traffic); otherwise in a worker thread."""
+    cache = request.app.state.key_cache
+    cached = team_from_cache(cache, authorization)
+    if cached is not None:
+        return cached
+    return await run_in_threadpool(_authenticate, request, authorization)
+
+
+def _authenticate(request: Request, authorization: str | None) -> uuid.UUID:
     # Its own short session: a long upload must not hold a connection idle in a transaction.
     session: Session = request.app.state.sessionmaker()
     try:
-        return authenticate(session, authorization)
+        return authenticate(session, authorization, request.app.state.key_cache)
     finally:
         session.close()
 

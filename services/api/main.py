@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
 from cgd import __version__
+from cgd.auth import KeyCache
 from cgd.db.engine import make_engine, make_sessionmaker
 from cgd.logs import setup_logging
 from cgd.settings import Settings, get_settings
+from cgd.ttl_cache import TTLCache
 from services.api.errors import install_error_handlers
 from services.api.metrics import MetricsMiddleware
 from services.api.routes import datasets, jobs, ops, snapshots, training_runs
@@ -29,6 +33,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.redis = _redis_client(settings)
         app.state.celery = make_celery(settings)
+        app.state.key_cache = KeyCache(ttl_s=10.0)
+        # Job status is an aggregate over the job's items; polled by many clients at once it is
+        # computed at most once per job per second.
+        app.state.status_cache = TTLCache[uuid.UUID, dict[str, Any]](ttl_s=1.0)
+        app.state.status_pending = {}
         logging.getLogger("cgd.api").info("api started", extra={"version": __version__})
         try:
             yield

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import IntegrityError
 
 from cgd.db.models import Job
@@ -14,7 +16,7 @@ from cgd.errors import DatasetNotFound, IdempotencyKeyReused, InvalidRequest, Un
 from cgd.generation import jobs as svc
 from cgd.generation.spec import JobSpec, check_spec
 from services.api.deps import SessionDep, SettingsDep, TeamDep
-from services.api.errors import error_responses
+from services.api.errors import JSONBody, error_responses
 from services.api.pagination import (
     created_page,
     decode_created_cursor,
@@ -69,17 +71,46 @@ def list_jobs(
 
 
 @router.get("/{job_id}", responses=error_responses(Unauthorized, svc.JobNotFound))
-def get_job(session: SessionDep, team_id: TeamDep, job_id: uuid.UUID) -> dict[str, Any]:
-    return svc.job_status(session, svc.get_job(session, team_id, job_id))
+async def get_job(request: Request, team_id: TeamDep, job_id: uuid.UUID) -> JSONBody:
+    """Job status. Computed at most once per second per job (it aggregates the job's items) and
+    answered from the event loop in between: many clients poll it."""
+    cache = request.app.state.status_cache
+    status = cache.get(job_id)
+    if status is None or status["_team_id"] != team_id:
+        # Single flight: when the entry expires, one request recomputes and the others that
+        # arrive meanwhile wait for that result instead of each running the aggregate.
+        # Keyed by team too: another team's request for this id must never share our answer
+        # (or our 404).
+        pending: dict[Any, asyncio.Future[dict[str, Any]]] = request.app.state.status_pending
+        key = (job_id, team_id)
+        future = pending.get(key)
+        if future is None:
+            future = asyncio.ensure_future(
+                run_in_threadpool(_fresh_status, request, team_id, job_id)
+            )
+            pending[key] = future
+            future.add_done_callback(lambda _: pending.pop(key, None))
+        status = await asyncio.shield(future)
+        cache.put(job_id, status)
+    return JSONBody({k: v for k, v in status.items() if k != "_team_id"})
+
+
+def _fresh_status(request: Request, team_id: uuid.UUID, job_id: uuid.UUID) -> dict[str, Any]:
+    with request.app.state.sessionmaker() as session:
+        status = svc.job_status(session, svc.get_job(session, team_id, job_id))
+    return {**status, "_team_id": team_id}
 
 
 @router.post(
     "/{job_id}/cancel",
     responses=error_responses(Unauthorized, svc.JobNotFound, svc.JobNotCancellable),
 )
-def cancel_job(session: SessionDep, team_id: TeamDep, job_id: uuid.UUID) -> dict[str, Any]:
+def cancel_job(
+    request: Request, session: SessionDep, team_id: TeamDep, job_id: uuid.UUID
+) -> dict[str, Any]:
     job = svc.get_job(session, team_id, job_id)
     svc.cancel_job(session, job)
+    request.app.state.status_cache.pop(job.id)
     return {"id": str(job.id), "status": "cancelled"}
 
 
@@ -93,6 +124,7 @@ def retry_failed(
 ) -> dict[str, Any]:
     job = svc.get_job(session, team_id, job_id)
     n, refs = svc.retry_failed(session, job)
+    request.app.state.status_cache.pop(job.id)
     request.state.outbox.extend(chunk_messages(refs))
     return {"id": str(job.id), "retried": n}
 
