@@ -119,14 +119,22 @@ def main() -> None:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        for fmt, layout in (("jsonl", "messages"), ("parquet", "messages"), ("jsonl", "native")):
+        for fmt, layout, extra in (
+            ("jsonl", "messages", ""),
+            ("parquet", "messages", ""),
+            ("parquet", "messages", "&compression=lz4"),
+            ("jsonl", "native", ""),
+        ):
             rates, growth = [], []
             for _ in range(args.runs):
                 Path(f"/proc/{api.pid}/clear_refs").write_text("5")
                 before = peak_rss_kb(api.pid)
                 t0 = time.perf_counter()
                 # curl as the client: a Python client would compete for the same two cores.
-                url = f"{base}/v1/snapshots/{sid}/export?format={fmt}&layout={layout}&mode=cgd"
+                url = (
+                    f"{base}/v1/snapshots/{sid}/export?format={fmt}&layout={layout}&mode=cgd"
+                    + extra
+                )
                 out = subprocess.run(
                     [
                         "curl",
@@ -149,7 +157,7 @@ def main() -> None:
                 rates.append(args.rows / elapsed)
                 growth.append((peak_rss_kb(api.pid) - before) / 1024)
             print(
-                f"{fmt:8s} {layout:9s}: median {statistics.median(rates):,.0f} rows/s "
+                f"{fmt:8s} {layout:9s} {extra:18s}: median {statistics.median(rates):,.0f} rows/s "
                 f"(runs {', '.join(f'{x:,.0f}' for x in rates)}), {size / 1e6:.0f} MB, "
                 f"API peak RSS growth {max(growth):.0f} MB",
                 flush=True,

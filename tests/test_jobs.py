@@ -559,8 +559,10 @@ def test_postgres_restart_mid_job(client, start_worker, simulator, gsm8k_slice, 
     wait_job(client, job_id, until=lambda s: s["counts"]["completed"] >= 10)
     pg("stop")
     try:
-        r = client.get(f"/v1/jobs/{job_id}")
+        # (GET /v1/jobs/{id} may answer from its one-second cache; listings always query.)
+        r = client.get(f"/v1/jobs/{job_id}/triplets")
         assert r.status_code == 503 and r.json()["error"] == "ServiceUnavailable", r.text
+        assert client.get("/v1/datasets").status_code == 503
         assert httpx.get(f"{api_server.url}/readyz").status_code == 503
         time.sleep(2)  # the worker keeps its results and retries its writes
     finally:

@@ -309,3 +309,21 @@ def test_large_snapshot_builds_on_the_curation_queue(finished_job) -> None:  # t
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert snap["status"] == "ready" and snap["num_items"] > 0
+
+
+def test_parquet_compression_choices_load(finished_job) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    import pyarrow.parquet as pq
+
+    c, job = finished_job["client"], finished_job["job_id"]
+    snap = snapshot(c, job)
+    for comp in ("snappy", "lz4", "zstd", "none"):
+        r = c.get(
+            f"/v1/snapshots/{snap['id']}/export",
+            params={"format": "parquet", "layout": "messages", "compression": comp},
+        )
+        assert r.status_code == 200, r.text
+        assert pq.read_table(io.BytesIO(r.content)).num_rows == snap["num_items"], comp
+    bad = c.get(f"/v1/snapshots/{snap['id']}/export", params={"compression": "gzip9"})
+    assert bad.status_code == 422

@@ -130,6 +130,10 @@ def export_snapshot(
     layout: Literal["native", "messages", "prompt-completion", "alpaca"] = "native",
     mode: Literal["cgd", "sft", "distill", "cft", "no-critique"] = "cgd",
     split: Literal["train", "val", "all"] = "all",
+    compression: Annotated[
+        Literal["snappy", "lz4", "zstd", "none"],
+        Query(description="Parquet only: snappy reads everywhere; lz4 is ~25% faster to write"),
+    ] = "snappy",
 ) -> StreamingResponse:
     snap = svc.get_snapshot(session, team_id, snapshot_id)
     if snap.status != "ready":
@@ -145,7 +149,7 @@ def export_snapshot(
                 return
             rows = iter_export_rows(svc.iter_rows(s, current), layout, mode, split, ExportStats())
             if format == "parquet":
-                yield from iter_parquet_bytes(rows, layout)
+                yield from iter_parquet_bytes(rows, layout, compression=compression)
             else:
                 yield from iter_jsonl_bytes(rows)
 
