@@ -132,7 +132,7 @@ def export_snapshot(
     split: Literal["train", "val", "all"] = "all",
     compression: Annotated[
         Literal["snappy", "lz4", "zstd", "none"],
-        Query(description="Parquet only: snappy reads everywhere; lz4 is ~25% faster to write"),
+        Query(description="Parquet only: snappy (default) is read by every Parquet reader"),
     ] = "snappy",
 ) -> StreamingResponse:
     snap = svc.get_snapshot(session, team_id, snapshot_id)
