@@ -85,13 +85,7 @@ def create_run(
         raise NotFound({"snapshot_id": str(spec.snapshot_id), "reason": "snapshot not found"})
     if snap.status != "ready":
         raise InvalidRequest({"field": "snapshot_id", "reason": f"snapshot is {snap.status}"})
-    from cgd.curation.eval_sets import EVAL_SETS
-
-    unknown = [s for s in spec.eval.sets if s not in EVAL_SETS]
-    if unknown:
-        raise InvalidRequest(
-            {"field": "eval.sets", "reason": f"unknown sets {unknown}; known: {list(EVAL_SETS)}"}
-        )
+    check_eval_sets(session, team_id, spec.eval.sets)
     token = secrets.token_urlsafe(32)
     run = TrainingRun(
         team_id=team_id,
@@ -107,6 +101,53 @@ def create_run(
     session.flush()
     _add_event(session, run, "status", {"status": "queued"})
     return run, token
+
+
+DATASET_PREFIX = "dataset:"
+
+
+def check_eval_sets(session: Session, team_id: uuid.UUID, sets: list[str]) -> None:
+    """Eval sets are bundled names or ``dataset:<id>`` of the team's datasets with references."""
+    from cgd.curation.eval_sets import EVAL_SETS
+    from cgd.datasets import get_dataset
+
+    for name in sets:
+        if name in EVAL_SETS:
+            continue
+        if not name.startswith(DATASET_PREFIX):
+            raise InvalidRequest(
+                {
+                    "field": "eval.sets",
+                    "reason": f"unknown set {name!r}: use one of {list(EVAL_SETS)} or "
+                    "'dataset:<id>' for an uploaded dataset",
+                }
+            )
+        try:
+            dataset_id = uuid.UUID(name.removeprefix(DATASET_PREFIX))
+        except ValueError:
+            raise InvalidRequest(
+                {"field": "eval.sets", "reason": f"bad dataset id in {name!r}"}
+            ) from None
+        dataset = get_dataset(session, team_id, dataset_id)
+        if dataset.stats.get("share_with_reference", 0) < 1:
+            raise InvalidRequest(
+                {"field": "eval.sets", "reason": f"dataset {dataset_id} lacks references"}
+            )
+
+
+def eval_dataset_rows(session: Session, run: TrainingRun, dataset_id: uuid.UUID) -> list[Any]:
+    """The items of an eval dataset the run's spec names (and only those datasets)."""
+    from cgd.db.models import DatasetItem
+
+    if f"{DATASET_PREFIX}{dataset_id}" not in run.spec.get("eval", {}).get("sets", []):
+        raise NotFound({"dataset_id": str(dataset_id), "reason": "not an eval set of this run"})
+    return list(
+        session.execute(
+            select(DatasetItem.item_id, DatasetItem.prompt, DatasetItem.reference)
+            .where(DatasetItem.dataset_id == dataset_id)
+            .order_by(DatasetItem.idx)
+        ).tuples()
+    )
 
 
 def get_run(session: Session, team_id: uuid.UUID, run_id: uuid.UUID) -> TrainingRun:

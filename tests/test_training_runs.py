@@ -99,7 +99,16 @@ def events(client: httpx.Client, run_id: str) -> list[dict[str, Any]]:
 @pytest.mark.slow
 def test_trainer_drives_a_run_end_to_end(client, start_worker, snapshot_id, tiny_model) -> None:  # type: ignore[no-untyped-def]
     start_worker("trainer")
-    r = client.post("/v1/training-runs", json=run_body(snapshot_id, tiny_model))
+    # Evaluate on a bundled set and on an uploaded dataset of the team.
+    eval_rows = "".join(
+        json.dumps({"question": f"What is {i}+{i}?", "answer": f"#### {2 * i}"}) + "\n"
+        for i in range(3)
+    )
+    eval_ds = client.post("/v1/datasets", files={"file": ("e.jsonl", eval_rows.encode())})
+    eval_id = eval_ds.json()["id"]
+    body = run_body(snapshot_id, tiny_model)
+    body["eval"]["sets"] = ["math500", f"dataset:{eval_id}"]
+    r = client.post("/v1/training-runs", json=body)
     assert r.status_code == 202, r.text
     run_id = r.json()["id"]
     run = wait_run(client, run_id)
@@ -107,6 +116,7 @@ def test_trainer_drives_a_run_end_to_end(client, start_worker, snapshot_id, tiny
     assert run["progress"] == 1.0 and run["metrics"]["step"] == 3
     assert run["metrics"]["loss"] > 0 and run["metrics"]["supervised_tokens"] > 0
     assert 0.0 <= run["eval"]["math500"]["accuracy"] <= 1.0
+    assert 0.0 <= run["eval"][f"dataset-{eval_id}"]["accuracy"] <= 1.0
     assert "entropy_gap" in run["eval"]["uncertainty"]
     types = [e["type"] for e in events(client, run_id)]
     assert types.count("step") == 3 and "eval" in types and "artifact" in types
@@ -175,4 +185,18 @@ def test_runs_are_team_scoped_and_tokens_are_per_run(
     bad = run_body(snapshot_id, tiny_model)
     bad["eval"]["sets"] = ["gsm9k"]
     assert client.post("/v1/training-runs", json=bad).status_code == 422
+    no_refs = client.post("/v1/datasets", files={"file": ("n.jsonl", b'{"question": "q"}\n')})
+    bad["eval"]["sets"] = [f"dataset:{no_refs.json()['id']}"]
+    assert client.post("/v1/training-runs", json=bad).status_code == 422  # no references
+    theirs = other_client.post(
+        "/v1/datasets", files={"file": ("o.jsonl", b'{"question": "q", "answer": "1"}\n')}
+    )
+    bad["eval"]["sets"] = [f"dataset:{theirs.json()['id']}"]
+    assert client.post("/v1/training-runs", json=bad).status_code == 404  # another team's
+    # A run token only opens the eval sets its own run names.
+    r = httpx.get(
+        f"{api_server.url}/v1/training-runs/{run_id}/eval-sets/{no_refs.json()['id']}",
+        headers={"Authorization": "Bearer nope"},
+    )
+    assert r.status_code == 401
     assert client.post("/v1/training-runs", json={**bad, "method": "qlora"}).status_code == 422

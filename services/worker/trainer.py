@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from cgd.settings import Settings
+from cgd.training_runs import DATASET_PREFIX
 
 log = logging.getLogger("cgd.trainer")
 
@@ -59,6 +60,13 @@ class RunReporter:
                     size += len(chunk)
         return size
 
+    def eval_set(self, dataset_id: str, path: Path) -> Path:
+        r = self.http.get(f"/v1/training-runs/{self.run_id}/eval-sets/{dataset_id}")
+        r.raise_for_status()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(r.content)
+        return path
+
     def heartbeat_forever(self) -> None:
         """Long evaluations send no events; this keeps the run alive and hears cancels."""
         while not self._stop.wait(self.heartbeat_s):
@@ -69,7 +77,20 @@ class RunReporter:
         self.http.close()
 
 
-def train_config(spec: dict[str, Any], data: Path, out: Path) -> Any:
+def local_eval_sets(reporter: RunReporter, sets: list[str], workdir: Path) -> list[str]:
+    """Bundled names stay; ``dataset:<id>`` sets are downloaded as JSONL files."""
+    out = []
+    for name in sets:
+        if name.startswith(DATASET_PREFIX):
+            dataset_id = name.removeprefix(DATASET_PREFIX)
+            name = str(
+                reporter.eval_set(dataset_id, workdir / "eval" / f"dataset-{dataset_id}.jsonl")
+            )
+        out.append(name)
+    return out
+
+
+def train_config(spec: dict[str, Any], data: Path, out: Path, eval_sets: list[str]) -> Any:
     from cgd.train.config import TrainConfig
 
     hp, ev = spec["spec"]["hyperparams"], spec["spec"]["eval"]
@@ -87,7 +108,7 @@ def train_config(spec: dict[str, Any], data: Path, out: Path) -> Any:
         tokens_per_step=hp["tokens_per_step"],
         max_length=hp["max_length"],
         warmup_ratio=hp["warmup_ratio"],
-        eval_sets=ev["sets"],
+        eval_sets=eval_sets,
         eval_limit=ev["max_samples"],
         eval_max_new_tokens=ev["max_new_tokens"],
         output_dir=str(out),
@@ -111,7 +132,8 @@ def run_training_job(run_id: str, token: str, settings: Settings) -> str:
         data = workdir / "train.jsonl"
         size = reporter.download(data)
         reporter.post("artifact", {"kind": "train_data", "path": str(data), "bytes": size})
-        config = train_config(spec, data, workdir / "out")
+        eval_sets = local_eval_sets(reporter, spec["spec"]["eval"]["sets"], workdir)
+        config = train_config(spec, data, workdir / "out", eval_sets)
         result = run_training(config, on_event=reporter.post, should_stop=reporter.cancelled.is_set)
         return str(result.get("state"))
     except Exception as exc:

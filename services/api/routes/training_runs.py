@@ -7,7 +7,8 @@ import uuid
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request
+import orjson
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from cgd import snapshots
@@ -138,3 +139,17 @@ def run_data(
             yield from iter_jsonl_bytes(rows)
 
     return StreamingResponse(body(), media_type="application/x-ndjson")
+
+
+@router.get("/{run_id}/eval-sets/{dataset_id}", responses=error_responses(Unauthorized, NotFound))
+def run_eval_set(
+    session: SessionDep, run_id: uuid.UUID, dataset_id: uuid.UUID, authorization: TokenHeader = None
+) -> Response:
+    """An uploaded dataset the run evaluates on, as JSONL rows {id, problem, answer}."""
+    run = svc.run_for_token(session, run_id, authorization)
+    rows = svc.eval_dataset_rows(session, run, dataset_id)
+    body = b"".join(
+        orjson.dumps({"id": item_id, "problem": prompt, "answer": ref}) + b"\n"
+        for item_id, prompt, ref in rows
+    )
+    return Response(body, media_type="application/x-ndjson")
