@@ -213,8 +213,9 @@ def record_event(session: Session, run: TrainingRun, event: EventIn) -> dict[str
             run.progress = min(1.0, float(data.get("step", 0)) / total)
     elif event.type == "eval":
         merged = dict(run.eval)
+        sizes = data.get("n") or {}
         for name, acc in (data.get("accuracy") or {}).items():
-            merged[name] = {"accuracy": acc, "step": data.get("step")}
+            merged[name] = {"accuracy": acc, "n": sizes.get(name), "step": data.get("step")}
         if "uncertainty" in data:
             merged["uncertainty"] = data["uncertainty"]
         run.eval = merged

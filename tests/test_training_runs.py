@@ -117,6 +117,7 @@ def test_trainer_drives_a_run_end_to_end(client, start_worker, snapshot_id, tiny
     assert run["metrics"]["loss"] > 0 and run["metrics"]["supervised_tokens"] > 0
     assert 0.0 <= run["eval"]["math500"]["accuracy"] <= 1.0
     assert 0.0 <= run["eval"][f"dataset-{eval_id}"]["accuracy"] <= 1.0
+    assert run["eval"]["math500"]["n"] == 2 and run["eval"][f"dataset-{eval_id}"]["n"] == 2
     assert "entropy_gap" in run["eval"]["uncertainty"]
     types = [e["type"] for e in events(client, run_id)]
     assert types.count("step") == 3 and "eval" in types and "artifact" in types

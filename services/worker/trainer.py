@@ -90,6 +90,13 @@ def local_eval_sets(reporter: RunReporter, sets: list[str], workdir: Path) -> li
     return out
 
 
+def eval_sizes(sets: list[str], limit: int | None) -> dict[str, int]:
+    """How many problems each eval set is scored on, by the name its results carry."""
+    from cgd.train.evaluate import load_eval_rows, set_name
+
+    return {set_name(s): len(load_eval_rows(s, limit)) for s in sets}
+
+
 def train_config(spec: dict[str, Any], data: Path, out: Path, eval_sets: list[str]) -> Any:
     from cgd.train.config import TrainConfig
 
@@ -134,7 +141,14 @@ def run_training_job(run_id: str, token: str, settings: Settings) -> str:
         reporter.post("artifact", {"kind": "train_data", "path": str(data), "bytes": size})
         eval_sets = local_eval_sets(reporter, spec["spec"]["eval"]["sets"], workdir)
         config = train_config(spec, data, workdir / "out", eval_sets)
-        result = run_training(config, on_event=reporter.post, should_stop=reporter.cancelled.is_set)
+        sizes = eval_sizes(eval_sets, config.eval_limit)
+
+        def on_event(kind: str, data: dict[str, Any]) -> None:
+            if kind == "eval" and "accuracy" in data:
+                data = {**data, "n": {name: sizes.get(name) for name in data["accuracy"]}}
+            reporter.post(kind, data)
+
+        result = run_training(config, on_event=on_event, should_stop=reporter.cancelled.is_set)
         return str(result.get("state"))
     except Exception as exc:
         log.exception("training run %s failed", run_id)
