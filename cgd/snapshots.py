@@ -6,6 +6,9 @@ streamed pass to select, one to copy the selected rows) and serves exports back 
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -293,6 +296,40 @@ def iter_rows(session: Session, snap: Snapshot) -> Iterator[dict[str, Any]]:
         yield row
 
 
+def _prefetched(fetch: Any, depth: int = 2) -> Iterator[list[Any]]:
+    """Batches from ``fetch()`` (until an empty one), read by a thread one or two batches
+    ahead: the driver waits on the network without the GIL while this thread encodes."""
+    out: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            while not stop.is_set():
+                batch = fetch()
+                out.put(batch)
+                if not batch:
+                    return
+        except BaseException as exc:
+            out.put(exc)
+
+    thread = threading.Thread(target=run, name="export-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            batch = out.get()
+            if isinstance(batch, BaseException):
+                raise batch
+            if not batch:
+                return
+            yield batch
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a reader waiting to put, then let it finish
+            with contextlib.suppress(queue.Empty):
+                out.get(timeout=0.1)
+        thread.join()
+
+
 def _row_tuples(session: Session, snapshot_id: uuid.UUID) -> Iterator[tuple[Any, ...]]:
     if is_postgres(session):
         conn: Any = session.connection().connection.driver_connection
@@ -303,7 +340,8 @@ def _row_tuples(session: Session, snapshot_id: uuid.UUID) -> Iterator[tuple[Any,
                 " WHERE snapshot_id = %s ORDER BY pos",
                 (snapshot_id,),
             )
-            yield from cur
+            for batch in _prefetched(lambda: cur.fetchmany(2000)):
+                yield from batch
         return
     columns = [getattr(SnapshotRow, c) for c in _EXPORT_COLUMNS]
     q = (
