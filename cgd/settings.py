@@ -56,6 +56,9 @@ class Settings(BaseSettings):
         alias="CGD_TRAINER_DIR",
         description="Where the trainer keeps data, checkpoints, models (default CGD_HOME/trainer)",
     )
+    snapshot_build_lost_after_s: float = Field(
+        6 * 3600.0, description="A snapshot still building after this long is failed"
+    )
     trainer_heartbeat_s: float = Field(30.0, description="How often a trainer says it is alive")
     trainer_lost_after_s: float = Field(
         900.0, description="A running run with no trainer event for this long is failed"

@@ -11,6 +11,7 @@ import queue
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, select
@@ -233,6 +234,43 @@ def _row(snapshot_id: uuid.UUID, pos: int, t: dict[str, Any], split: str) -> dic
 
 # Every native field but the two an export adds (split comes from the row, lineage from the job).
 _ROW_FIELDS = tuple(f for f in NATIVE_FIELDS if f not in ("split", "lineage"))
+
+
+def start_build(session: Session, snapshot_id: uuid.UUID) -> bool:
+    """Record that a worker picked the build up; False when there is nothing (left) to build."""
+    snap = session.get(Snapshot, snapshot_id)
+    if snap is None or snap.status != "building":
+        return False
+    snap.build_started_at = utcnow()
+    return True
+
+
+def sweep_builds(session: Session, requeue_after_s: float, lost_after_s: float) -> list[str]:
+    """Snapshots to build again (their message never reached a worker); builds whose worker
+    went away are marked failed rather than left ``building`` forever."""
+    now = utcnow()
+    for snap in session.scalars(
+        select(Snapshot).where(
+            Snapshot.status == "building",
+            Snapshot.build_started_at < now - timedelta(seconds=lost_after_s),
+        )
+    ):
+        snap.status = "failed"
+        started = snap.build_started_at.isoformat() if snap.build_started_at else "?"
+        snap.error = f"build lost: no result since {started}"
+        snap.finished_at = now
+    stale = list(
+        session.scalars(
+            select(Snapshot).where(
+                Snapshot.status == "building",
+                Snapshot.build_started_at.is_(None),
+                Snapshot.build_enqueued_at < now - timedelta(seconds=requeue_after_s),
+            )
+        )
+    )
+    for snap in stale:
+        snap.build_enqueued_at = now  # once per interval, not once per sweep
+    return [str(s.id) for s in stale]
 
 
 def mark_failed(session: Session, snapshot_id: uuid.UUID, error: str) -> None:

@@ -327,3 +327,43 @@ def test_parquet_compression_choices_load(finished_job) -> None:  # type: ignore
         assert pq.read_table(io.BytesIO(r.content)).num_rows == snap["num_items"], comp
     bad = c.get(f"/v1/snapshots/{snap['id']}/export", params={"compression": "gzip9"})
     assert bad.status_code == 422
+
+
+def test_sweeper_requeues_lost_builds_and_fails_dead_ones(sessionmaker_) -> None:  # type: ignore[no-untyped-def]
+    """A build whose message never arrived is sent again; one whose worker vanished fails."""
+    from datetime import timedelta
+
+    from cgd import snapshots
+    from cgd.auth import create_key
+    from cgd.db.engine import session_scope
+    from cgd.db.models import Snapshot, utcnow
+
+    with session_scope(sessionmaker_) as s:
+        team, _ = create_key(s, f"team-{secrets.token_hex(6)}")
+        old = utcnow() - timedelta(hours=1)
+        lost = Snapshot(
+            team_id=team.id, status="building", job_ids=[], spec={}, build_enqueued_at=old
+        )
+        dead = Snapshot(
+            team_id=team.id,
+            status="building",
+            job_ids=[],
+            spec={},
+            build_enqueued_at=old,
+            build_started_at=utcnow() - timedelta(hours=7),
+        )
+        fresh = Snapshot(
+            team_id=team.id, status="building", job_ids=[], spec={}, build_enqueued_at=utcnow()
+        )
+        s.add_all([lost, dead, fresh])
+        s.flush()
+        ids = (str(lost.id), dead.id, fresh.id)
+    with session_scope(sessionmaker_) as s:
+        requeued = snapshots.sweep_builds(s, requeue_after_s=300, lost_after_s=6 * 3600)
+    assert ids[0] in requeued and str(ids[2]) not in requeued
+    with session_scope(sessionmaker_) as s:
+        assert s.get(Snapshot, ids[1]).status == "failed"
+        assert "build lost" in s.get(Snapshot, ids[1]).error
+        assert s.get(Snapshot, ids[2]).status == "building"
+        # Once per interval: an immediate second sweep does not send it again.
+        assert ids[0] not in snapshots.sweep_builds(s, 300, 6 * 3600)

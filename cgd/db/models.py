@@ -252,6 +252,10 @@ class Snapshot(Base):
     content_hash: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # When the build was (last) queued and when a curation worker picked it up: the sweeper
+    # re-enqueues a build whose message never arrived and fails one whose worker went away.
+    build_enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    build_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 

@@ -10,6 +10,7 @@ import uuid
 import redis
 from celery import signals
 
+from cgd import snapshots
 from cgd.generation import pipeline, store
 from cgd.settings import get_settings
 from services.worker.celery_app import celery_app, chunk_messages, send
@@ -31,13 +32,16 @@ def run_chunk(self, job_id: str, chunk_no: int) -> str:  # type: ignore[no-untyp
     return outcome
 
 
-@celery_app.task(name="cgd.curation.build_snapshot")
+BUILD_SNAPSHOT = "cgd.curation.build_snapshot"
+
+
+@celery_app.task(name=BUILD_SNAPSHOT)
 def build_snapshot(snapshot_id: str) -> str:
     """Curate a large snapshot off the request path; failures are visible on the snapshot."""
-    from cgd import snapshots
-
     runtime = get_runtime(get_settings())
     sid = uuid.UUID(snapshot_id)
+    if not runtime.run_db_sync(lambda s: snapshots.start_build(s, sid)):
+        return "skipped"  # already built (a repeated message) or deleted
     try:
         snap = runtime.run_db_sync(lambda s: snapshots.build(s, sid))
         return snap.status
@@ -67,7 +71,8 @@ def ping(token: str) -> None:
 
 
 def _sweep_forever(stop: threading.Event) -> None:
-    """Re-enqueue chunks whose runner died (lease expired) or whose message was lost."""
+    """Re-enqueue chunks whose runner died (lease expired) or whose message was lost, and
+    snapshot builds whose message was lost."""
     settings = get_settings()
     runtime = get_runtime(settings)
     while not stop.wait(settings.sweep_interval_s):
@@ -76,6 +81,14 @@ def _sweep_forever(stop: threading.Event) -> None:
             if refs:
                 log.info("sweeper re-enqueues %d chunk(s)", len(refs))
                 send(celery_app, chunk_messages(refs))
+            builds = runtime.run_db_sync(
+                lambda s: snapshots.sweep_builds(
+                    s, settings.requeue_after_s, settings.snapshot_build_lost_after_s
+                )
+            )
+            if builds:
+                log.info("sweeper re-enqueues %d snapshot build(s)", len(builds))
+                send(celery_app, [(BUILD_SNAPSHOT, [b], "curation") for b in builds])
         except Exception as exc:  # the broker or database is down: try again next round
             log.warning("sweep failed: %s", exc)
             time.sleep(1)

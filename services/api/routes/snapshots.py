@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from cgd import snapshots as svc
 from cgd.curation.export import ExportStats, iter_export_rows, iter_jsonl_bytes, iter_parquet_bytes
 from cgd.curation.filters import CurationSpec
-from cgd.db.models import Snapshot
+from cgd.db.models import Snapshot, utcnow
 from cgd.db.queries import team_newest_first
 from cgd.errors import InvalidRequest, NotFound, Unauthorized
 from services.api.deps import SessionDep, SettingsDep, TeamDep
@@ -63,6 +63,7 @@ def create_snapshot(
     jobs = svc.validate_inputs(session, team_id, spec)
     snap = svc.new_snapshot(session, team_id, spec)
     if svc.input_size(session, jobs) > settings.snapshot_inline_max:
+        snap.build_enqueued_at = utcnow()
         request.state.outbox.append(("cgd.curation.build_snapshot", [str(snap.id)], "curation"))
         return JSONBody(_out(snap), status_code=202)
     svc.build(session, snap.id)
