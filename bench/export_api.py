@@ -11,28 +11,16 @@ Target (PERFORMANCE.md): ≥ 50,000 rows/s, constant memory.
 from __future__ import annotations
 
 import argparse
-import os
-import secrets
 import statistics
 import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
-import httpx
 import psycopg
+from stack import bench_stack, peak_rss_kb, reset_peak_rss
 
 ROOT = Path(__file__).resolve().parents[1]
-PG_ADMIN = os.environ.get("CGD_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def peak_rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmHWM")
 
 
 def load_snapshot(db_url: str, team_id: uuid.UUID, rows: int) -> uuid.UUID:
@@ -86,39 +74,12 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--port", type=int, default=8767)
     args = ap.parse_args()
-    db = f"cgd_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{db}"')
-    plain_url = PG_ADMIN.rsplit("/", 1)[0] + f"/{db}"
-    env = {
-        **os.environ,
-        "CGD_DATABASE_URL": plain_url.replace("postgresql://", "postgresql+psycopg://"),
-        "CGD_HOME": tempfile.mkdtemp(),
-        "CGD_LOG_LEVEL": "WARNING",
-    }
-    env.pop("CGD_BROKER_URL", None)
-    run = lambda *a: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "cgd.cli", *a], env=env, check=True, capture_output=True, text=True
-    )
-    run("migrate")
-    key = run("admin", "create-key", "--team", "bench").stdout.strip().splitlines()[-1]
-    with psycopg.connect(plain_url) as conn:
-        team_id = conn.execute("SELECT id FROM teams WHERE name = 'bench'").fetchone()[0]
-    sid = load_snapshot(plain_url, team_id, args.rows)
-    api = subprocess.Popen(
-        [sys.executable, "-m", "cgd.cli", "api", "--port", str(args.port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        base = f"http://127.0.0.1:{args.port}"
-        for _ in range(100):
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    with bench_stack(args.port) as stack:
+        with psycopg.connect(stack.db_url) as conn:
+            row = conn.execute("SELECT id FROM teams WHERE name = 'bench'").fetchone()
+        assert row is not None
+        sid = load_snapshot(stack.db_url, row[0], args.rows)
+        key, base, api_pid = stack.key, stack.base, stack.api_pid
         for fmt, layout, extra in (
             ("jsonl", "messages", ""),
             ("parquet", "messages", ""),
@@ -127,8 +88,8 @@ def main() -> None:
         ):
             rates, growth = [], []
             for _ in range(args.runs):
-                Path(f"/proc/{api.pid}/clear_refs").write_text("5")
-                before = peak_rss_kb(api.pid)
+                reset_peak_rss(api_pid)
+                before = peak_rss_kb(api_pid)
                 t0 = time.perf_counter()
                 # curl as the client: a Python client would compete for the same two cores.
                 url = (
@@ -155,18 +116,13 @@ def main() -> None:
                 size = int(out.stdout)
                 elapsed = time.perf_counter() - t0
                 rates.append(args.rows / elapsed)
-                growth.append((peak_rss_kb(api.pid) - before) / 1024)
+                growth.append((peak_rss_kb(api_pid) - before) / 1024)
             print(
                 f"{fmt:8s} {layout:9s} {extra:18s}: median {statistics.median(rates):,.0f} rows/s "
                 f"(runs {', '.join(f'{x:,.0f}' for x in rates)}), {size / 1e6:.0f} MB, "
                 f"API peak RSS growth {max(growth):.0f} MB",
                 flush=True,
             )
-    finally:
-        api.terminate()
-        api.wait(10)
-        with psycopg.connect(PG_ADMIN, autocommit=True) as c:
-            c.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

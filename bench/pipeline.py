@@ -16,7 +16,6 @@ import math
 import os
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,9 +29,10 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from stack import bench_stack, peak_rss_kb  # noqa: E402
+
 from cgd.simulator import SimulatorProcess  # noqa: E402
 
-PG_ADMIN = os.environ.get("CGD_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 GSM8K = ROOT.parent / "shared" / "data" / "gsm8k_train.jsonl"
 CLK = os.sysconf("SC_CLK_TCK")
 
@@ -55,158 +55,82 @@ def cpu_s(pids: list[int]) -> float:
     return total / CLK
 
 
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def wait_http(url: str) -> None:
-    for _ in range(200):
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} not up")
-
-
 def one_run(args: argparse.Namespace, data: Path, n_items: int) -> dict[str, float]:
-    db = f"cgd_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{db}"')
-    db_url = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{db}"
     broker = f"redis://127.0.0.1:6379/{1 + secrets.randbelow(15)}"
     redis.Redis.from_url(broker).flushdb()
-    env = {
-        **os.environ,
-        "CGD_DATABASE_URL": db_url,
-        "CGD_BROKER_URL": broker,
-        "CGD_HOME": tempfile.mkdtemp(),
-        "CGD_MAX_INFLIGHT_PER_ENDPOINT": str(args.inflight),
-        "CGD_WORKER_CONCURRENCY": str(args.concurrency),
-        "CGD_LOG_LEVEL": "WARNING",
-    }
-    run = lambda *a: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "cgd.cli", *a], env=env, check=True, capture_output=True, text=True
-    )
-    run("migrate")
-    key = run("admin", "create-key", "--team", "bench").stdout.strip().splitlines()[-1]
-    procs: list[subprocess.Popen[bytes]] = []
-    sim_args = [
-        "--port",
-        "0",
-        "--slots",
-        str(args.slots),
-        "--latency",
-        str(args.latency),
-        "--latency-jitter",
-        str(args.jitter),
-        "--dataset",
-        str(data),
-    ]
-    try:
-        with SimulatorProcess(sim_args) as sim:
-            api = subprocess.Popen(
-                [sys.executable, "-m", "cgd.cli", "api", "--port", str(args.port)],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            procs.append(api)
-            worker_log = open(tempfile.mktemp(suffix=".log"), "wb")  # noqa: SIM115
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "cgd.cli", "worker"],
-                env=env,
-                stdout=worker_log,
-                stderr=subprocess.STDOUT,
-            )
-            procs.append(worker)
-            base = f"http://127.0.0.1:{args.port}"
-            wait_http(f"{base}/healthz")
-            for _ in range(300):
-                if b"ready." in Path(worker_log.name).read_bytes():
-                    break
-                time.sleep(0.1)
-            client = httpx.Client(
-                base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=120
-            )
-            ds = client.post("/v1/datasets", files={"file": ("b.jsonl", data.read_bytes())})
-            ds.raise_for_status()
-            time.sleep(1.0)  # let the worker's verifier processes finish importing
-            cpu0 = cpu_s(tree_pids(worker.pid))
-            body = {
-                "dataset_id": ds.json()["id"],
-                "student": {
-                    "base_url": sim.base_url,
-                    "model": "student",
-                    "temperature": 0.0,
-                    "max_tokens": 1024,
-                },
-                "teacher": {
-                    "base_url": sim.base_url,
-                    "model": "teacher",
-                    "temperature": 0.0,
-                    "max_tokens": 1024,
-                },
-                "chunk_size": args.chunk_size,
-            }
-            t0 = time.perf_counter()
-            job_id = client.post("/v1/jobs", json=body).json()["id"]
-            first = None
-            while True:
-                if first is None:
-                    rows = client.get(
-                        f"/v1/jobs/{job_id}/triplets", params={"status": "verified", "limit": 1}
-                    ).json()["data"]
-                    if rows:
-                        first = time.perf_counter() - t0
-                status = client.get(f"/v1/jobs/{job_id}").json()
-                if status["status"] in ("completed", "failed", "cancelled"):
-                    break
-                time.sleep(0.05 if first is None else 0.5)
-            wall = time.perf_counter() - t0
-            cpu = cpu_s(tree_pids(worker.pid)) - cpu0
-            stats = httpx.get(f"{sim.url}/sim/stats").json()
-            rss = peak_rss_mb(worker.pid)
-            assert status["counts"]["completed"] == n_items, status
-            calls = stats["requests_total"]
-            with psycopg.connect(db_url.replace("+psycopg", "")) as c:
-                started, finished = c.execute(
-                    "SELECT started_at, finished_at FROM jobs WHERE id = %s", (uuid.UUID(job_id),)
-                ).fetchone()
-                shared = c.execute(
-                    """SELECT avg((c.prompt_tokens + c.completion_tokens)::float / r.prompt_tokens)
-                       FROM generations c JOIN generations r
-                         ON r.job_id = c.job_id AND r.idx = c.idx AND r.sample = c.sample
-                       WHERE c.job_id = %s AND c.stage = 'critique' AND r.stage = 'refine'""",
-                    (uuid.UUID(job_id),),
-                ).fetchone()[0]
-            busy = (finished - started).total_seconds()
-            capacity = args.slots / args.latency
-            return {
-                "calls": calls,
-                "calls_per_s": calls / busy,
-                "pct_capacity": 100 * calls / busy / capacity,
-                "end_to_end_calls_per_s": calls / wall,
-                "cpu_ms_per_call": 1000 * cpu / calls,
-                "peak_rss_mb": rss,
-                "max_inflight": stats["max_inflight"],
-                "first_triplet_s": first or float("nan"),
-                "shared_prefix": shared,
-            }
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as c:
-            c.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    sim_args = ["--port", "0", "--slots", str(args.slots), "--latency", str(args.latency),
+                "--latency-jitter", str(args.jitter), "--dataset", str(data)]  # fmt: skip
+    with (
+        SimulatorProcess(sim_args) as sim,
+        bench_stack(
+            args.port,
+            CGD_BROKER_URL=broker,
+            CGD_MAX_INFLIGHT_PER_ENDPOINT=str(args.inflight),
+            CGD_WORKER_CONCURRENCY=str(args.concurrency),
+        ) as stack,
+    ):
+        worker_log = Path(tempfile.mkdtemp()) / "worker.log"
+        worker = stack.start("worker", log=worker_log)
+        for _ in range(300):
+            if b"ready." in worker_log.read_bytes():
+                break
+            time.sleep(0.1)
+        client = stack.client()
+        ds = client.post("/v1/datasets", files={"file": ("b.jsonl", data.read_bytes())})
+        ds.raise_for_status()
+        time.sleep(1.0)  # let the worker's verifier processes finish importing
+        cpu0 = cpu_s(tree_pids(worker.pid))
+        endpoint = {"temperature": 0.0, "max_tokens": 1024, "base_url": sim.base_url}
+        body = {
+            "dataset_id": ds.json()["id"],
+            "student": {**endpoint, "model": "student"},
+            "teacher": {**endpoint, "model": "teacher"},
+            "chunk_size": args.chunk_size,
+        }
+        t0 = time.perf_counter()
+        job_id = client.post("/v1/jobs", json=body).json()["id"]
+        first = None
+        while True:
+            if first is None:
+                rows = client.get(
+                    f"/v1/jobs/{job_id}/triplets", params={"status": "verified", "limit": 1}
+                ).json()["data"]
+                if rows:
+                    first = time.perf_counter() - t0
+            status = client.get(f"/v1/jobs/{job_id}").json()
+            if status["status"] in ("completed", "failed", "cancelled"):
+                break
+            time.sleep(0.05 if first is None else 0.5)
+        wall = time.perf_counter() - t0
+        cpu = cpu_s(tree_pids(worker.pid)) - cpu0
+        stats = httpx.get(f"{sim.url}/sim/stats").json()
+        rss = peak_rss_kb(worker.pid) / 1024
+        assert status["counts"]["completed"] == n_items, status
+        calls = stats["requests_total"]
+        with psycopg.connect(stack.db_url) as c:
+            started, finished = c.execute(
+                "SELECT started_at, finished_at FROM jobs WHERE id = %s", (uuid.UUID(job_id),)
+            ).fetchone()
+            shared = c.execute(
+                """SELECT avg((c.prompt_tokens + c.completion_tokens)::float / r.prompt_tokens)
+                   FROM generations c JOIN generations r
+                     ON r.job_id = c.job_id AND r.idx = c.idx AND r.sample = c.sample
+                   WHERE c.job_id = %s AND c.stage = 'critique' AND r.stage = 'refine'""",
+                (uuid.UUID(job_id),),
+            ).fetchone()[0]
+        busy = (finished - started).total_seconds()
+        capacity = args.slots / args.latency
+        return {
+            "calls": calls,
+            "calls_per_s": calls / busy,
+            "pct_capacity": 100 * calls / busy / capacity,
+            "end_to_end_calls_per_s": calls / wall,
+            "cpu_ms_per_call": 1000 * cpu / calls,
+            "peak_rss_mb": rss,
+            "max_inflight": stats["max_inflight"],
+            "first_triplet_s": first or float("nan"),
+            "shared_prefix": shared,
+        }
 
 
 def main() -> None:

@@ -10,21 +10,15 @@ hammers its status with wrk. Target (PERFORMANCE.md): ≥ 300 req/s with p99 ≤
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-import httpx
-import psycopg
+from stack import bench_stack
 
 ROOT = Path(__file__).resolve().parents[1]
-PG_ADMIN = os.environ.get("CGD_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 GSM8K = ROOT.parent / "shared" / "data" / "gsm8k_train.jsonl"
 
 
@@ -37,37 +31,8 @@ def main() -> None:
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install wrk")
-    db = f"cgd_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{db}"')
-    url = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{db}"
-    env = {
-        **os.environ,
-        "CGD_DATABASE_URL": url,
-        "CGD_HOME": tempfile.mkdtemp(),
-        "CGD_LOG_LEVEL": "WARNING",
-    }
-    env.pop("CGD_BROKER_URL", None)
-    run = lambda *a: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "cgd.cli", *a], env=env, check=True, capture_output=True, text=True
-    )
-    run("migrate")
-    key = run("admin", "create-key", "--team", "bench").stdout.strip().splitlines()[-1]
-    api = subprocess.Popen(
-        [sys.executable, "-m", "cgd.cli", "api", "--port", str(args.port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        base = f"http://127.0.0.1:{args.port}"
-        for _ in range(100):
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+    with bench_stack(args.port) as stack:
+        client = stack.client(timeout=60)
         lines = GSM8K.read_text().splitlines()[: args.items]
         ds = client.post("/v1/datasets", files={"file": ("d.jsonl", "\n".join(lines).encode())})
         ds.raise_for_status()
@@ -82,20 +47,11 @@ def main() -> None:
         )
         job.raise_for_status()
         out = subprocess.run(
-            [
-                "wrk",
-                "-t2",
-                f"-c{args.connections}",
-                f"-d{args.seconds}s",
-                "--latency",
-                "-H",
-                f"Authorization: Bearer {key}",
-                f"{base}/v1/jobs/{job.json()['id']}",
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
+            ["wrk", "-t2", f"-c{args.connections}", f"-d{args.seconds}s", "--latency",
+             "-H", f"Authorization: Bearer {stack.key}",
+             f"{stack.base}/v1/jobs/{job.json()['id']}"],
+            check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
         rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
         p99 = re.search(r"99%\s+([\d.]+)(ms|s|us)", out)
         print(out)
@@ -105,11 +61,6 @@ def main() -> None:
                 f"{args.items} items, {args.connections} connections: "
                 f"{float(rps.group(1)):.0f} req/s, p99 {float(p99.group(1)) * scale:.1f} ms"
             )
-    finally:
-        api.terminate()
-        api.wait(10)
-        with psycopg.connect(PG_ADMIN, autocommit=True) as c:
-            c.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from cgd.auth import authenticate, team_from_cache
+from cgd.db.engine import session_scope
 from cgd.settings import Settings
 from services.worker.celery_app import send
 
@@ -26,16 +27,9 @@ def get_session(request: Request) -> Iterator[Session]:
     Task messages the handler queued in ``request.state.outbox`` are sent only after the
     commit, so a worker always finds the rows a message names.
     """
-    session: Session = request.app.state.sessionmaker()
     request.state.outbox = []
-    try:
+    with session_scope(request.app.state.sessionmaker) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
     send_outbox(request)
 
 
