@@ -1,0 +1,270 @@
+"""Verifier kinds, verdicts, the cheap checks (:func:`fast_check`) and :func:`check`."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+from cgd.answers import (
+    extract_choice,
+    extract_final_answer,
+    extract_marked_answer,
+    reference_answer,
+)
+from cgd.verify.evaluate import _COLLECTION_RE, _evaluated_decision
+from cgd.verify.normalize import (
+    _TEXT_WRAP_RE,
+    _has_percent,
+    _numbers_equal,
+    normalize_answer,
+    parse_number,
+)
+
+logger = logging.getLogger("cgd.verify")
+
+KINDS: tuple[str, ...] = ("math", "choice", "exact", "none")
+# Test-only kinds, honoured by a pool created with enable_test_kinds=True: `_sleep` sleeps
+# float(response) seconds (interruptible: exercises the soft timer), `_hang` blocks SIGALRM and
+# sleeps (exercises the parent's hard kill).
+TEST_KINDS: tuple[str, ...] = ("_sleep", "_hang")
+
+# Verdict.reason values. Failures/unknowns: no_reference, no_answer, timeout, worker_died, error,
+# unverified (kind "none"). Decisions name the path that made them.
+REASON_NO_REFERENCE = "no_reference"
+REASON_NO_ANSWER = "no_answer"
+REASON_TIMEOUT = "timeout"
+REASON_WORKER_DIED = "worker_died"
+REASON_ERROR = "error"
+REASON_UNVERIFIED = "unverified"
+REASON_STRING = "string_match"
+REASON_NUMERIC = "numeric"
+REASON_EVALUATED = "evaluated"  # decided by the expression evaluator (see constant_value)
+REASON_MATH_VERIFY = "math_verify"
+REASON_CHOICE = "choice"
+REASON_EXACT = "exact"
+
+
+class Verdict(NamedTuple):
+    """Outcome of one verification. ``correct`` is None when it could not be decided."""
+
+    correct: bool | None
+    extracted: str | None
+    reference: str | None
+    reason: str | None = None
+
+
+class _MathJob(NamedTuple):
+    """What the math-verify stage needs: the two final-answer strings (or a test kind's args)."""
+
+    kind: str
+    extracted: str
+    reference: str
+
+
+def _math_fast(extracted: str, gold: str) -> tuple[bool, str] | None:
+    """(correct, reason) when the cheap checks decide, None when math-verify must."""
+    norm_pred, norm_gold = normalize_answer(extracted), normalize_answer(gold)
+    if norm_pred == norm_gold and norm_pred:
+        return True, REASON_STRING
+    # Words in \\text{} are prose ("\\text{Evelyn}"): case does not matter there, as in
+    # math-verify; outside \\text{}, "X" and "x" are different variables.
+    if _TEXT_WRAP_RE.search(extracted + gold) and norm_pred.casefold() == norm_gold.casefold():
+        return True, REASON_STRING
+    # "15%" vs "0.15" is a question of convention math-verify knows better; skip numbers then.
+    if _has_percent(extracted) or _has_percent(gold):
+        return None
+    pred_num, gold_num = parse_number(norm_pred), parse_number(norm_gold)
+    if pred_num is not None and gold_num is not None:
+        return _numbers_equal(pred_num, gold_num), REASON_NUMERIC
+    if pred_num is not None or gold_num is not None:
+        other = norm_gold if pred_num is not None else norm_pred
+        if _COLLECTION_RE.search(other):  # a number is no tuple/interval/set/matrix/list
+            return False, REASON_NUMERIC
+    decided = _evaluated_decision(norm_pred, norm_gold)
+    return None if decided is None else (decided, REASON_EVALUATED)
+
+
+def _normalize_exact(s: str) -> str:
+    # "exact" is string equality up to surrounding whitespace, inner runs of whitespace and case.
+    return " ".join(s.split()).casefold()
+
+
+def _choice_reference(reference: str) -> str | None:
+    text = reference.strip()
+    if len(text) == 1 and text.upper() in "ABCDEFGHIJ":
+        return text.upper()
+    return extract_choice(text)
+
+
+def _prepare(kind: str, response: str | None, reference: Any) -> Verdict | _MathJob:
+    """Run everything but math-verify: a final Verdict, or the job math-verify must decide."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown verifier kind {kind!r}; expected one of {KINDS}")
+    response = response or ""
+    if kind == "none":
+        return Verdict(None, extract_final_answer(response), _as_text(reference), REASON_UNVERIFIED)
+    if kind == "choice":
+        return _check_choice(response, reference)
+    if kind == "exact":
+        return _check_exact(response, reference)
+    gold = reference_answer(reference)
+    extracted = extract_final_answer(response)
+    if gold is None:
+        return Verdict(None, extracted, None, REASON_NO_REFERENCE)
+    if extracted is None:
+        return Verdict(False, None, gold, REASON_NO_ANSWER)
+    decided = _math_fast(extracted, gold)
+    if decided is not None:
+        return Verdict(decided[0], extracted, gold, decided[1])
+    return _MathJob("math", extracted, gold)
+
+
+def _as_text(reference: Any) -> str | None:
+    if reference is None:
+        return None
+    text = str(reference).strip()
+    return text or None
+
+
+def _check_choice(response: str, reference: Any) -> Verdict:
+    ref_text = _as_text(reference)
+    gold = _choice_reference(ref_text) if ref_text else None
+    extracted = extract_choice(response)
+    if gold is None:
+        return Verdict(None, extracted, ref_text, REASON_NO_REFERENCE)
+    if extracted is None:
+        return Verdict(False, None, gold, REASON_NO_ANSWER)
+    return Verdict(extracted == gold, extracted, gold, REASON_CHOICE)
+
+
+def _check_exact(response: str, reference: Any) -> Verdict:
+    gold = _as_text(reference)
+    # A marked answer if there is one, else the whole response: "exact" tasks often answer bare.
+    extracted = extract_marked_answer(response) or (response.strip() or None)
+    if gold is None:
+        return Verdict(None, extracted, None, REASON_NO_REFERENCE)
+    if extracted is None:
+        return Verdict(False, None, gold, REASON_NO_ANSWER)
+    return Verdict(_normalize_exact(extracted) == _normalize_exact(gold), extracted, gold, "exact")
+
+
+def fast_check(kind: str, response_text: str | None, reference: Any) -> Verdict | None:
+    """The Verdict when the cheap, signal-free checks decide; None when math-verify must.
+
+    Safe in any thread. Raises ValueError for an unknown kind.
+    """
+    prepared = _prepare(kind, response_text, reference)
+    return prepared if isinstance(prepared, Verdict) else None
+
+
+# --------------------------------------------------------------------------------------------
+# math-verify stage (runs in a process's main thread only)
+# --------------------------------------------------------------------------------------------
+
+
+class _SoftTimeout(BaseException):
+    """Raised by our SIGALRM timer. A BaseException so that math-verify's and sympy's broad
+    ``except Exception`` handlers cannot swallow it (math-verify would turn it into False)."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Raise _SoftTimeout in this (main) thread after ``seconds`` of wall time.
+
+    A timer already armed by the host (pytest-timeout, a supervisor) is re-armed afterwards
+    with its remaining time, so borrowing SIGALRM does not cancel it.
+    """
+
+    def _on_alarm(signum: int, frame: Any) -> None:
+        raise _SoftTimeout()
+
+    started = time.monotonic()
+    outer_delay, outer_interval = signal.getitimer(signal.ITIMER_REAL)
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if outer_delay > 0:
+            remaining = outer_delay - (time.monotonic() - started)
+            signal.setitimer(signal.ITIMER_REAL, max(remaining, 0.001), outer_interval)
+
+
+def _load_math_verify() -> tuple[Any, Any]:
+    """Import math-verify with its own signal timeouts disabled (we time the whole item)."""
+    import math_verify
+    import math_verify.grader
+    import math_verify.parser
+
+    # We pass timeout=None on purpose; skip its once-per-process "timeout disabled" warning.
+    for module in (math_verify.grader, math_verify.parser):
+        if hasattr(module, "TIMEOUT_WARNING_SHOWN"):
+            module.TIMEOUT_WARNING_SHOWN = True
+    return math_verify.parse, math_verify.verify
+
+
+def _math_verify_equal(extracted: str, gold: str) -> bool:
+    parse, verify = _load_math_verify()
+    # Both strings are already final answers; boxing them makes math-verify's extractor take
+    # them whole instead of hunting for an expression inside.
+    gold_parsed = parse("\\boxed{" + gold + "}", parsing_timeout=None)
+    pred_parsed = parse("\\boxed{" + extracted + "}", parsing_timeout=None)
+    if not gold_parsed or not pred_parsed:
+        return False
+    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
+
+
+def _run_test_kind(job: _MathJob) -> bool:
+    if job.kind == "_hang":
+        # Block the soft timer's signal so only the parent's hard kill can end this.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    time.sleep(float(job.extracted))
+    return True
+
+
+def _run_job(
+    job: _MathJob, budget_s: float, enable_test_kinds: bool = False
+) -> tuple[bool | None, str]:
+    """(correct, reason) for a math-verify job, under a soft wall-clock budget."""
+    try:
+        with _time_limit(budget_s):
+            if job.kind in TEST_KINDS and enable_test_kinds:
+                return _run_test_kind(job), REASON_MATH_VERIFY
+            return _math_verify_equal(job.extracted, job.reference), REASON_MATH_VERIFY
+    except _SoftTimeout:
+        return None, REASON_TIMEOUT
+    except Exception:  # math-verify swallows its own errors; anything else is a bug to log
+        logger.exception("math-verify failed on %r vs %r", job.extracted, job.reference)
+        return None, REASON_ERROR
+
+
+def _require_main_thread() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError(
+            "math-verify needs a process's main thread (signal.alarm); use VerifierPool "
+            "from other threads"
+        )
+
+
+def check(
+    kind: str, response_text: str | None, reference: Any, *, timeout_s: float = 5.0
+) -> Verdict:
+    """Verify ``response_text`` against ``reference`` in this process.
+
+    Cheap checks run anywhere; when math-verify is needed this must be the main thread
+    (RuntimeError otherwise, use :class:`VerifierPool`). ``timeout_s`` is a soft, signal-based
+    limit: it cannot interrupt C code, which only a pool's hard timeout can.
+    """
+    prepared = _prepare(kind, response_text, reference)
+    if isinstance(prepared, Verdict):
+        return prepared
+    _require_main_thread()
+    correct, reason = _run_job(prepared, timeout_s)
+    return Verdict(correct, prepared.extracted, prepared.reference, reason)
