@@ -257,3 +257,14 @@ def start_worker(api_server: ApiServer, tmp_path: Path) -> Iterator:  # type: ig
     yield start
     for w in workers:
         w.kill()
+
+
+def shared_rows(name: str) -> list[dict]:  # type: ignore[type-arg]
+    """The rows of ``../shared/data/<name>`` (skips the test where the data is not there)."""
+    import json
+
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"{path} not available")
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

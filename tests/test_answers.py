@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
 from cgd.answers import (
@@ -15,16 +12,9 @@ from cgd.answers import (
     extract_marked_answer,
     reference_answer,
 )
+from tests.conftest import shared_rows
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def _rows(name: str) -> list[dict]:
-    path = DATA / name
-    if not path.exists():
-        pytest.skip(f"{path} not available")
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+_rows = shared_rows
 
 
 # -- extract_boxed ---------------------------------------------------------------------------

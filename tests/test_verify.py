@@ -4,7 +4,6 @@ threads and asyncio."""
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import re
 import signal
@@ -12,7 +11,6 @@ import threading
 import time
 from collections.abc import Iterator
 from fractions import Fraction
-from pathlib import Path
 
 import pytest
 
@@ -31,16 +29,9 @@ from cgd.verify import (
     normalize_answer,
     parse_number,
 )
+from tests.conftest import shared_rows
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def _rows(name: str) -> list[dict]:
-    path = DATA / name
-    if not path.exists():
-        pytest.skip(f"{path} not available")
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+_rows = shared_rows
 
 
 @pytest.fixture(scope="module")
