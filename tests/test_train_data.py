@@ -197,3 +197,24 @@ def test_loader_position_resumes_exactly(tok, tmp_path):
 
 def _take(it, n):
     return [next(it) for _ in range(n)]
+
+
+def test_token_store_matches_in_memory_samples(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The disk-backed store the trainer uses yields exactly the in-memory samples."""
+    from cgd.train.data import TokenStore, tokenize_to_store
+
+    model = tmp_path / "m"
+    make_tiny_model(model)
+    tok = load_tokenizer(model)
+    export = write_synthetic_export(tmp_path / "x.jsonl", 12)
+    ref, ref_stats = tokenize_export(export, tok, max_length=256)
+    store, stats = tokenize_to_store(export, tok, tmp_path / "tokens", max_length=256)
+    assert stats.as_dict() == ref_stats.as_dict()
+    assert len(store) == len(ref) and store.lengths == [len(s) for s in ref]
+    for a, b in zip(ref, store, strict=True):
+        assert a.input_ids.tolist() == b.input_ids.tolist()
+        assert (a.n_prompt, a.truncated) == (b.n_prompt, b.truncated)
+    assert [s.n_prompt for s in store[2:5]] == [s.n_prompt for s in ref[2:5]]
+    assert store[-1].input_ids.tolist() == ref[-1].input_ids.tolist()
+    reopened = TokenStore(tmp_path / "tokens")  # what a resumed run reads
+    assert reopened[3].input_ids.tolist() == ref[3].input_ids.tolist()

@@ -21,12 +21,13 @@ import bisect
 import itertools
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
+import numpy as np
 import torch
 
 from cgd.curation import formats
@@ -192,6 +193,78 @@ class SampleBuilder:
         return prompt_ids if len(prompt_ids) <= budget else None
 
 
+class TokenStore(Sequence[Sample]):
+    """Tokenized samples kept on disk and memory-mapped, so a large export is never held in RAM.
+
+    ``tokens.i32``: every sample's ids back to back; ``index.npy``: (n, 4) int64 rows of
+    (start, length, n_prompt, truncated). Only the samples of the current step are read.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.rows = np.load(directory / "index.npy")  # (n, 4) int64
+        size = (directory / "tokens.i32").stat().st_size
+        self.tokens = (
+            np.memmap(directory / "tokens.i32", dtype=np.int32, mode="r")
+            if size
+            else np.zeros(0, dtype=np.int32)
+        )
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+    @property
+    def lengths(self) -> list[int]:
+        return [int(n) for n in self.rows[:, 1]]
+
+    def _sample(self, i: int) -> Sample:
+        start, length, n_prompt, truncated = (int(v) for v in self.rows[i])
+        ids = torch.from_numpy(np.array(self.tokens[start : start + length]))  # (n,) int32 copy
+        return Sample(ids, n_prompt, bool(truncated))
+
+    @overload
+    def __getitem__(self, i: int) -> Sample: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Sample]: ...
+    def __getitem__(self, i: int | slice) -> Sample | list[Sample]:
+        if isinstance(i, slice):
+            return [self._sample(j) for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self._sample(i)
+
+
+def tokenize_to_store(
+    path: str | Path,
+    tokenizer: Any,
+    directory: Path,
+    *,
+    max_length: int,
+    mode: formats.Mode = "cgd",
+    layout: str = "auto",
+    limit: int | None = None,
+) -> tuple[TokenStore, DataStats]:
+    """Like :func:`tokenize_export`, streaming the samples into a :class:`TokenStore` on disk:
+    memory stays flat whatever the export's size."""
+    directory.mkdir(parents=True, exist_ok=True)
+    builder = SampleBuilder(tokenizer, max_length, mode, layout)
+    index: list[tuple[int, int, int, int]] = []
+    start = 0
+    with open(directory / "tokens.i32", "wb") as f:
+        for row in itertools.islice(read_jsonl(path), limit):
+            sample = builder.build(row)
+            if sample is None:
+                continue
+            ids = sample.input_ids.to(torch.int32).numpy()
+            f.write(ids.tobytes())
+            index.append((start, len(ids), sample.n_prompt, int(sample.truncated)))
+            start += len(ids)
+    np.save(directory / "index.npy", np.array(index, dtype=np.int64).reshape(-1, 4))
+    return TokenStore(directory), builder.stats
+
+
 def tokenize_export(
     path: str | Path,
     tokenizer: Any,
@@ -301,7 +374,7 @@ class StepLoader:
 
     def __init__(
         self,
-        samples: list[Sample],
+        samples: Sequence[Sample],
         *,
         rows_per_step: int,
         micro_batch_rows: int,
@@ -316,7 +389,9 @@ class StepLoader:
         assert samples, "no usable samples in the export"
         assert rows_per_step % (world_size * micro_batch_rows) == 0
         self.samples = samples
-        self.lengths = [len(s) for s in samples]
+        self.lengths = (
+            samples.lengths if isinstance(samples, TokenStore) else [len(s) for s in samples]
+        )
         self.rows_per_step = rows_per_step
         self.micro_batch_rows = micro_batch_rows
         self.max_length = max_length

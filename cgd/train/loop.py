@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from cgd.train import checkpoint
 from cgd.train.config import TrainConfig
-from cgd.train.data import Batch, StepLoader, read_jsonl, tokenize_export
+from cgd.train.data import Batch, StepLoader, read_jsonl, tokenize_to_store
 from cgd.train.evaluate import evaluate_model
 from cgd.train.model import (
     CausalLM,
@@ -157,9 +157,12 @@ class TrainRecipe:
         )
 
         self.tokenizer = load_tokenizer(cfg.model_path)
-        samples, stats = tokenize_export(
+        # Tokenized once into memory-mapped files (one set per rank): the export can be larger
+        # than RAM, and only the current step's samples are read.
+        samples, stats = tokenize_to_store(
             cfg.train_file,
             self.tokenizer,
+            self.output_dir / "tokens" / f"rank{rt.rank}",
             max_length=cfg.max_length,
             mode=cfg.mode,
             layout=cfg.layout,
