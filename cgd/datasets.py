@@ -6,7 +6,6 @@ row anywhere leaves no dataset behind.
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from array import array
 from collections.abc import Iterator
@@ -14,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from cgd import idempotency
 from cgd.db.bulk import DuplicateItemId, load_items
 from cgd.db.models import Dataset, DatasetItem
-from cgd.errors import Conflict, DatasetNotFound, IdempotencyKeyReused, InvalidDataset
+from cgd.errors import Conflict, DatasetNotFound, InvalidDataset
 from cgd.ingest import FieldMap, Limits, Row, detect_format, iter_rows
 
 
@@ -48,28 +47,16 @@ class DatasetParams:
 
 def request_hash(upload: Upload, params: DatasetParams) -> str:
     """What makes two uploads "the same request" for Idempotency-Key purposes."""
-    body = {"content": upload.sha256, "filename": upload.filename, **params.__dict__}
-    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
-
-
-def find_by_idempotency_key(session: Session, team_id: uuid.UUID, key: str) -> Dataset | None:
-    return session.scalar(
-        select(Dataset).where(Dataset.team_id == team_id, Dataset.idempotency_key == key)
+    return idempotency.request_hash(
+        {"content": upload.sha256, "filename": upload.filename, **params.__dict__}
     )
 
 
-def check_idempotent_replay(
+def find_replay(
     session: Session, team_id: uuid.UUID, key: str | None, req_hash: str
 ) -> Dataset | None:
     """The dataset an earlier identical request created, or None; a reused key is a 409."""
-    if key is None:
-        return None
-    existing = find_by_idempotency_key(session, team_id, key)
-    if existing is not None and existing.request_hash != req_hash:
-        raise IdempotencyKeyReused(
-            {"reason": "Idempotency-Key was already used with a different request body"}
-        )
-    return existing
+    return idempotency.find_replay(session, Dataset, team_id, key, req_hash)
 
 
 def create_dataset(

@@ -208,7 +208,7 @@ def record_event(session: Session, run: TrainingRun, event: EventIn) -> dict[str
         _apply_status(run, data, now)
     elif event.type == "step":
         run.metrics = {k: v for k, v in data.items() if isinstance(v, int | float | str)}
-        total = run.metrics.get("total_steps") or run.spec.get("_total_steps")
+        total = run.metrics.get("total_steps")  # every step event says how many there are
         if isinstance(total, int) and total > 0:
             run.progress = min(1.0, float(data.get("step", 0)) / total)
     elif event.type == "eval":
@@ -234,8 +234,6 @@ def _apply_status(run: TrainingRun, data: dict[str, Any], now: Any) -> None:
     if state == "running":
         run.status = "running"
         run.started_at = run.started_at or now
-        if isinstance(data.get("total_steps"), int):
-            run.spec = {**run.spec, "_total_steps": data["total_steps"]}
     elif state in ("finished", "completed"):
         _finish(run, "completed", None)
         run.progress = 1.0
@@ -256,7 +254,6 @@ def _add_event(session: Session, run: TrainingRun, kind: str, data: dict[str, An
 
 
 def public(run: TrainingRun) -> dict[str, Any]:
-    spec = {k: v for k, v in run.spec.items() if not k.startswith("_")}
     return {
         "id": str(run.id),
         "snapshot_id": str(run.snapshot_id),
@@ -267,7 +264,7 @@ def public(run: TrainingRun) -> dict[str, Any]:
         "artifacts": run.artifacts,
         "error": run.error,
         "cancel_requested": run.cancel_requested_at is not None,
-        "spec": spec,
+        "spec": run.spec,
         "created_at": run.created_at,
         "started_at": run.started_at,
         "finished_at": run.finished_at,

@@ -172,22 +172,24 @@ def make_key(sessionmaker_, team: str | None = None) -> str:  # type: ignore[no-
     return key
 
 
+def _team_client(api_server: ApiServer, sessionmaker_) -> httpx.Client:  # type: ignore[no-untyped-def]
+    key = make_key(sessionmaker_)
+    return httpx.Client(
+        base_url=api_server.url, headers={"Authorization": f"Bearer {key}"}, timeout=120
+    )
+
+
 @pytest.fixture
 def client(api_server: ApiServer, sessionmaker_) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def]
     """An HTTP client for a brand-new team on the live API server."""
-    key = make_key(sessionmaker_)
-    with httpx.Client(
-        base_url=api_server.url, headers={"Authorization": f"Bearer {key}"}, timeout=120
-    ) as c:
+    with _team_client(api_server, sessionmaker_) as c:
         yield c
 
 
 @pytest.fixture
 def other_client(api_server: ApiServer, sessionmaker_) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def]
-    key = make_key(sessionmaker_)
-    with httpx.Client(
-        base_url=api_server.url, headers={"Authorization": f"Bearer {key}"}, timeout=120
-    ) as c:
+    """A second team, for isolation tests."""
+    with _team_client(api_server, sessionmaker_) as c:
         yield c
 
 

@@ -6,15 +6,14 @@ these functions return (never before the commit: a worker must always find its r
 
 from __future__ import annotations
 
-import hashlib
 import math
 import uuid
 from typing import Any
 
-import orjson
 from sqlalchemy import Integer, String, Uuid, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
+from cgd import idempotency
 from cgd.datasets import get_dataset
 from cgd.db.models import (
     ITEM_STATES,
@@ -25,11 +24,10 @@ from cgd.db.models import (
     JobItem,
     utcnow,
 )
-from cgd.errors import Conflict, IdempotencyKeyReused, InvalidRequest, NotFound
+from cgd.errors import Conflict, InvalidRequest, NotFound
 from cgd.generation.spec import JobSpec
+from cgd.generation.store import ChunkRef
 from cgd.templates import get_template
-
-ChunkRef = tuple[str, int]  # (job id, chunk number): what a task message carries
 
 
 class JobNotFound(NotFound):
@@ -45,18 +43,11 @@ class JobNotRetryable(Conflict):
 
 
 def spec_hash(spec: JobSpec) -> str:
-    return hashlib.sha256(orjson.dumps(spec.stored(), option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return idempotency.request_hash(spec.stored())
 
 
 def find_replay(session: Session, team_id: uuid.UUID, key: str | None, req_hash: str) -> Job | None:
-    if key is None:
-        return None
-    job = session.scalar(select(Job).where(Job.team_id == team_id, Job.idempotency_key == key))
-    if job is not None and job.request_hash != req_hash:
-        raise IdempotencyKeyReused(
-            {"reason": "Idempotency-Key was already used with a different request body"}
-        )
-    return job
+    return idempotency.find_replay(session, Job, team_id, key, req_hash)
 
 
 def create_job(
@@ -170,7 +161,7 @@ def job_status(session: Session, job: Job) -> dict[str, Any]:
             errors[reason] = errors.get(reason, 0) + n
     total = job.total_items
     done = by_state["verified"] + by_state["failed"]
-    status = derive_status(job, by_state, total)
+    status = derive_status(job, by_state)
     end = job.finished_at or job.cancelled_at or utcnow()
     elapsed = (end - job.started_at).total_seconds() if job.started_at else 0.0
     rate = done / elapsed if elapsed > 0 else 0.0
@@ -201,7 +192,8 @@ def job_status(session: Session, job: Job) -> dict[str, Any]:
     }
 
 
-def derive_status(job: Job, by_state: dict[str, int], total: int) -> str:
+def derive_status(job: Job, by_state: dict[str, int]) -> str:
+    total = job.total_items
     done = by_state["verified"] + by_state["failed"]
     if job.cancelled_at is not None:
         return "cancelled"
@@ -215,17 +207,8 @@ def derive_status(job: Job, by_state: dict[str, int], total: int) -> str:
     return "queued"
 
 
-def _current_status(session: Session, job: Job) -> str:
-    by_state = {s: 0 for s in ITEM_STATES}
-    for state, n in session.execute(
-        select(JobItem.state, func.count()).where(JobItem.job_id == job.id).group_by(JobItem.state)
-    ):
-        by_state[state] = n
-    return derive_status(job, by_state, job.total_items)
-
-
 def cancel_job(session: Session, job: Job) -> None:
-    status = _current_status(session, job)
+    status = job_status(session, job)["status"]
     if status in ("completed", "failed", "cancelled"):
         raise JobNotCancellable({"job_id": str(job.id), "status": status})
     job.cancelled_at = utcnow()

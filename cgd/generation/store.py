@@ -27,7 +27,7 @@ from cgd.db.models import (
 )
 from cgd.generation.spec import JobSpec
 
-ChunkRef = tuple[str, int]
+ChunkRef = tuple[str, int]  # (job id, chunk number): what a task message carries
 
 
 @dataclass

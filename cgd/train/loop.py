@@ -277,6 +277,7 @@ class TrainRecipe:
             self.step += 1
             metrics["step"] = self.step
             metrics["epoch"] = self.loader.locate(self.step - 1)[0]
+            metrics["total_steps"] = self.total_steps
             self.history.append(metrics)
             if rt.is_main and (
                 self.step % cfg.log_interval_steps == 0 or self.step == self.total_steps

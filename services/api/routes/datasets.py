@@ -104,7 +104,7 @@ def _ingest(
     req_hash = svc.request_hash(upload, params)
     try:
         with session_scope(factory) as session:
-            replay = svc.check_idempotent_replay(session, team_id, idempotency_key, req_hash)
+            replay = svc.find_replay(session, team_id, idempotency_key, req_hash)
             if replay is not None:
                 return DatasetOut.model_validate(replay)
             dataset = svc.create_dataset(session, team_id, upload, params, limits, idempotency_key)
@@ -114,7 +114,7 @@ def _ingest(
         if idempotency_key is None:
             raise
         with session_scope(factory) as session:
-            replay = svc.check_idempotent_replay(session, team_id, idempotency_key, req_hash)
+            replay = svc.find_replay(session, team_id, idempotency_key, req_hash)
             if replay is None:
                 raise
             return DatasetOut.model_validate(replay)

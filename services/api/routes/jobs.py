@@ -43,20 +43,21 @@ def create_job(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> dict[str, Any]:
     check_spec(spec, settings.endpoint_allowlist)
-    replay = svc.find_replay(session, team_id, idempotency_key, svc.spec_hash(spec))
-    if replay is not None:
-        return {"id": str(replay.id), "status": svc.job_status(session, replay)["status"]}
-    try:
-        with session.begin_nested():
-            job, refs = svc.create_job(session, team_id, spec, idempotency_key)
-    except IntegrityError:
-        # A concurrent request with the same Idempotency-Key won the race.
-        replay = svc.find_replay(session, team_id, idempotency_key, svc.spec_hash(spec))
-        if replay is None:
-            raise
-        return {"id": str(replay.id), "status": svc.job_status(session, replay)["status"]}
-    request.state.outbox.extend(chunk_messages(refs))  # sent after the commit
-    return {"id": str(job.id), "status": "queued", "total_items": job.total_items}
+    req_hash = svc.spec_hash(spec)
+    replay = svc.find_replay(session, team_id, idempotency_key, req_hash)
+    if replay is None:
+        try:
+            with session.begin_nested():
+                job, refs = svc.create_job(session, team_id, spec, idempotency_key)
+            request.state.outbox.extend(chunk_messages(refs))  # sent after the commit
+            return {"id": str(job.id), "status": "queued", "total_items": job.total_items}
+        except IntegrityError:
+            # A concurrent request with the same Idempotency-Key won the race.
+            replay = svc.find_replay(session, team_id, idempotency_key, req_hash)
+            if replay is None:
+                raise
+    status = svc.job_status(session, replay)["status"]
+    return {"id": str(replay.id), "status": status, "total_items": replay.total_items}
 
 
 @router.get("", response_model=Page[dict[str, Any]], responses=error_responses(Unauthorized))
