@@ -15,10 +15,16 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from cgd.curation.card import build_card, render_markdown
-from cgd.curation.export import NATIVE_FIELDS
+from cgd.curation.export import (
+    NATIVE_FIELDS,
+    ExportStats,
+    iter_export_rows,
+    iter_jsonl_bytes,
+    iter_parquet_bytes,
+)
 from cgd.curation.filters import CurationSpec
 from cgd.curation.snapshot import curate
 from cgd.db.bulk import is_postgres
@@ -319,6 +325,29 @@ def card(snap: Snapshot) -> tuple[dict[str, Any], str]:
 
 
 _EXPORT_COLUMNS = (*_ROW_FIELDS, "split")
+
+
+def stream_export(
+    factory: sessionmaker[Session],
+    snapshot_id: uuid.UUID,
+    *,
+    format: str = "jsonl",
+    layout: str = "native",
+    mode: str = "cgd",
+    split: str = "all",
+    compression: str = "snappy",
+) -> Iterator[bytes]:
+    """The export file's bytes, produced as they are sent. It opens its own session because an
+    HTTP stream outlives the request's unit of work; a snapshot deleted meanwhile ends it."""
+    with factory() as session:
+        snap = session.get(Snapshot, snapshot_id)
+        if snap is None:
+            return
+        rows = iter_export_rows(iter_rows(session, snap), layout, mode, split, ExportStats())
+        if format == "parquet":
+            yield from iter_parquet_bytes(rows, layout, compression=compression)
+        else:
+            yield from iter_jsonl_bytes(rows)
 
 
 def iter_rows(session: Session, snap: Snapshot) -> Iterator[dict[str, Any]]:

@@ -136,12 +136,15 @@ def get_job(session: Session, team_id: uuid.UUID, job_id: uuid.UUID) -> Job:
 
 def job_status(session: Session, job: Job) -> dict[str, Any]:
     """Counts, progress, rate and ETA, all derived from item rows (correct after any crash)."""
-    by_state = {s: 0 for s in ITEM_STATES}
-    errors: dict[str, int] = {}
-    prompt_tokens = completion_tokens = truncated = 0
-    # One scan of the job's items gives every count (status is polled a lot).
-    for state, kind, trunc, n, pt, ct in session.execute(
+    return job_statuses(session, [job])[0]
+
+
+def job_statuses(session: Session, jobs: list[Job]) -> list[dict[str, Any]]:
+    """The status of each job from one scan of their items (status is polled and listed a lot)."""
+    groups: dict[uuid.UUID, list[Any]] = {j.id: [] for j in jobs}
+    for row in session.execute(
         select(
+            JobItem.job_id,
             JobItem.state,
             JobItem.error_kind,
             JobItem.truncated,
@@ -149,9 +152,18 @@ def job_status(session: Session, job: Job) -> dict[str, Any]:
             func.coalesce(func.sum(JobItem.prompt_tokens), 0),
             func.coalesce(func.sum(JobItem.completion_tokens), 0),
         )
-        .where(JobItem.job_id == job.id)
-        .group_by(JobItem.state, JobItem.error_kind, JobItem.truncated)
+        .where(JobItem.job_id.in_(list(groups)))
+        .group_by(JobItem.job_id, JobItem.state, JobItem.error_kind, JobItem.truncated)
     ):
+        groups[row[0]].append(row[1:])
+    return [_status(job, groups[job.id]) for job in jobs]
+
+
+def _status(job: Job, groups: list[Any]) -> dict[str, Any]:
+    by_state = {s: 0 for s in ITEM_STATES}
+    errors: dict[str, int] = {}
+    prompt_tokens = completion_tokens = truncated = 0
+    for state, kind, trunc, n, pt, ct in groups:
         by_state[state] += n
         prompt_tokens += pt
         completion_tokens += ct

@@ -68,7 +68,9 @@ def list_jobs(
     cursor: str | None = None,
 ) -> Page[dict[str, Any]]:
     rows = team_newest_first(session, Job, team_id, limit + 1, decode_created_cursor(cursor))
-    return created_page(rows, limit, lambda j: svc.job_status(session, j))
+    # One aggregate for the whole page, not one per job.
+    statuses = {s["id"]: s for s in svc.job_statuses(session, rows[:limit])}
+    return created_page(rows, limit, lambda j: statuses[str(j.id)])
 
 
 @router.get("/{job_id}", responses=error_responses(Unauthorized, svc.JobNotFound))

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from cgd import snapshots as svc
-from cgd.curation.export import ExportStats, iter_export_rows, iter_jsonl_bytes, iter_parquet_bytes
 from cgd.curation.filters import CurationSpec
 from cgd.db.models import Snapshot, utcnow
 from cgd.db.queries import team_newest_first
@@ -139,25 +137,19 @@ def export_snapshot(
     snap = svc.get_snapshot(session, team_id, snapshot_id)
     if snap.status != "ready":
         raise svc.SnapshotNotReady({"snapshot_id": str(snap.id), "status": snap.status})
-    factory = request.app.state.sessionmaker
-    snap_id = snap.id
-
-    def body() -> Iterator[bytes]:
-        # Its own session: the stream outlives the request's unit of work.
-        with factory() as s:
-            current = s.get(type(snap), snap_id)
-            if current is None:  # deleted meanwhile
-                return
-            rows = iter_export_rows(svc.iter_rows(s, current), layout, mode, split, ExportStats())
-            if format == "parquet":
-                yield from iter_parquet_bytes(rows, layout, compression=compression)
-            else:
-                yield from iter_jsonl_bytes(rows)
-
     name = f"{(snap.name or 'snapshot').replace('/', '_')}-{layout}-{mode}-{split}.{format}"
     media = "application/vnd.apache.parquet" if format == "parquet" else "application/x-ndjson"
+    body = svc.stream_export(
+        request.app.state.sessionmaker,
+        snap.id,
+        format=format,
+        layout=layout,
+        mode=mode,
+        split=split,
+        compression=compression,
+    )
     return StreamingResponse(
-        body(),
+        body,
         media_type=media,
         headers={
             "Content-Disposition": f'attachment; filename="{name}"',

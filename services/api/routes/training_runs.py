@@ -4,7 +4,6 @@ and the snapshot export, both authorised by the run's own token."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -13,8 +12,7 @@ from fastapi.responses import StreamingResponse
 
 from cgd import snapshots
 from cgd import training_runs as svc
-from cgd.curation.export import ExportStats, iter_export_rows, iter_jsonl_bytes
-from cgd.db.models import Snapshot, TrainingRun
+from cgd.db.models import TrainingRun
 from cgd.db.queries import team_newest_first
 from cgd.errors import InvalidRequest, NotFound, Unauthorized
 from services.api.deps import SessionDep, TeamDep
@@ -125,20 +123,8 @@ def run_data(
 ) -> StreamingResponse:
     """The run's snapshot in the native layout (JSONL), for the trainer to download."""
     run = svc.run_for_token(session, run_id, authorization)
-    snap_id = run.snapshot_id
-    factory = request.app.state.sessionmaker
-
-    def body() -> Iterator[bytes]:
-        with factory() as s:
-            snap = s.get(Snapshot, snap_id)
-            if snap is None:
-                return
-            rows = iter_export_rows(
-                snapshots.iter_rows(s, snap), "native", "cgd", split, ExportStats()
-            )
-            yield from iter_jsonl_bytes(rows)
-
-    return StreamingResponse(body(), media_type="application/x-ndjson")
+    body = snapshots.stream_export(request.app.state.sessionmaker, run.snapshot_id, split=split)
+    return StreamingResponse(body, media_type="application/x-ndjson")
 
 
 @router.get("/{run_id}/eval-sets/{dataset_id}", responses=error_responses(Unauthorized, NotFound))
