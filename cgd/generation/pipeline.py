@@ -214,17 +214,14 @@ class ChunkRun:
         # 2. critique
         if "critique" in item.done:
             critique = item.done["critique"].text
+            verdict = parse_verdict(critique)
         else:
             messages = self.template.critique(q, initial)
             res = await self.call(item, "critique", self.spec.teacher, messages)
             critique = res.text
+            verdict = parse_verdict(critique)
             item.state = "critiqued"
-            self.writer.add(
-                item,
-                self.generation_row(item, "critique", res),
-                verdict=parse_verdict(critique),
-            )
-        verdict = parse_verdict(critique)
+            self.writer.add(item, self.generation_row(item, "critique", res), verdict=verdict)
         # 3. refine: a continuation of the critique conversation (shared prefix)
         if "refine" in item.done:
             refined = item.done["refine"].text
