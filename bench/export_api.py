@@ -3,7 +3,7 @@
 Loads a snapshot of synthetic triplets (realistic lengths) straight into a throwaway Postgres
 database, starts `cgd api` on it, and downloads `GET /v1/snapshots/{id}/export` in each format.
 Reports rows/s (request start → last byte) and the API process's peak-RSS growth.
-Target (PERFORMANCE.md): ≥ 50,000 rows/s, constant memory.
+Target (docs/performance.md): ≥ 50,000 rows/s, constant memory.
 
     .venv/bin/python bench/export_api.py [--rows 200000] [--runs 3]
 """

@@ -1,7 +1,7 @@
 """Ingestion benchmark: a 1,000,000-row JSONL (~300 MB) uploaded over HTTP to a real `cgd api`.
 
 Reports end-to-end rows/s (request start → 201, i.e. committed in Postgres) and the API process's
-peak-RSS growth during the upload. Targets (PERFORMANCE.md): ≥ 50,000 rows/s, ≤ 150 MB growth.
+peak-RSS growth during the upload. Targets (docs/performance.md): ≥ 50,000 rows/s, ≤ 150 MB growth.
 
     .venv/bin/python bench/ingest.py [--rows 1000000] [--runs 3]
 

@@ -29,7 +29,7 @@ from cgd.llm_client import EndpointConfig, LLMClient  # noqa: E402
 from cgd.simulator import SimulatorProcess  # noqa: E402
 from cgd.templates import get_template  # noqa: E402
 
-GSM8K = ROOT.parent / "shared" / "data" / "gsm8k_train.jsonl"
+GSM8K = ROOT / "tests" / "data" / "gsm8k_train.jsonl"
 
 
 def questions(n: int) -> list[str]:

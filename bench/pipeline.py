@@ -33,7 +33,7 @@ from stack import bench_stack, peak_rss_kb  # noqa: E402
 
 from cgd.simulator import SimulatorProcess  # noqa: E402
 
-GSM8K = ROOT.parent / "shared" / "data" / "gsm8k_train.jsonl"
+GSM8K = ROOT / "tests" / "data" / "gsm8k_train.jsonl"
 CLK = os.sysconf("SC_CLK_TCK")
 
 

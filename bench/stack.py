@@ -34,7 +34,7 @@ class Stack:
 
     def cgd(self, *args: str) -> str:
         return subprocess.run(
-            [sys.executable, "-m", "cgd.cli", *args],
+            [sys.executable, "-m", "services.cli", *args],
             env=self.env,
             check=True,
             capture_output=True,
@@ -44,7 +44,7 @@ class Stack:
     def start(self, *args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
         out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - lives with proc
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cgd.cli", *args], env=self.env, stdout=out, stderr=out
+            [sys.executable, "-m", "services.cli", *args], env=self.env, stdout=out, stderr=out
         )
         self.procs.append(proc)
         return proc

@@ -2,7 +2,7 @@
 
 Creates a throwaway database, starts `cgd api` (uvicorn, one process), submits a job of
 `--items` GSM8K prompts (no worker: the status query reads the same item rows either way) and
-hammers its status with wrk. Target (PERFORMANCE.md): ≥ 300 req/s with p99 ≤ 100 ms.
+hammers its status with wrk. Target (docs/performance.md): ≥ 300 req/s with p99 ≤ 100 ms.
 
     .venv/bin/python bench/status_poll.py [--items 5000] [--connections 32] [--seconds 15]
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 from stack import bench_stack
 
 ROOT = Path(__file__).resolve().parents[1]
-GSM8K = ROOT.parent / "shared" / "data" / "gsm8k_train.jsonl"
+GSM8K = ROOT / "tests" / "data" / "gsm8k_train.jsonl"
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from cgd.answers import reference_answer  # noqa: E402
 from cgd.verify import VerifierPool, fast_check, normalize_answer  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "math500.jsonl"
+DATA = ROOT / "cgd" / "data" / "math500.jsonl"
 TARGET_PER_CORE = 150.0
 Item = tuple[str, str, str]
 

@@ -3,7 +3,7 @@
 Pure string functions (regexes and a brace scanner, no sympy) so they are cheap enough to run
 inline anywhere, including an asyncio loop or a thread of a Celery worker.
 
-Conventions (see docs/METHOD.md, Evaluation): the answer is the last ``\\boxed{}``; fallbacks are
+Conventions (see docs/method.md, Evaluation): the answer is the last ``\\boxed{}``; fallbacks are
 "the answer is X", "final answer: X", GSM8K's ``#### X`` and finally the last number.
 """
 

@@ -2,6 +2,7 @@
 
 Every error carries the HTTP status it maps to and a JSON-able ``detail``; the API renders them as
 ``{"error": <class name>, "detail": ...}``. Domain code raises these; only the API knows HTTP.
+The generic kinds live here; each resource package adds its own (``cgd.jobs.errors``, …).
 """
 
 from __future__ import annotations
@@ -10,15 +11,27 @@ from typing import Any
 
 
 class CgdError(Exception):
+    """``detail`` always has one shape: an object with ``reason`` (a sentence), and ``field``,
+    ``line`` or the ids involved where they apply. A string becomes ``{"reason": …}``; an object
+    without a reason gets the error's own description as its reason."""
+
     status_code: int = 400
 
     def __init__(self, detail: Any = None) -> None:
-        self.detail = detail if detail is not None else self.default_detail()
+        self.detail = self._shape(detail)
         super().__init__(str(self.detail))
 
     @classmethod
-    def default_detail(cls) -> Any:
+    def default_detail(cls) -> str:
         return (cls.__doc__ or cls.__name__).strip().splitlines()[0]
+
+    @classmethod
+    def _shape(cls, detail: Any) -> dict[str, Any]:
+        if detail is None:
+            return {"reason": cls.default_detail()}
+        if isinstance(detail, dict):
+            return detail if "reason" in detail else {"reason": cls.default_detail(), **detail}
+        return {"reason": str(detail)}
 
     @property
     def kind(self) -> str:
@@ -37,26 +50,10 @@ class NotFound(CgdError):
     status_code = 404
 
 
-class DatasetNotFound(NotFound):
-    """Dataset not found."""
-
-
 class InvalidRequest(CgdError):
     """The request is malformed."""
 
     status_code = 422
-
-
-class InvalidDataset(CgdError):
-    """The uploaded file is not a valid dataset; ``detail`` names the line and the reason."""
-
-    status_code = 422
-
-    def __init__(self, reason: str, line: int | None = None, field: str | None = None) -> None:
-        detail: dict[str, Any] = {"line": line, "reason": reason}
-        if field is not None:
-            detail["field"] = field
-        super().__init__(detail)
 
 
 class PayloadTooLarge(CgdError):

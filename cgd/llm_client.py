@@ -1,7 +1,7 @@
 """Async client for OpenAI-compatible chat servers (vLLM, SGLang, hosted APIs).
 
 Built on aiohttp rather than httpx/openai: at 100+ requests in flight httpx spends most of its time
-in its own pool bookkeeping (docs/PERFORMANCE.md, encode/httpx#3215), while one aiohttp session
+in its own pool bookkeeping (docs/performance.md, encode/httpx#3215), while one aiohttp session
 keeps up with a 512 calls/s server using a fraction of a core.
 
 What the generation worker relies on:

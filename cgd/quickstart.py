@@ -44,7 +44,7 @@ class Stack:
 
     def cgd(self, *args: str) -> str:
         out = subprocess.run(
-            [sys.executable, "-m", "cgd.cli", *args],
+            [sys.executable, "-m", "services.cli", *args],
             env=self.env,
             check=True,
             capture_output=True,
@@ -121,9 +121,9 @@ def run(root: Path, items: int, train_steps: int, keep: bool = False) -> dict[st
             "simulator", "cgd.simulator", "--port", str(sim_port), "--slots", "32",
             "--latency", "0.05", "--dataset", str(sample),
         )  # fmt: skip
-        stack.start("api", "cgd.cli", "api", "--port", str(api_port))
-        stack.start("worker", "cgd.cli", "worker")
-        stack.start("trainer", "cgd.cli", "trainer")
+        stack.start("api", "services.cli", "api", "--port", str(api_port))
+        stack.start("worker", "services.cli", "worker")
+        stack.start("trainer", "services.cli", "trainer")
         stack.wait_log("simulator", "listening on")
         stack.wait_log("api", "Application startup complete")
         stack.wait_log("worker", "ready.")

@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     trainer_lost_after_s: float = Field(
         900.0, description="A running run with no trainer event for this long is failed"
     )
+    key_cache_ttl_s: float = Field(
+        10.0,
+        description="How long the API trusts a checked API key without asking the database "
+        "(a revoked key stops working within this time)",
+    )
     endpoint_allowlist: str = Field(
         "*", description="Comma-separated URL prefixes allowed as endpoints; * allows all (dev)"
     )

@@ -37,7 +37,7 @@ REFINE_USER = (
     "Put the final answer in \\boxed{}."
 )
 
-# What the trained student sees (METHOD.md "Training format"); used by exports and training.
+# What the trained student sees (docs/method.md "Training format"); used by exports and training.
 CGD_TRAIN_INSTRUCTION = (
     "Below are a question, a student's initial answer and a teacher's critique of it. Using the "
     "initial answer and the critique, write an improved, complete answer to the question."

@@ -30,7 +30,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+TEST_DATA = ROOT / "tests" / "data"
+BUNDLED_DATA = ROOT / "cgd" / "data"
 PG_ADMIN_URL = os.environ.get("CGD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("CGD_TEST_REDIS", "redis://127.0.0.1:6379")
 
@@ -146,7 +147,7 @@ def api_server(
     }
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cgd.cli", "api", "--port", str(port)],
+            [sys.executable, "-m", "services.cli", "api", "--port", str(port)],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -193,11 +194,12 @@ def other_client(api_server: ApiServer, sessionmaker_) -> Iterator[httpx.Client]
         yield c
 
 
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED_DATA.exists():
-        pytest.skip(f"shared datasets not found at {SHARED_DATA}")
-    return SHARED_DATA
+def data_file(name: str) -> Path:
+    """A dataset shipped with the repo: ``tests/data/<name>``, else ``cgd/data/<name>``."""
+    for folder in (TEST_DATA, BUNDLED_DATA):
+        if (folder / name).exists():
+            return folder / name
+    raise FileNotFoundError(f"{name} is in neither {TEST_DATA} nor {BUNDLED_DATA}")
 
 
 class WorkerProcess:
@@ -208,7 +210,7 @@ class WorkerProcess:
         self.log = log
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cgd.cli", command],
+                [sys.executable, "-m", "services.cli", command],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -261,12 +263,9 @@ def start_worker(api_server: ApiServer, tmp_path: Path) -> Iterator:  # type: ig
         w.kill()
 
 
-def shared_rows(name: str) -> list[dict]:  # type: ignore[type-arg]
-    """The rows of ``../shared/data/<name>`` (skips the test where the data is not there)."""
+def data_rows(name: str) -> list[dict]:  # type: ignore[type-arg]
+    """The rows of a dataset shipped with the repo (see :func:`data_file`)."""
     import json
 
-    path = SHARED_DATA / name
-    if not path.exists():
-        pytest.skip(f"{path} not available")
-    with path.open(encoding="utf-8") as f:
+    with data_file(name).open(encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]

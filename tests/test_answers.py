@@ -12,9 +12,9 @@ from cgd.answers import (
     extract_marked_answer,
     reference_answer,
 )
-from tests.conftest import shared_rows
+from tests.conftest import data_rows
 
-_rows = shared_rows
+_rows = data_rows
 
 
 # -- extract_boxed ---------------------------------------------------------------------------

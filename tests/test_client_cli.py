@@ -21,15 +21,15 @@ from sqlalchemy import update
 
 from cgd.client import CgdApiError, CgdClient, CgdConnectionError, format_detail
 from cgd.simulator import SimulatorProcess
-from tests.conftest import ROOT, free_port, make_key
+from tests.conftest import ROOT, data_file, free_port, make_key
 
 N = 20
 
 
 @pytest.fixture(scope="module")
-def gsm8k_20(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def gsm8k_20(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("data") / "gsm8k_20.jsonl"
-    with open(shared_data / "gsm8k_train.jsonl") as src:
+    with open(data_file("gsm8k_train.jsonl")) as src:
         lines = [next(src) for _ in range(N)]
     path.write_text("".join(lines))
     return path
@@ -53,7 +53,7 @@ def give_run_token(sessionmaker_, run_id: str) -> str:  # type: ignore[no-untype
     """Stands in for the trainer: sets a known run token (the real one only travels in the
     Celery message), so the test can post the events a trainer would."""
     from cgd.db.models import TrainingRun
-    from cgd.training_runs import _hash
+    from cgd.runs.ops import _hash
 
     token = f"test-{uuid.uuid4()}"
     with sessionmaker_.begin() as s:
@@ -277,7 +277,7 @@ def test_client_jobs_snapshots_runs(  # type: ignore[no-untyped-def]
 
 def cgd(env: dict[str, str], *args: Any, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cgd.cli", *map(str, args)],
+        [sys.executable, "-m", "services.cli", *map(str, args)],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -349,7 +349,7 @@ def test_cli_end_to_end(  # type: ignore[no-untyped-def]
     run = last_line(p)
     token = give_run_token(sessionmaker_, run)
     watch = subprocess.Popen(
-        [sys.executable, "-m", "cgd.cli", "runs", "watch", run, "--interval", "0.2"],
+        [sys.executable, "-m", "services.cli", "runs", "watch", run, "--interval", "0.2"],
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     feeder = threading.Thread(
@@ -402,7 +402,7 @@ def test_every_command_has_help() -> None:
     from typer.main import get_command
     from typer.testing import CliRunner
 
-    from cgd.cli import app
+    from services.cli import app
 
     root = get_command(app)
     runner = CliRunner()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -11,14 +10,13 @@ from cgd.curation.decontam import NgramIndex, build_index
 from cgd.curation.eval_sets import EVAL_SETS, load_eval_set
 from cgd.curation.snapshot import curate
 from cgd.curation.synthetic import make_triplet
+from tests.conftest import data_file
 
-GSM8K = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "gsm8k_train.jsonl"
+GSM8K = data_file("gsm8k_train.jsonl")
 
 
 @pytest.fixture(scope="module")
 def gsm8k() -> list[str]:
-    if not GSM8K.exists():
-        pytest.skip("shared GSM8K data not available")
     with GSM8K.open() as f:
         return [json.loads(line)["question"] for _, line in zip(range(1000), f, strict=False)]
 

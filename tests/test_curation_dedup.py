@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
@@ -12,14 +11,13 @@ from cgd.curation.dedup import exact_duplicates, near_duplicates
 from cgd.curation.snapshot import curate
 from cgd.curation.synthetic import make_triplet
 from cgd.curation.text import normalise_prompt
+from tests.conftest import data_file
 
-GSM8K = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "gsm8k_train.jsonl"
+GSM8K = data_file("gsm8k_train.jsonl")
 
 
 @pytest.fixture(scope="module")
 def questions() -> list[str]:
-    if not GSM8K.exists():
-        pytest.skip("shared GSM8K data not available")
     with GSM8K.open() as f:
         return [json.loads(line)["question"] for _, line in zip(range(300), f, strict=False)]
 

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import func, select
 
 from cgd.db.models import Dataset, DatasetItem
+from tests.conftest import data_file
 
 pytestmark = pytest.mark.integration
 
@@ -71,8 +72,8 @@ def team_has_nothing(client: httpx.Client, sessionmaker_) -> None:  # type: igno
 
 
 @pytest.mark.slow
-def test_gsm8k_round_trips_exactly(client: httpx.Client, shared_data: Path) -> None:
-    raw = (shared_data / "gsm8k_train.jsonl").read_bytes()
+def test_gsm8k_round_trips_exactly(client: httpx.Client) -> None:
+    raw = (data_file("gsm8k_train.jsonl")).read_bytes()
     r = upload(client, "gsm8k_train.jsonl", raw)
     assert r.status_code == 201, r.text
     ds = r.json()
@@ -91,8 +92,8 @@ def test_gsm8k_round_trips_exactly(client: httpx.Client, shared_data: Path) -> N
         assert item["extra"] is None
 
 
-def test_math500_round_trips_exactly(client: httpx.Client, shared_data: Path) -> None:
-    raw = (shared_data / "math500.jsonl").read_bytes()
+def test_math500_round_trips_exactly(client: httpx.Client) -> None:
+    raw = (data_file("math500.jsonl")).read_bytes()
     r = upload(client, "math500.jsonl", raw, name="math500")
     assert r.status_code == 201, r.text
     ds = r.json()

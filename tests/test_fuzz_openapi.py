@@ -1,6 +1,6 @@
 """Fuzz the live API from its own OpenAPI document (schemathesis): no input may cause a 5xx.
 
-RELIABILITY.md scenario 14. The caller's team has a dataset, so item/job endpoints see real ids
+docs/reliability.md scenario 14. The caller's team has a dataset, so item/job endpoints see real ids
 as well as random ones."""
 
 from __future__ import annotations

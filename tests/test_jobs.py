@@ -1,5 +1,5 @@
 """Generation jobs end to end: real API process, real Celery worker process, real Redis and
-Postgres, and the simulated OpenAI-compatible server over HTTP (RELIABILITY.md ★ scenarios)."""
+Postgres, and the simulated OpenAI-compatible server over HTTP (docs/reliability.md ★ scenarios)."""
 
 from __future__ import annotations
 
@@ -16,14 +16,15 @@ from sqlalchemy import func, select
 
 from cgd.db.models import Generation, JobItem
 from cgd.simulator import SimulatorProcess
+from tests.conftest import data_file
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def gsm8k_slice(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def gsm8k_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("data") / "gsm8k_1000.jsonl"
-    with open(shared_data / "gsm8k_train.jsonl") as src, open(path, "w") as out:
+    with open(data_file("gsm8k_train.jsonl")) as src, open(path, "w") as out:
         for i, line in enumerate(src):
             if i == 1000:
                 break
@@ -246,7 +247,7 @@ def test_sigkill_worker_mid_job(
     teacher_calls = sum(
         stats["by_stage_model"].get(st, {}).get("teacher", 0) for st in ("critique", "refine")
     )
-    # RELIABILITY.md: teacher calls ≤ N×3 + the in-flight window (64 here).
+    # docs/reliability.md: teacher calls ≤ N×3 + the in-flight window (64 here).
     assert 2 * n <= teacher_calls <= 3 * n + 64, stats["by_stage_model"]
     # Stricter, over all calls: what is repeated is at most what was in flight at the kill
     # (64) plus results received but not yet committed by the writer's group commit (bounded by

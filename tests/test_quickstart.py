@@ -19,7 +19,7 @@ def test_quickstart_runs_end_to_end(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "cgd.cli",
+            "services.cli",
             "quickstart",
             "--dir",
             str(tmp_path / "qs"),

@@ -24,10 +24,11 @@ from cgd.simulator import (
     wrong_answer,
 )
 from cgd.templates import get_template, parse_verdict
+from tests.conftest import data_file
 
 pytestmark = pytest.mark.timeout(60)
 
-GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k_train.jsonl"
+GSM8K = data_file("gsm8k_train.jsonl")
 TEMPLATE = get_template("cgd")
 
 

@@ -6,14 +6,13 @@ import json
 import secrets
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from cgd.simulator import SimulatorProcess
-from tests.conftest import WorkerProcess, make_key
+from tests.conftest import WorkerProcess, data_file, make_key
 
 pytestmark = pytest.mark.integration
 
@@ -21,13 +20,11 @@ N_GSM8K = 60
 
 
 @pytest.fixture(scope="module")
-def finished_job(
-    api_server, sessionmaker_, shared_data: Path, tmp_path_factory
-) -> Iterator[dict[str, Any]]:  # type: ignore[no-untyped-def]
+def finished_job(api_server, sessionmaker_, tmp_path_factory) -> Iterator[dict[str, Any]]:  # type: ignore[no-untyped-def]
     """One job over GSM8K questions plus planted MATH-500 problems, exact and near duplicates."""
     tmp = tmp_path_factory.mktemp("snap")
-    gsm = [json.loads(x) for x in (shared_data / "gsm8k_train.jsonl").read_text().splitlines()]
-    m500 = [json.loads(x) for x in (shared_data / "math500.jsonl").read_text().splitlines()]
+    gsm = [json.loads(x) for x in (data_file("gsm8k_train.jsonl")).read_text().splitlines()]
+    m500 = [json.loads(x) for x in (data_file("math500.jsonl")).read_text().splitlines()]
     rows = [{"question": r["question"], "answer": r["answer"]} for r in gsm[:N_GSM8K]]
     planted_math = [{"question": r["problem"], "answer": r["answer"]} for r in m500[:4]]
     exact_dups = [
@@ -333,10 +330,10 @@ def test_sweeper_requeues_lost_builds_and_fails_dead_ones(sessionmaker_) -> None
     """A build whose message never arrived is sent again; one whose worker vanished fails."""
     from datetime import timedelta
 
-    from cgd import snapshots
     from cgd.auth import create_key
     from cgd.db.engine import session_scope
     from cgd.db.models import Snapshot, utcnow
+    from cgd.snapshots import ops as snapshots
 
     with session_scope(sessionmaker_) as s:
         team, _ = create_key(s, f"team-{secrets.token_hex(6)}")

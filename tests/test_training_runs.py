@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from cgd.simulator import SimulatorProcess
+from tests.conftest import data_file
 
 pytestmark = pytest.mark.integration
 
@@ -29,9 +30,9 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def snapshot_id(client, start_worker, shared_data: Path, tmp_path: Path) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def snapshot_id(client, start_worker, tmp_path: Path) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """A ready snapshot: 8 GSM8K items, the dataset's own drafts as initial answers."""
-    rows = [json.loads(x) for x in (shared_data / "gsm8k_train.jsonl").read_text().splitlines()[:8]]
+    rows = [json.loads(x) for x in (data_file("gsm8k_train.jsonl")).read_text().splitlines()[:8]]
     for r in rows:
         r["draft"] = "I think the answer is \\boxed{1}."
     data = tmp_path / "d.jsonl"
@@ -159,7 +160,9 @@ def test_a_killed_trainer_leaves_the_run_failed(
     run_id = client.post("/v1/training-runs", json=body).json()["id"]
     wait_run(client, run_id, until=lambda r: r["metrics"].get("step", 0) >= 1)
     trainer.kill()
-    run = wait_run(client, run_id, timeout_s=30)  # CGD_TRAINER_LOST_AFTER_S=6 in tests
+    # The generation worker the snapshot fixture started runs the sweeper, which fails the run
+    # once its trainer is silent for CGD_TRAINER_LOST_AFTER_S (6 s in tests).
+    run = wait_run(client, run_id, timeout_s=30)
     assert run["status"] == "failed" and "trainer lost" in run["error"]
 
 

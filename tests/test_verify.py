@@ -29,9 +29,9 @@ from cgd.verify import (
     normalize_answer,
     parse_number,
 )
-from tests.conftest import shared_rows
+from tests.conftest import data_rows
 
-_rows = shared_rows
+_rows = data_rows
 
 
 @pytest.fixture(scope="module")

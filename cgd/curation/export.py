@@ -20,17 +20,18 @@ from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO
 
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cgd.curation.formats import Mode, build_input, check_mode, missing_field, target
+from cgd.enums import ExportLayout, Split
 
-Layout = Literal["native", "messages", "prompt-completion", "alpaca"]
-LAYOUTS: tuple[Layout, ...] = ("native", "messages", "prompt-completion", "alpaca")
-SPLITS = ("train", "val", "all")
+Layout = ExportLayout
+LAYOUTS: tuple[Layout, ...] = tuple(ExportLayout)
+SPLITS: tuple[str, ...] = tuple(Split)
 
 NATIVE_FIELDS: tuple[str, ...] = (
     "triplet_id",
@@ -61,10 +62,10 @@ _NATIVE_TYPES = {
 }
 
 SCHEMAS: dict[Layout, pa.Schema] = {
-    "native": pa.schema([(f, _NATIVE_TYPES.get(f, pa.string())) for f in NATIVE_FIELDS]),
-    "messages": pa.schema([("messages", _MESSAGES)]),
-    "prompt-completion": pa.schema([("prompt", _MESSAGES), ("completion", _MESSAGES)]),
-    "alpaca": pa.schema(
+    Layout.native: pa.schema([(f, _NATIVE_TYPES.get(f, pa.string())) for f in NATIVE_FIELDS]),
+    Layout.messages: pa.schema([("messages", _MESSAGES)]),
+    Layout.prompt_completion: pa.schema([("prompt", _MESSAGES), ("completion", _MESSAGES)]),
+    Layout.alpaca: pa.schema(
         [("instruction", pa.string()), ("input", pa.string()), ("output", pa.string())]
     ),
 }
@@ -86,9 +87,12 @@ class ExportStats:
 
 
 def check_layout(layout: str) -> Layout:
-    if layout not in SCHEMAS:
-        raise ValueError(f"unknown layout {layout!r}; known: {list(LAYOUTS)}")
-    return layout  # type: ignore[return-value]
+    try:
+        return Layout(layout)
+    except ValueError:
+        raise ValueError(
+            f"unknown layout {layout!r}; known: {[x.value for x in LAYOUTS]}"
+        ) from None
 
 
 def native_row(t: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Training input and target of each mode; shared by exports and the trainer.
 
-Modes (docs/METHOD.md, "Training format" and baselines):
+Modes (docs/method.md, "Training format" and baselines):
 - ``cgd``: instruction + question + student's initial answer + critique -> refined answer
 - ``sft``: question -> reference answer
 - ``distill``: question -> refined (teacher) answer
@@ -13,12 +13,13 @@ At inference the student gets only the question, whatever mode it was trained in
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
+from cgd.enums import ExportMode
 from cgd.templates import CGD_TRAIN_INSTRUCTION
 
-Mode = Literal["cgd", "sft", "distill", "cft", "no-critique"]
-MODES: tuple[Mode, ...] = ("cgd", "sft", "distill", "cft", "no-critique")
+Mode = ExportMode
+MODES: tuple[Mode, ...] = tuple(ExportMode)
 
 # Same wording as CGD minus the critique, so the ablation differs from CGD in that one thing.
 NO_CRITIQUE_INSTRUCTION = (
@@ -30,38 +31,39 @@ CFT_INSTRUCTION = "Please critique whether the following solution to the questio
 
 # The exact user-turn text per mode; `{field}` is the triplet's field. Shown on dataset cards.
 INPUT_TEMPLATES: dict[Mode, str] = {
-    "cgd": (
+    Mode.cgd: (
         CGD_TRAIN_INSTRUCTION + "\n\nQuestion: {prompt}\n\nStudent's Initial Answer: "
         "{initial_response}\n\nCritique: {critique}"
     ),
-    "sft": "{prompt}",
-    "distill": "{prompt}",
-    "cft": CFT_INSTRUCTION + "\n\nQuestion: {prompt}\n\nSolution: {initial_response}",
-    "no-critique": (
+    Mode.sft: "{prompt}",
+    Mode.distill: "{prompt}",
+    Mode.cft: CFT_INSTRUCTION + "\n\nQuestion: {prompt}\n\nSolution: {initial_response}",
+    Mode.no_critique: (
         NO_CRITIQUE_INSTRUCTION + "\n\nQuestion: {prompt}\n\nStudent's Initial Answer: "
         "{initial_response}"
     ),
 }
 TARGET_FIELDS: dict[Mode, str] = {
-    "cgd": "refined_response",
-    "sft": "reference",
-    "distill": "refined_response",
-    "cft": "critique",
-    "no-critique": "refined_response",
+    Mode.cgd: "refined_response",
+    Mode.sft: "reference",
+    Mode.distill: "refined_response",
+    Mode.cft: "critique",
+    Mode.no_critique: "refined_response",
 }
 _INPUT_FIELDS: dict[Mode, tuple[str, ...]] = {
-    "cgd": ("prompt", "initial_response", "critique"),
-    "sft": ("prompt",),
-    "distill": ("prompt",),
-    "cft": ("prompt", "initial_response"),
-    "no-critique": ("prompt", "initial_response"),
+    Mode.cgd: ("prompt", "initial_response", "critique"),
+    Mode.sft: ("prompt",),
+    Mode.distill: ("prompt",),
+    Mode.cft: ("prompt", "initial_response"),
+    Mode.no_critique: ("prompt", "initial_response"),
 }
 
 
 def check_mode(mode: str) -> Mode:
-    if mode not in INPUT_TEMPLATES:
-        raise ValueError(f"unknown mode {mode!r}; known: {list(MODES)}")
-    return mode  # type: ignore[return-value]
+    try:
+        return Mode(mode)
+    except ValueError:
+        raise ValueError(f"unknown mode {mode!r}; known: {[m.value for m in MODES]}") from None
 
 
 def missing_field(mode: Mode, triplet: Mapping[str, Any]) -> str | None:

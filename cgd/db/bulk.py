@@ -14,9 +14,9 @@ from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from cgd.datasets.errors import InvalidDataset
+from cgd.datasets.ingest import Row
 from cgd.db.models import DatasetItem
-from cgd.errors import InvalidDataset
-from cgd.ingest import Row
 
 _COLUMNS = ("dataset_id", "idx", "item_id", "line", "prompt", "reference", "response", "extra")
 _BATCH = 2000

@@ -134,7 +134,7 @@ STAGES = ("probe", "critique", "refine")
 
 class Job(Base):
     """A dataset turned into CGD triplets. Its status is derived from item states (see
-    ``cgd.generation.jobs.job_status``); only cancellation and job-level errors are stored."""
+    ``cgd.jobs.ops.job_status``); only cancellation and job-level errors are stored."""
 
     __tablename__ = "jobs"
     __table_args__ = (

@@ -26,8 +26,7 @@ from cgd.db.models import (
     utcnow,
 )
 from cgd.generation.spec import JobSpec
-
-ChunkRef = tuple[str, int]  # (job id, chunk number): what a task message carries
+from cgd.tasks import ChunkRef
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Answer verifiers (``math``, ``choice``, ``exact``, ``none``) and a process pool for math-verify.
 
-Grading follows docs/METHOD.md (Evaluation): the response's final answer (last ``\\boxed{}``,
+Grading follows docs/method.md (Evaluation): the response's final answer (last ``\\boxed{}``,
 then fallbacks, see :mod:`cgd.answers`) is compared with the reference's final answer by
 symbolic/numeric equivalence, numbers with a relative tolerance of 1e-4.
 
@@ -9,7 +9,7 @@ equality, and a small evaluator for constant expressions (surds, pi, fractions, 
 that also proves polynomial-like expressions different by evaluating them at sample points.
 Only what they cannot decide goes to math-verify (tests check that they agree with it on
 MATH-500 pairs). math-verify's own timeouts use ``signal.alarm``, which only works in a
-process's main thread (docs/RELIABILITY.md), and some sympy operations can run for minutes
+process's main thread (docs/reliability.md), and some sympy operations can run for minutes
 inside C code where no signal gets through. So:
 
 * :func:`check` is the pure, single-process entry point; it refuses to run math-verify outside

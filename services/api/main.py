@@ -15,11 +15,12 @@ from cgd.auth import KeyCache
 from cgd.db.engine import make_engine, make_sessionmaker
 from cgd.logs import setup_logging
 from cgd.settings import Settings, get_settings
+from cgd.tasks import Message
 from cgd.ttl_cache import TTLCache
 from services.api.errors import install_error_handlers
 from services.api.metrics import MetricsMiddleware
-from services.api.routes import datasets, jobs, ops, snapshots, training_runs
-from services.worker.celery_app import make_celery
+from services.api.openapi import DESCRIPTION, install_openapi
+from services.api.routes import datasets, jobs, ops, runs, snapshots
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -27,16 +28,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Celery only sends here (the API runs no tasks); built now, never on import.
+        from services.worker.celery_app import make_celery, send
+
         engine = make_engine(settings.effective_database_url)
+        celery = make_celery(settings)
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.redis = _redis_client(settings)
-        app.state.celery = make_celery(settings)
-        app.state.key_cache = KeyCache(ttl_s=10.0)
+
+        def send_messages(messages: list[Message]) -> None:
+            send(celery, messages)
+
+        app.state.send = send_messages
+        app.state.key_cache = KeyCache(ttl_s=settings.key_cache_ttl_s)
         # Job status is an aggregate over the job's items; polled by many clients at once it is
-        # computed at most once per job per second.
-        app.state.status_cache = TTLCache[uuid.UUID, dict[str, Any]](ttl_s=1.0)
+        # computed at most once per job per second. Entries: (team id, status body).
+        app.state.status_cache = TTLCache[uuid.UUID, tuple[uuid.UUID, dict[str, Any]]](ttl_s=1.0)
         app.state.status_pending = {}
         logging.getLogger("cgd.api").info("api started", extra={"version": __version__})
         try:
@@ -49,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="cgd",
         version=__version__,
-        description="Critique-guided distillation: datasets, generation jobs, snapshots, training.",
+        description=DESCRIPTION,
         lifespan=lifespan,
     )
     install_error_handlers(app)
@@ -58,7 +67,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(jobs.router)
     app.include_router(snapshots.router)
-    app.include_router(training_runs.router)
+    app.include_router(runs.router)
+    app.include_router(runs.trainer_router)
+    install_openapi(app)
     return app
 
 

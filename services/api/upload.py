@@ -18,7 +18,7 @@ from typing import IO
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from cgd.datasets import Upload
+from cgd.datasets.schemas import Upload
 from cgd.errors import InvalidRequest, PayloadTooLarge
 
 MAX_FIELD_BYTES = 64 * 1024

@@ -1,4 +1,5 @@
-"""The Celery application: reliability settings stated once.
+"""The Celery application factory: reliability settings stated once. Built by the worker
+(``services.worker.app``) and by the API's lifespan (to send messages), never on import.
 
 - JSON only (a pickled message is rejected, never executed);
 - late ack + reject on worker loss: a chunk task is idempotent, so redelivery is safe;
@@ -11,9 +12,8 @@ from __future__ import annotations
 
 from celery import Celery
 
-from cgd.settings import Settings, get_settings
-
-QUEUES = ("generation", "curation", "train")
+from cgd.settings import Settings
+from cgd.tasks import GENERATION_QUEUE, ROUTES, Message
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -32,12 +32,8 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_default_queue="generation",
-        task_routes={
-            "cgd.generation.*": {"queue": "generation"},
-            "cgd.curation.*": {"queue": "curation"},
-            "cgd.train.*": {"queue": "train"},
-        },
+        task_default_queue=GENERATION_QUEUE,
+        task_routes=ROUTES,
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # keep trying through a broker restart
@@ -64,19 +60,7 @@ def embedded_broker_options(settings: Settings) -> dict[str, object]:
     }
 
 
-Message = tuple[str, list[object], str]  # (task name, args, queue)
-
-
-def chunk_messages(refs: list[tuple[str, int]]) -> list[Message]:
-    return [
-        ("cgd.generation.run_chunk", [job_id, chunk_no], "generation") for job_id, chunk_no in refs
-    ]
-
-
 def send(app: Celery, messages: list[Message]) -> None:
     """Enqueue tasks (ids only). Call only after the rows they name are committed."""
     for name, args, queue in messages:
         app.send_task(name, args=args, queue=queue)
-
-
-celery_app = make_celery(get_settings())

@@ -1,4 +1,8 @@
-"""Tasks are thin adapters: ids in → a plain ``cgd`` function → results in Postgres."""
+"""Tasks are thin adapters: ids in → a plain ``cgd`` function → results in Postgres.
+
+Nothing here runs on import: :func:`build_worker_app` builds the Celery app and registers the
+tasks under the names of the task contract (:mod:`cgd.tasks`).
+"""
 
 from __future__ import annotations
 
@@ -8,34 +12,32 @@ import time
 import uuid
 
 import redis
-from celery import signals
+from celery import Celery, signals
 
-from cgd import snapshots
+from cgd import tasks as contract
 from cgd.generation import pipeline, store
-from cgd.settings import get_settings
-from services.worker.celery_app import celery_app, chunk_messages, send
+from cgd.runs import ops as runs
+from cgd.settings import Settings, get_settings
+from cgd.snapshots import ops as snapshots
+from services.worker.celery_app import make_celery, send
 from services.worker.runtime import get_runtime
 
 log = logging.getLogger("cgd.worker")
 
 
-@celery_app.task(name="cgd.generation.run_chunk", bind=True)
-def run_chunk(self, job_id: str, chunk_no: int) -> str:  # type: ignore[no-untyped-def]
+def run_chunk(task_id: str | None, job_id: str, chunk_no: int) -> str:
     settings = get_settings()
     runtime = get_runtime(settings)
-    task_id = self.request.id or uuid.uuid4().hex
     outcome = runtime.run(
-        pipeline.run_chunk(runtime.deps(task_id), uuid.UUID(job_id), int(chunk_no)),
+        pipeline.run_chunk(
+            runtime.deps(task_id or uuid.uuid4().hex), uuid.UUID(job_id), int(chunk_no)
+        ),
         settings.chunk_time_limit_s,
     )
     log.info("run_chunk %s/%s: %s", job_id, chunk_no, outcome)
     return outcome
 
 
-BUILD_SNAPSHOT = "cgd.curation.build_snapshot"
-
-
-@celery_app.task(name=BUILD_SNAPSHOT)
 def build_snapshot(snapshot_id: str) -> str:
     """Curate a large snapshot off the request path; failures are visible on the snapshot."""
     runtime = get_runtime(get_settings())
@@ -52,9 +54,6 @@ def build_snapshot(snapshot_id: str) -> str:
         return "failed"
 
 
-# No Celery time limit: a training run takes as long as it takes (the solo pool could not
-# enforce one anyway); a lost trainer is detected by its missing heartbeat instead.
-@celery_app.task(name="cgd.train.run", time_limit=None, soft_time_limit=None)
 def train_run(run_id: str, token: str) -> str:
     """One training run on this (GPU) host; progress goes to the API as events."""
     from services.worker.trainer import run_training_job
@@ -62,7 +61,6 @@ def train_run(run_id: str, token: str) -> str:
     return run_training_job(run_id, token, get_settings())
 
 
-@celery_app.task(name="cgd.ops.ping")
 def ping(token: str) -> None:
     """Proof of life: marks ``cgd:ping:<token>`` in the broker's Redis (tests, health checks)."""
     url = get_settings().broker_url
@@ -70,44 +68,67 @@ def ping(token: str) -> None:
         redis.Redis.from_url(url).set(f"cgd:ping:{token[:64]}", "1", ex=300)
 
 
-def _sweep_forever(stop: threading.Event) -> None:
-    """Re-enqueue chunks whose runner died (lease expired) or whose message was lost, and
-    snapshot builds whose message was lost."""
-    settings = get_settings()
+def build_worker_app(settings: Settings) -> Celery:
+    """The worker's Celery app with every task of the contract registered."""
+    app = make_celery(settings)
+
+    @app.task(name=contract.RUN_CHUNK, bind=True)
+    def _run_chunk(self, job_id: str, chunk_no: int) -> str:  # type: ignore[no-untyped-def]
+        return run_chunk(self.request.id, job_id, chunk_no)
+
+    app.task(name=contract.BUILD_SNAPSHOT)(build_snapshot)
+    # No Celery time limit: a training run takes as long as it takes (the solo pool could not
+    # enforce one anyway); a lost trainer is detected by its missing heartbeat instead.
+    app.task(name=contract.TRAIN_RUN, time_limit=None, soft_time_limit=None)(train_run)
+    app.task(name=contract.PING)(ping)
+    return app
+
+
+def sweep_once(app: Celery, settings: Settings) -> None:
+    """One round of the sweeper: re-enqueue chunks whose runner died (lease expired) or whose
+    message was lost, snapshot builds whose message was lost; fail runs whose trainer went
+    silent (status reads never write, so this is where a lost trainer is noticed)."""
     runtime = get_runtime(settings)
+    refs = runtime.run_db_sync(lambda s: store.sweep(s, settings.requeue_after_s))
+    if refs:
+        log.info("sweeper re-enqueues %d chunk(s)", len(refs))
+        send(app, contract.chunk_messages(refs))
+    builds = runtime.run_db_sync(
+        lambda s: snapshots.sweep_builds(
+            s, settings.requeue_after_s, settings.snapshot_build_lost_after_s
+        )
+    )
+    if builds:
+        log.info("sweeper re-enqueues %d snapshot build(s)", len(builds))
+        send(app, [contract.build_snapshot_message(b) for b in builds])
+    lost = runtime.run_db_sync(lambda s: runs.sweep_lost(s, settings.trainer_lost_after_s))
+    if lost:
+        log.info("sweeper failed %d training run(s) whose trainer went silent", len(lost))
+
+
+def _sweep_forever(app: Celery, stop: threading.Event) -> None:
+    settings = get_settings()
     while not stop.wait(settings.sweep_interval_s):
         try:
-            refs = runtime.run_db_sync(lambda s: store.sweep(s, settings.requeue_after_s))
-            if refs:
-                log.info("sweeper re-enqueues %d chunk(s)", len(refs))
-                send(celery_app, chunk_messages(refs))
-            builds = runtime.run_db_sync(
-                lambda s: snapshots.sweep_builds(
-                    s, settings.requeue_after_s, settings.snapshot_build_lost_after_s
-                )
-            )
-            if builds:
-                log.info("sweeper re-enqueues %d snapshot build(s)", len(builds))
-                send(celery_app, [(BUILD_SNAPSHOT, [b], "curation") for b in builds])
+            sweep_once(app, settings)
         except Exception as exc:  # the broker or database is down: try again next round
             log.warning("sweep failed: %s", exc)
             time.sleep(1)
 
 
 _stop_sweeper = threading.Event()
-# Set by `cgd worker` (generation workers own the database); the trainer talks to the API only.
-RUN_SWEEPER = False
 
 
-@signals.worker_ready.connect
-def _start_sweeper(**_: object) -> None:
-    if not RUN_SWEEPER:
-        return
-    threading.Thread(
-        target=_sweep_forever, args=(_stop_sweeper,), name="cgd-sweeper", daemon=True
-    ).start()
+def start_sweeper(app: Celery) -> None:
+    """Run the sweeper in this worker once it is ready (generation workers own the database;
+    the trainer talks to the API only and runs none)."""
 
+    @signals.worker_ready.connect(weak=False)
+    def _start(**_: object) -> None:
+        threading.Thread(
+            target=_sweep_forever, args=(app, _stop_sweeper), name="cgd-sweeper", daemon=True
+        ).start()
 
-@signals.worker_shutdown.connect
-def _stop(**_: object) -> None:
-    _stop_sweeper.set()
+    @signals.worker_shutdown.connect(weak=False)
+    def _stop(**_: object) -> None:
+        _stop_sweeper.set()

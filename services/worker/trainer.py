@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
+from cgd.runs.ops import DATASET_PREFIX
 from cgd.settings import Settings
-from cgd.training_runs import DATASET_PREFIX
 
 log = logging.getLogger("cgd.trainer")
 

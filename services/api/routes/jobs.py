@@ -4,27 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy.exc import IntegrityError
 
-from cgd.db.models import Job
-from cgd.db.queries import team_newest_first
-from cgd.errors import DatasetNotFound, IdempotencyKeyReused, InvalidRequest, Unauthorized
-from cgd.generation import jobs as svc
-from cgd.generation.spec import JobSpec, check_spec
-from services.api.deps import SessionDep, SettingsDep, TeamDep
-from services.api.errors import JSONBody, error_responses
-from services.api.pagination import (
-    created_page,
-    decode_created_cursor,
-    decode_cursor,
-    encode_cursor,
+from cgd.datasets.errors import DatasetNotFound
+from cgd.enums import ItemState, VerdictFilter
+from cgd.errors import IdempotencyKeyReused, InvalidRequest
+from cgd.generation.spec import check_spec
+from cgd.jobs import ops
+from cgd.jobs.errors import JobNotCancellable, JobNotFound, JobNotRetryable
+from cgd.jobs.schemas import (
+    JobCancelled,
+    JobCreated,
+    JobRetried,
+    JobSpec,
+    JobStatusOut,
+    TripletOut,
 )
-from services.api.schemas import Page
-from services.worker.celery_app import chunk_messages
+from cgd.pagination import Page
+from services.api.deps import IdempotencyKey, SessionDep, SettingsDep, TeamDep
+from services.api.errors import JSONBody, error_responses
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -32,7 +33,8 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 @router.post(
     "",
     status_code=202,
-    responses=error_responses(Unauthorized, DatasetNotFound, InvalidRequest, IdempotencyKeyReused),
+    response_model=JobCreated,
+    responses=error_responses(DatasetNotFound, InvalidRequest, IdempotencyKeyReused),
 )
 def create_job(
     request: Request,
@@ -40,51 +42,41 @@ def create_job(
     session: SessionDep,
     team_id: TeamDep,
     settings: SettingsDep,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-) -> dict[str, Any]:
+    idempotency_key: IdempotencyKey = None,
+) -> JobCreated:
+    """Start a generation job over a dataset: probe (student), critique and refine (teacher),
+    verify. Returns at once; poll ``GET /v1/jobs/{id}``."""
     check_spec(spec, settings.endpoint_allowlist)
-    req_hash = svc.spec_hash(spec)
-    replay = svc.find_replay(session, team_id, idempotency_key, req_hash)
-    if replay is None:
-        try:
-            with session.begin_nested():
-                job, refs = svc.create_job(session, team_id, spec, idempotency_key)
-            request.state.outbox.extend(chunk_messages(refs))  # sent after the commit
-            return {"id": str(job.id), "status": "queued", "total_items": job.total_items}
-        except IntegrityError:
-            # A concurrent request with the same Idempotency-Key won the race.
-            replay = svc.find_replay(session, team_id, idempotency_key, req_hash)
-            if replay is None:
-                raise
-    status = svc.job_status(session, replay)["status"]
-    return {"id": str(replay.id), "status": status, "total_items": replay.total_items}
+    created, messages = ops.create(session, team_id, spec, idempotency_key)
+    request.state.outbox.extend(messages)  # sent after the commit
+    return created
 
 
-@router.get("", response_model=Page[dict[str, Any]], responses=error_responses(Unauthorized))
+@router.get("", response_model=Page[JobStatusOut], responses=error_responses(InvalidRequest))
 def list_jobs(
     session: SessionDep,
     team_id: TeamDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
-) -> Page[dict[str, Any]]:
-    rows = team_newest_first(session, Job, team_id, limit + 1, decode_created_cursor(cursor))
-    # One aggregate for the whole page, not one per job.
-    statuses = {s["id"]: s for s in svc.job_statuses(session, rows[:limit])}
-    return created_page(rows, limit, lambda j: statuses[str(j.id)])
+) -> Page[JobStatusOut]:
+    """The team's jobs with their status, newest first."""
+    return ops.list_jobs(session, team_id, limit, cursor)
 
 
-@router.get("/{job_id}", responses=error_responses(Unauthorized, svc.JobNotFound))
+@router.get("/{job_id}", response_model=JobStatusOut, responses=error_responses(JobNotFound))
 async def get_job(request: Request, team_id: TeamDep, job_id: uuid.UUID) -> JSONBody:
-    """Job status. Computed at most once per second per job (it aggregates the job's items) and
-    answered from the event loop in between: many clients poll it."""
+    """Job status: counts, progress per stage, rate, ETA, tokens, errors by kind. Computed at
+    most once per second per job (it aggregates the job's items) and answered from the event
+    loop in between: many clients poll it."""
     cache = request.app.state.status_cache
-    status = cache.get(job_id)
-    if status is None or status["_team_id"] != team_id:
+    cached = cache.get(job_id)
+    if cached is None or cached[0] != team_id:
         # Single flight: when the entry expires, one request recomputes and the others that
         # arrive meanwhile wait for that result instead of each running the aggregate.
         # Keyed by team too: another team's request for this id must never share our answer
         # (or our 404).
-        pending: dict[Any, asyncio.Future[dict[str, Any]]] = request.app.state.status_pending
+        pending: dict[Any, asyncio.Future[tuple[uuid.UUID, dict[str, Any]]]]
+        pending = request.app.state.status_pending
         key = (job_id, team_id)
         future = pending.get(key)
         if future is None:
@@ -93,49 +85,55 @@ async def get_job(request: Request, team_id: TeamDep, job_id: uuid.UUID) -> JSON
             )
             pending[key] = future
             future.add_done_callback(lambda _: pending.pop(key, None))
-        status = await asyncio.shield(future)
-        cache.put(job_id, status)
-    return JSONBody({k: v for k, v in status.items() if k != "_team_id"})
+        cached = await asyncio.shield(future)
+        cache.put(job_id, cached)
+    return JSONBody(cached[1])
 
 
-def _fresh_status(request: Request, team_id: uuid.UUID, job_id: uuid.UUID) -> dict[str, Any]:
+def _fresh_status(
+    request: Request, team_id: uuid.UUID, job_id: uuid.UUID
+) -> tuple[uuid.UUID, dict[str, Any]]:
     with request.app.state.sessionmaker() as session:
-        status = svc.job_status(session, svc.get_job(session, team_id, job_id))
-    return {**status, "_team_id": team_id}
+        status = ops.job_status(session, ops.get_job(session, team_id, job_id))
+    return team_id, status.model_dump(mode="json")
 
 
 @router.post(
     "/{job_id}/cancel",
-    responses=error_responses(Unauthorized, svc.JobNotFound, svc.JobNotCancellable),
+    response_model=JobCancelled,
+    responses=error_responses(JobNotFound, JobNotCancellable),
 )
 def cancel_job(
     request: Request, session: SessionDep, team_id: TeamDep, job_id: uuid.UUID
-) -> dict[str, Any]:
-    job = svc.get_job(session, team_id, job_id)
-    svc.cancel_job(session, job)
+) -> JobCancelled:
+    """Stop the job: no new calls are made; items already done are kept."""
+    job = ops.get_job(session, team_id, job_id)
+    ops.cancel_job(session, job)
     request.app.state.status_cache.pop(job.id)
-    return {"id": str(job.id), "status": "cancelled"}
+    return JobCancelled(id=job.id, status="cancelled")
 
 
 @router.post(
     "/{job_id}/retry-failed",
     status_code=202,
-    responses=error_responses(Unauthorized, svc.JobNotFound, svc.JobNotRetryable),
+    response_model=JobRetried,
+    responses=error_responses(JobNotFound, JobNotRetryable),
 )
 def retry_failed(
     request: Request, session: SessionDep, team_id: TeamDep, job_id: uuid.UUID
-) -> dict[str, Any]:
-    job = svc.get_job(session, team_id, job_id)
-    n, refs = svc.retry_failed(session, job)
+) -> JobRetried:
+    """Put the job's failed items back to pending and run them again."""
+    job = ops.get_job(session, team_id, job_id)
+    retried, messages = ops.retry(session, job)
     request.app.state.status_cache.pop(job.id)
-    request.state.outbox.extend(chunk_messages(refs))
-    return {"id": str(job.id), "retried": n}
+    request.state.outbox.extend(messages)
+    return retried
 
 
 @router.get(
     "/{job_id}/triplets",
-    response_model=Page[dict[str, Any]],
-    responses=error_responses(Unauthorized, svc.JobNotFound, InvalidRequest),
+    response_model=Page[TripletOut],
+    responses=error_responses(JobNotFound, InvalidRequest),
 )
 def list_triplets(
     session: SessionDep,
@@ -143,27 +141,20 @@ def list_triplets(
     job_id: uuid.UUID,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
-    status: Literal["pending", "probed", "critiqued", "refined", "verified", "failed"]
-    | None = None,
-    verdict: Literal["right", "wrong", "none"] | None = None,
+    status: ItemState | None = None,
+    verdict: VerdictFilter | None = None,
     initial_correct: bool | None = None,
     refined_correct: bool | None = None,
-) -> Page[dict[str, Any]]:
-    job = svc.get_job(session, team_id, job_id)
-    after = decode_cursor(cursor, 2)
-    if after is not None and not all(isinstance(v, int) for v in after):
-        raise InvalidRequest({"field": "cursor", "reason": "invalid cursor"})
-    rows = svc.list_triplets(
+) -> Page[TripletOut]:
+    """The job's triplets in dataset order, filtered by state, verdict or correctness."""
+    job = ops.get_job(session, team_id, job_id)
+    return ops.triplets_page(
         session,
         job,
-        limit + 1,
-        (after[0], after[1]) if after else None,
+        limit,
+        cursor,
         status=status,
         verdict=verdict,
         initial_correct=initial_correct,
         refined_correct=refined_correct,
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    nxt = encode_cursor(rows[-1]["idx"], rows[-1]["sample"]) if more else None
-    return Page[dict[str, Any]](data=rows, next_cursor=nxt)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import text
 
 from services.api import metrics
@@ -12,9 +13,25 @@ from services.api.errors import JSONBody
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+        }
+    )
+
+    status: str
+    checks: dict[str, str]
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    """Liveness: the process answers."""
+    return Health(status="ok")
 
 
 def _check_db(request: Request) -> str:
@@ -37,8 +54,13 @@ def _check_broker(request: Request) -> str:
         return f"error: {type(exc).__name__}"
 
 
-@router.get("/readyz", responses={503: {"description": "database or broker unreachable"}})
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"description": "database or broker unreachable", "model": Readiness}},
+)
 async def readyz(request: Request) -> JSONBody:
+    """Readiness: the database and the broker are reachable."""
     checks = {
         "database": await run_in_threadpool(_check_db, request),
         "broker": await run_in_threadpool(_check_broker, request),
@@ -49,7 +71,12 @@ async def readyz(request: Request) -> JSONBody:
     )
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def prometheus() -> Response:
+    """Prometheus metrics (text exposition format)."""
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)

@@ -3,50 +3,34 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from cgd import snapshots as svc
-from cgd.curation.filters import CurationSpec
-from cgd.db.models import Snapshot, utcnow
-from cgd.db.queries import team_newest_first
-from cgd.errors import InvalidRequest, NotFound, Unauthorized
+from cgd.datasets.errors import DatasetNotFound
+from cgd.enums import CardFormat, ExportFormat, ExportLayout, ExportMode, ParquetCompression, Split
+from cgd.errors import InvalidRequest, NotFound
+from cgd.pagination import Page
+from cgd.snapshots import ops
+from cgd.snapshots.errors import SnapshotInUse, SnapshotNotFound, SnapshotNotReady
+from cgd.snapshots.schemas import CardOut, CurationSpec, SnapshotDetail, SnapshotOut
 from services.api.deps import SessionDep, SettingsDep, TeamDep
 from services.api.errors import JSONBody, error_responses
-from services.api.pagination import (
-    created_page,
-    decode_created_cursor,
-)
-from services.api.schemas import Page
 
 router = APIRouter(prefix="/v1/snapshots", tags=["snapshots"])
-
-
-def _out(snap: Any) -> dict[str, Any]:
-    return {
-        "id": str(snap.id),
-        "name": snap.name,
-        "status": snap.status,
-        "job_ids": snap.job_ids,
-        "num_items": snap.num_items,
-        "stats": snap.stats,
-        "content_hash": snap.content_hash,
-        "spec": snap.spec,
-        "lineage": snap.lineage,
-        "error": snap.error,
-        "created_at": snap.created_at,
-        "finished_at": snap.finished_at,
-    }
 
 
 @router.post(
     "",
     status_code=201,
+    response_model=SnapshotOut,
     responses={
-        202: {"description": "Accepted: a large snapshot is being built on the curation queue"},
-        **error_responses(Unauthorized, NotFound, InvalidRequest),
+        202: {
+            "description": "Accepted: a large snapshot is being built on the curation queue",
+            "model": SnapshotOut,
+        },
+        **error_responses(NotFound, DatasetNotFound, InvalidRequest),
     },
 )
 def create_snapshot(
@@ -55,69 +39,82 @@ def create_snapshot(
     session: SessionDep,
     team_id: TeamDep,
     settings: SettingsDep,
-) -> Response:
-    """Small snapshots are built inside the request (201); larger ones on the curation queue
-    (202 at once; poll ``GET /v1/snapshots/{id}`` until ``status`` is ``ready``)."""
-    jobs = svc.validate_inputs(session, team_id, spec)
-    snap = svc.new_snapshot(session, team_id, spec)
-    if svc.input_size(session, jobs) > settings.snapshot_inline_max:
-        snap.build_enqueued_at = utcnow()
-        request.state.outbox.append(("cgd.curation.build_snapshot", [str(snap.id)], "curation"))
-        return JSONBody(_out(snap), status_code=202)
-    svc.build(session, snap.id)
-    return JSONBody(_out(snap), status_code=201)
+) -> JSONBody:
+    """Curate finished jobs' triplets (filters, dedup, decontamination, split) into an
+    immutable snapshot. Small snapshots are built inside the request (201); larger ones on the
+    curation queue (202 at once; poll ``GET /v1/snapshots/{id}`` until ``status`` is
+    ``ready``)."""
+    snap, messages = ops.create(session, team_id, spec, settings.snapshot_inline_max)
+    request.state.outbox.extend(messages)
+    return JSONBody(snap.model_dump(mode="json"), status_code=202 if messages else 201)
 
 
-@router.get("", response_model=Page[dict[str, Any]], responses=error_responses(Unauthorized))
+@router.get("", response_model=Page[SnapshotOut], responses=error_responses(InvalidRequest))
 def list_snapshots(
     session: SessionDep,
     team_id: TeamDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
-) -> Page[dict[str, Any]]:
-    rows = team_newest_first(session, Snapshot, team_id, limit + 1, decode_created_cursor(cursor))
-    return created_page(rows, limit, _out)
+) -> Page[SnapshotOut]:
+    """The team's snapshots, newest first."""
+    return ops.list_snapshots(session, team_id, limit, cursor)
 
 
-@router.get("/{snapshot_id}", responses=error_responses(Unauthorized, svc.SnapshotNotFound))
-def get_snapshot(session: SessionDep, team_id: TeamDep, snapshot_id: uuid.UUID) -> dict[str, Any]:
-    snap = svc.get_snapshot(session, team_id, snapshot_id)
-    out = _out(snap)
-    out["dropped"] = snap.dropped
-    return out
+@router.get(
+    "/{snapshot_id}", response_model=SnapshotDetail, responses=error_responses(SnapshotNotFound)
+)
+def get_snapshot(session: SessionDep, team_id: TeamDep, snapshot_id: uuid.UUID) -> SnapshotDetail:
+    """One snapshot with its stats, lineage and samples of what each filter dropped."""
+    return ops.detail(ops.get_snapshot(session, team_id, snapshot_id))
 
 
 @router.delete(
     "/{snapshot_id}",
     status_code=204,
-    responses=error_responses(Unauthorized, svc.SnapshotNotFound, svc.SnapshotInUse),
+    response_class=Response,
+    responses=error_responses(SnapshotNotFound, SnapshotInUse),
 )
 def delete_snapshot(session: SessionDep, team_id: TeamDep, snapshot_id: uuid.UUID) -> Response:
-    svc.delete_snapshot(session, svc.get_snapshot(session, team_id, snapshot_id))
+    """Delete a snapshot (409 while training runs use it)."""
+    ops.delete_snapshot(session, ops.get_snapshot(session, team_id, snapshot_id))
     return Response(status_code=204)
 
 
 @router.get(
     "/{snapshot_id}/card",
-    responses=error_responses(Unauthorized, svc.SnapshotNotFound, svc.SnapshotNotReady),
+    response_model=CardOut,
+    responses={
+        200: {"content": {"text/markdown": {"schema": {"type": "string"}}}},
+        **error_responses(SnapshotNotFound, SnapshotNotReady),
+    },
 )
 def snapshot_card(
     session: SessionDep,
     team_id: TeamDep,
     snapshot_id: uuid.UUID,
-    format: Literal["json", "markdown"] = "json",
+    format: CardFormat = CardFormat.json,
 ) -> Response:
-    data, markdown = svc.card(svc.get_snapshot(session, team_id, snapshot_id))
-    if format == "markdown":
-        return Response(markdown, media_type="text/markdown; charset=utf-8")
-    return JSONBody({**data, "markdown": markdown})
+    """The dataset card: what the snapshot holds, how it was made, what each mode trains on."""
+    card = ops.card_out(ops.get_snapshot(session, team_id, snapshot_id))
+    if format == CardFormat.markdown:
+        return Response(card.markdown, media_type="text/markdown; charset=utf-8")
+    return JSONBody(card.model_dump(mode="json"))
 
 
 @router.get(
     "/{snapshot_id}/export",
+    response_class=StreamingResponse,
     responses={
-        200: {"content": {"application/x-ndjson": {}, "application/vnd.apache.parquet": {}}},
-        **error_responses(Unauthorized, svc.SnapshotNotFound, svc.SnapshotNotReady),
+        200: {
+            "description": "The training file, streamed",
+            "content": {
+                "application/x-ndjson": {"schema": {"type": "string"}},
+                "application/vnd.apache.parquet": {
+                    "schema": {"type": "string", "format": "binary"}
+                },
+            },
+        },
+        **error_responses(SnapshotNotFound, SnapshotNotReady),
     },
 )
 def export_snapshot(
@@ -125,21 +122,23 @@ def export_snapshot(
     session: SessionDep,
     team_id: TeamDep,
     snapshot_id: uuid.UUID,
-    format: Literal["jsonl", "parquet"] = "jsonl",
-    layout: Literal["native", "messages", "prompt-completion", "alpaca"] = "native",
-    mode: Literal["cgd", "sft", "distill", "cft", "no-critique"] = "cgd",
-    split: Literal["train", "val", "all"] = "all",
+    format: ExportFormat = ExportFormat.jsonl,
+    layout: ExportLayout = ExportLayout.native,
+    mode: ExportMode = ExportMode.cgd,
+    split: Split = Split.all,
     compression: Annotated[
-        Literal["snappy", "lz4", "zstd", "none"],
+        ParquetCompression,
         Query(description="Parquet only: snappy (default) is read by every Parquet reader"),
-    ] = "snappy",
+    ] = ParquetCompression.snappy,
 ) -> StreamingResponse:
-    snap = svc.get_snapshot(session, team_id, snapshot_id)
+    """Stream the snapshot as a training file in a layout (native, messages, prompt-completion,
+    alpaca) and a mode (what the target is: see docs/method.md)."""
+    snap = ops.get_snapshot(session, team_id, snapshot_id)
     if snap.status != "ready":
-        raise svc.SnapshotNotReady({"snapshot_id": str(snap.id), "status": snap.status})
+        raise SnapshotNotReady({"snapshot_id": str(snap.id), "status": snap.status})
     name = f"{(snap.name or 'snapshot').replace('/', '_')}-{layout}-{mode}-{split}.{format}"
     media = "application/vnd.apache.parquet" if format == "parquet" else "application/x-ndjson"
-    body = svc.stream_export(
+    body = ops.stream_export(
         request.app.state.sessionmaker,
         snap.id,
         format=format,

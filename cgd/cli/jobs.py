@@ -20,7 +20,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from cgd.cli_team.common import (
+from cgd.cli.common import (
     AS_JSON,
     LIMIT,
     Column,

@@ -1,7 +1,8 @@
-"""Dataset ingestion and queries: everything between a spooled upload and committed rows.
+"""Dataset operations: everything between a spooled upload and committed rows, and the queries.
 
-Functions here only ``flush()``; the caller (the request boundary) commits or rolls back, so a bad
-row anywhere leaves no dataset behind.
+Functions that take a ``Session`` only ``flush()``; the caller (the request boundary) commits or
+rolls back, so a bad row anywhere leaves no dataset behind. :func:`create` is the exception: it
+is the transaction boundary of an upload (it runs in a worker thread, not in a request session).
 """
 
 from __future__ import annotations
@@ -9,40 +10,22 @@ from __future__ import annotations
 import uuid
 from array import array
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
 from cgd import idempotency
+from cgd.datasets.errors import DatasetInUse, DatasetNotFound, InvalidDataset
+from cgd.datasets.ingest import Limits, Row, detect_format, iter_rows
+from cgd.datasets.schemas import DatasetOut, DatasetParams, ItemOut, Upload
 from cgd.db.bulk import DuplicateItemId, load_items
-from cgd.db.models import Dataset, DatasetItem
-from cgd.errors import Conflict, DatasetNotFound, InvalidDataset
-from cgd.ingest import FieldMap, Limits, Row, detect_format, iter_rows
-
-
-@dataclass(frozen=True)
-class Upload:
-    """A request body already spooled to disk (size-checked and hashed while streaming)."""
-
-    path: Path
-    filename: str | None
-    size_bytes: int
-    sha256: str
-
-
-@dataclass(frozen=True)
-class DatasetParams:
-    name: str | None = None
-    prompt_field: str | None = None
-    reference_field: str | None = None
-    response_field: str | None = None
-    id_field: str | None = None
-
-    def fields(self) -> FieldMap:
-        return FieldMap(self.prompt_field, self.reference_field, self.response_field, self.id_field)
+from cgd.db.engine import session_scope
+from cgd.db.models import Dataset, DatasetItem, Job
+from cgd.db.queries import team_newest_first
+from cgd.pagination import Page, created_page, decode_created_cursor, decode_cursor, page
 
 
 def request_hash(upload: Upload, params: DatasetParams) -> str:
@@ -57,6 +40,36 @@ def find_replay(
 ) -> Dataset | None:
     """The dataset an earlier identical request created, or None; a reused key is a 409."""
     return idempotency.find_replay(session, Dataset, team_id, key, req_hash)
+
+
+def create(
+    factory: sessionmaker[Session],
+    team_id: uuid.UUID,
+    upload: Upload,
+    params: DatasetParams,
+    limits: Limits,
+    idempotency_key: str | None,
+) -> DatasetOut:
+    """Create a dataset from a spooled upload in its own transaction; an identical request with
+    the same Idempotency-Key answers the dataset the first one created."""
+    req_hash = request_hash(upload, params)
+    try:
+        with session_scope(factory) as session:
+            replay = find_replay(session, team_id, idempotency_key, req_hash)
+            if replay is not None:
+                return DatasetOut.model_validate(replay)
+            dataset = create_dataset(session, team_id, upload, params, limits, idempotency_key)
+            out = DatasetOut.model_validate(dataset)
+    except IntegrityError:
+        # A concurrent request with the same Idempotency-Key committed first.
+        if idempotency_key is None:
+            raise
+        with session_scope(factory) as session:
+            replay = find_replay(session, team_id, idempotency_key, req_hash)
+            if replay is None:
+                raise
+            return DatasetOut.model_validate(replay)
+    return out
 
 
 def create_dataset(
@@ -154,22 +167,26 @@ def get_dataset(session: Session, team_id: uuid.UUID, dataset_id: uuid.UUID) -> 
     return dataset
 
 
+def list_datasets(
+    session: Session, team_id: uuid.UUID, limit: int, cursor: str | None
+) -> Page[DatasetOut]:
+    rows = team_newest_first(session, Dataset, team_id, limit + 1, decode_created_cursor(cursor))
+    return created_page(rows, limit, DatasetOut.model_validate)
+
+
 def list_items(
-    session: Session, dataset_id: uuid.UUID, limit: int, after_idx: int | None
-) -> list[DatasetItem]:
-    q = select(DatasetItem).where(DatasetItem.dataset_id == dataset_id)
-    if after_idx is not None:
-        q = q.where(DatasetItem.idx > after_idx)
-    return list(session.scalars(q.order_by(DatasetItem.idx).limit(limit)))
-
-
-class DatasetInUse(Conflict):
-    """Generation jobs use this dataset; it cannot be deleted while they exist."""
+    session: Session, team_id: uuid.UUID, dataset_id: uuid.UUID, limit: int, cursor: str | None
+) -> Page[ItemOut]:
+    dataset = get_dataset(session, team_id, dataset_id)
+    after = decode_cursor(cursor, (int,))
+    q = select(DatasetItem).where(DatasetItem.dataset_id == dataset.id)
+    if after is not None:
+        q = q.where(DatasetItem.idx > after[0])
+    rows = list(session.scalars(q.order_by(DatasetItem.idx).limit(limit + 1)))
+    return page(rows, limit, lambda r: (r.idx,), ItemOut.model_validate)
 
 
 def delete_dataset(session: Session, team_id: uuid.UUID, dataset_id: uuid.UUID) -> None:
-    from cgd.db.models import Job
-
     dataset = get_dataset(session, team_id, dataset_id)
     jobs = list(session.scalars(select(Job.id).where(Job.dataset_id == dataset.id).limit(10)))
     if jobs:

@@ -1,8 +1,9 @@
-"""Training runs: the API side. A trainer (``cgd trainer``) does the work and reports back with
-events over HTTP, authenticated by a per-run token; this module keeps the run's state from them.
+"""Training-run operations: the API side. A trainer (``cgd trainer``) does the work and reports
+back with events over HTTP, authenticated by a per-run token; this module keeps the run's state
+from them.
 
-A trainer that dies stops sending events: a running run whose heartbeat is older than
-``CGD_TRAINER_LOST_AFTER_S`` is marked ``failed`` the next time anyone looks at it.
+A trainer that dies stops sending events: the worker's sweeper marks a running run whose
+heartbeat is older than ``CGD_TRAINER_LOST_AFTER_S`` ``failed`` (:func:`sweep_lost`).
 """
 
 from __future__ import annotations
@@ -12,69 +13,38 @@ import hmac
 import secrets
 import uuid
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cgd.db.models import Snapshot, TrainingRun, TrainingRunEvent, utcnow
-from cgd.errors import Conflict, InvalidRequest, NotFound, Unauthorized
-from cgd.settings import get_settings
-
-TERMINAL = ("completed", "failed", "cancelled")
-
-
-class TrainingRunNotFound(NotFound):
-    """Training run not found."""
-
-
-class TrainingRunFinished(Conflict):
-    """The training run already finished."""
-
-
-class LoraSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    r: int = Field(16, ge=1, le=1024)
-    alpha: int = Field(32, ge=1)
-
-
-class Hyperparams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    learning_rate: float = Field(1e-6, gt=0, le=1.0)
-    epochs: int = Field(1, ge=1, le=100)
-    max_steps: int | None = Field(None, ge=1)
-    tokens_per_step: int = Field(65536, ge=1)
-    max_length: int = Field(4096, ge=16)
-    warmup_ratio: float = Field(0.1, ge=0, le=1)
-    lora: LoraSpec = LoraSpec()
-
-
-class EvalSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    sets: list[str] = Field(default_factory=lambda: ["math500"])
-    max_samples: int | None = Field(None, ge=1)
-    max_new_tokens: int = Field(2048, ge=1)
-
-
-class TrainingRunSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    snapshot_id: uuid.UUID
-    base_model: str = Field(..., min_length=1, description="A model id or a local path")
-    mode: Literal["cgd", "sft", "distill", "cft", "no-critique"] = "cgd"
-    method: Literal["full", "lora"] = "full"
-    hyperparams: Hyperparams = Hyperparams()
-    eval: EvalSpec = EvalSpec()
-
-
-class EventIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["status", "step", "eval", "artifact", "data", "log"]
-    data: dict[str, Any] = Field(default_factory=dict)
+from cgd.db.queries import team_newest_first
+from cgd.enums import TERMINAL_RUN_STATUSES as TERMINAL
+from cgd.errors import InvalidRequest, NotFound, Unauthorized
+from cgd.pagination import Page, created_page, decode_created_cursor, decode_cursor, page
+from cgd.runs.errors import TrainingRunFinished, TrainingRunNotFound
+from cgd.runs.schemas import EventAck, EventIn, EventOut, RunOut, TrainingRunSpec
+from cgd.tasks import Message, train_run_message
 
 
 def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create(
+    session: Session, team_id: uuid.UUID, spec: TrainingRunSpec
+) -> tuple[RunOut, list[Message]]:
+    """The run and its message for the trainer (the message carries the run's token)."""
+    run, token = create_run(session, team_id, spec)
+    return public(run), [train_run_message(str(run.id), token)]
+
+
+def list_runs(session: Session, team_id: uuid.UUID, limit: int, cursor: str | None) -> Page[RunOut]:
+    rows = team_newest_first(
+        session, TrainingRun, team_id, limit + 1, decode_created_cursor(cursor)
+    )
+    return created_page(rows, limit, public)
 
 
 def create_run(
@@ -109,7 +79,7 @@ DATASET_PREFIX = "dataset:"
 def check_eval_sets(session: Session, team_id: uuid.UUID, sets: list[str]) -> None:
     """Eval sets are bundled names or ``dataset:<id>`` of the team's datasets with references."""
     from cgd.curation.eval_sets import EVAL_SETS
-    from cgd.datasets import get_dataset
+    from cgd.datasets.ops import get_dataset
 
     for name in sets:
         if name in EVAL_SETS:
@@ -154,7 +124,6 @@ def get_run(session: Session, team_id: uuid.UUID, run_id: uuid.UUID) -> Training
     run = session.get(TrainingRun, run_id)
     if run is None or run.team_id != team_id:
         raise TrainingRunNotFound({"training_run_id": str(run_id)})
-    check_liveness(session, run)
     return run
 
 
@@ -169,22 +138,35 @@ def run_for_token(session: Session, run_id: uuid.UUID, authorization: str | None
     return run
 
 
-def check_liveness(session: Session, run: TrainingRun) -> None:
-    """A running run whose trainer went silent is failed, not left ``running`` forever."""
-    if run.status != "running" or run.heartbeat_at is None:
-        return
-    if utcnow() - run.heartbeat_at > timedelta(seconds=get_settings().trainer_lost_after_s):
+def sweep_lost(session: Session, lost_after_s: float) -> list[str]:
+    """Fail running runs whose trainer went silent (no event for ``lost_after_s``), so none is
+    left ``running`` forever. Called by the worker's sweeper; reads never write."""
+    cutoff = utcnow() - timedelta(seconds=lost_after_s)
+    runs = list(
+        session.scalars(
+            select(TrainingRun)
+            .where(TrainingRun.status == "running", TrainingRun.heartbeat_at < cutoff)
+            .limit(1000)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    for run in runs:
+        assert run.heartbeat_at is not None
         _finish(run, "failed", f"trainer lost: no event since {run.heartbeat_at.isoformat()}")
         _add_event(session, run, "status", {"status": "failed", "error": run.error})
+    session.flush()
+    return [str(r.id) for r in runs]
 
 
 def list_events(
-    session: Session, run: TrainingRun, limit: int, after_id: int | None
-) -> list[TrainingRunEvent]:
+    session: Session, run: TrainingRun, limit: int, cursor: str | None
+) -> Page[EventOut]:
+    after = decode_cursor(cursor, (int,))
     q = select(TrainingRunEvent).where(TrainingRunEvent.run_id == run.id)
-    if after_id is not None:
-        q = q.where(TrainingRunEvent.id > after_id)
-    return list(session.scalars(q.order_by(TrainingRunEvent.id).limit(limit)))
+    if after is not None:
+        q = q.where(TrainingRunEvent.id > after[0])
+    rows = list(session.scalars(q.order_by(TrainingRunEvent.id).limit(limit + 1)))
+    return page(rows, limit, lambda e: (e.id,), EventOut.model_validate)
 
 
 def cancel_run(session: Session, run: TrainingRun) -> None:
@@ -197,13 +179,13 @@ def cancel_run(session: Session, run: TrainingRun) -> None:
     session.flush()
 
 
-def record_event(session: Session, run: TrainingRun, event: EventIn) -> dict[str, Any]:
+def record_event(session: Session, run: TrainingRun, event: EventIn) -> EventAck:
     """Apply a trainer's event to the run; returns what the trainer needs to know (cancel)."""
     now = utcnow()
     run.heartbeat_at = now
     data = event.data
     if run.status in TERMINAL and event.type == "status":
-        return {"cancel": True, "status": run.status}  # a late trainer: ignore, tell it to stop
+        return EventAck(cancel=True, status=run.status)  # a late trainer: ignore, tell it to stop
     if event.type == "status":
         _apply_status(run, data, now)
     elif event.type == "step":
@@ -226,7 +208,7 @@ def record_event(session: Session, run: TrainingRun, event: EventIn) -> dict[str
         run.artifacts = artifacts
     _add_event(session, run, event.type, data)
     session.flush()
-    return {"cancel": run.cancel_requested_at is not None, "status": run.status}
+    return EventAck(cancel=run.cancel_requested_at is not None, status=run.status)
 
 
 def _apply_status(run: TrainingRun, data: dict[str, Any], now: Any) -> None:
@@ -253,19 +235,21 @@ def _add_event(session: Session, run: TrainingRun, kind: str, data: dict[str, An
     session.add(TrainingRunEvent(run_id=run.id, type=kind, data=data))
 
 
-def public(run: TrainingRun) -> dict[str, Any]:
-    return {
-        "id": str(run.id),
-        "snapshot_id": str(run.snapshot_id),
-        "status": run.status,
-        "progress": round(run.progress, 4),
-        "metrics": run.metrics,
-        "eval": run.eval,
-        "artifacts": run.artifacts,
-        "error": run.error,
-        "cancel_requested": run.cancel_requested_at is not None,
-        "spec": run.spec,
-        "created_at": run.created_at,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-    }
+def public(run: TrainingRun) -> RunOut:
+    return RunOut.model_validate(
+        {
+            "id": run.id,
+            "snapshot_id": run.snapshot_id,
+            "status": run.status,
+            "progress": round(run.progress, 4),
+            "metrics": run.metrics,
+            "eval": run.eval,
+            "artifacts": run.artifacts,
+            "error": run.error,
+            "cancel_requested": run.cancel_requested_at is not None,
+            "spec": run.spec,
+            "created_at": run.created_at,
+            "started_at": run.started_at,
+            "finished_at": run.finished_at,
+        }
+    )

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from rich.filesize import decimal as fmt_bytes
 
-from cgd.cli_team.common import (
+from cgd.cli.common import (
     AS_JSON,
     EXIT_FAILED,
     LIMIT,

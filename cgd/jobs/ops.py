@@ -1,6 +1,6 @@
-"""Job operations used by the API: create, status, cancel, retry-failed, triplets.
+"""Job operations: create, status, list, cancel, retry-failed, triplets.
 
-Functions only ``flush()``; the request boundary commits and then sends the chunk messages that
+Functions only ``flush()``; the request boundary commits and then sends the task messages that
 these functions return (never before the commit: a worker must always find its rows).
 """
 
@@ -11,10 +11,11 @@ import uuid
 from typing import Any
 
 from sqlalchemy import Integer, String, Uuid, func, insert, literal, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cgd import idempotency
-from cgd.datasets import get_dataset
+from cgd.datasets.ops import get_dataset
 from cgd.db.models import (
     ITEM_STATES,
     DatasetItem,
@@ -24,22 +25,14 @@ from cgd.db.models import (
     JobItem,
     utcnow,
 )
-from cgd.errors import Conflict, InvalidRequest, NotFound
+from cgd.db.queries import team_newest_first
+from cgd.errors import InvalidRequest
 from cgd.generation.spec import JobSpec
-from cgd.generation.store import ChunkRef
+from cgd.jobs.errors import JobNotCancellable, JobNotFound, JobNotRetryable
+from cgd.jobs.schemas import JobCreated, JobRetried, JobStatusOut, TripletOut
+from cgd.pagination import Page, created_page, decode_created_cursor, decode_cursor, page
+from cgd.tasks import ChunkRef, Message, chunk_messages
 from cgd.templates import get_template
-
-
-class JobNotFound(NotFound):
-    """Job not found."""
-
-
-class JobNotCancellable(Conflict):
-    """The job already finished; it cannot be cancelled."""
-
-
-class JobNotRetryable(Conflict):
-    """The job was cancelled or is still running its first pass; nothing to retry."""
 
 
 def spec_hash(spec: JobSpec) -> str:
@@ -48,6 +41,29 @@ def spec_hash(spec: JobSpec) -> str:
 
 def find_replay(session: Session, team_id: uuid.UUID, key: str | None, req_hash: str) -> Job | None:
     return idempotency.find_replay(session, Job, team_id, key, req_hash)
+
+
+def create(
+    session: Session, team_id: uuid.UUID, spec: JobSpec, idempotency_key: str | None
+) -> tuple[JobCreated, list[Message]]:
+    """Create the job (or answer the one an identical earlier request created) and the task
+    messages to send once the request commits."""
+    req_hash = spec_hash(spec)
+    replay = find_replay(session, team_id, idempotency_key, req_hash)
+    if replay is None:
+        try:
+            with session.begin_nested():
+                job, refs = create_job(session, team_id, spec, idempotency_key)
+            return JobCreated(
+                id=job.id, status="queued", total_items=job.total_items
+            ), chunk_messages(refs)
+        except IntegrityError:
+            # A concurrent request with the same Idempotency-Key won the race.
+            replay = find_replay(session, team_id, idempotency_key, req_hash)
+            if replay is None:
+                raise
+    status = job_status(session, replay).status
+    return JobCreated(id=replay.id, status=status, total_items=replay.total_items), []
 
 
 def create_job(
@@ -134,12 +150,21 @@ def get_job(session: Session, team_id: uuid.UUID, job_id: uuid.UUID) -> Job:
     return job
 
 
-def job_status(session: Session, job: Job) -> dict[str, Any]:
+def list_jobs(
+    session: Session, team_id: uuid.UUID, limit: int, cursor: str | None
+) -> Page[JobStatusOut]:
+    rows = team_newest_first(session, Job, team_id, limit + 1, decode_created_cursor(cursor))
+    # One aggregate for the whole page, not one per job.
+    statuses = {s.id: s for s in job_statuses(session, rows[:limit])}
+    return created_page(rows, limit, lambda j: statuses[j.id])
+
+
+def job_status(session: Session, job: Job) -> JobStatusOut:
     """Counts, progress, rate and ETA, all derived from item rows (correct after any crash)."""
     return job_statuses(session, [job])[0]
 
 
-def job_statuses(session: Session, jobs: list[Job]) -> list[dict[str, Any]]:
+def job_statuses(session: Session, jobs: list[Job]) -> list[JobStatusOut]:
     """The status of each job from one scan of their items (status is polled and listed a lot)."""
     groups: dict[uuid.UUID, list[Any]] = {j.id: [] for j in jobs}
     for row in session.execute(
@@ -159,7 +184,7 @@ def job_statuses(session: Session, jobs: list[Job]) -> list[dict[str, Any]]:
     return [_status(job, groups[job.id]) for job in jobs]
 
 
-def _status(job: Job, groups: list[Any]) -> dict[str, Any]:
+def _status(job: Job, groups: list[Any]) -> JobStatusOut:
     by_state = {s: 0 for s in ITEM_STATES}
     errors: dict[str, int] = {}
     prompt_tokens = completion_tokens = truncated = 0
@@ -177,31 +202,33 @@ def _status(job: Job, groups: list[Any]) -> dict[str, Any]:
     end = job.finished_at or job.cancelled_at or utcnow()
     elapsed = (end - job.started_at).total_seconds() if job.started_at else 0.0
     rate = done / elapsed if elapsed > 0 else 0.0
-    return {
-        "id": str(job.id),
-        "dataset_id": str(job.dataset_id),
-        "status": status,
-        "counts": {
-            "total": total,
-            "completed": by_state["verified"],
-            "failed": by_state["failed"],
-            "pending": total - done,
-        },
-        "by_stage": by_state,
-        "progress": round(done / total, 4) if total else 1.0,
-        "items_per_s": round(rate, 2),
-        "eta_s": round((total - done) / rate, 1) if rate > 0 and status == "running" else None,
-        "tokens": {"prompt": prompt_tokens, "completion": completion_tokens},
-        "errors": errors,
-        "truncated": truncated,
-        "template_version": job.template_version,
-        "spec": JobSpec.model_validate(job.spec).public(),
-        "error": job.error,
-        "created_at": job.created_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-        "cancelled_at": job.cancelled_at,
-    }
+    return JobStatusOut.model_validate(
+        {
+            "id": job.id,
+            "dataset_id": job.dataset_id,
+            "status": status,
+            "counts": {
+                "total": total,
+                "completed": by_state["verified"],
+                "failed": by_state["failed"],
+                "pending": total - done,
+            },
+            "by_stage": by_state,
+            "progress": round(done / total, 4) if total else 1.0,
+            "items_per_s": round(rate, 2),
+            "eta_s": round((total - done) / rate, 1) if rate > 0 and status == "running" else None,
+            "tokens": {"prompt": prompt_tokens, "completion": completion_tokens},
+            "errors": errors,
+            "truncated": truncated,
+            "template_version": job.template_version,
+            "spec": JobSpec.model_validate(job.spec).public(),
+            "error": job.error,
+            "created_at": job.created_at,
+            "started_at": job.started_at,
+            "finished_at": job.finished_at,
+            "cancelled_at": job.cancelled_at,
+        }
+    )
 
 
 def derive_status(job: Job, by_state: dict[str, int]) -> str:
@@ -220,11 +247,16 @@ def derive_status(job: Job, by_state: dict[str, int]) -> str:
 
 
 def cancel_job(session: Session, job: Job) -> None:
-    status = job_status(session, job)["status"]
+    status = job_status(session, job).status
     if status in ("completed", "failed", "cancelled"):
         raise JobNotCancellable({"job_id": str(job.id), "status": status})
     job.cancelled_at = utcnow()
     session.flush()
+
+
+def retry(session: Session, job: Job) -> tuple[JobRetried, list[Message]]:
+    n, refs = retry_failed(session, job)
+    return JobRetried(id=job.id, retried=n), chunk_messages(refs)
 
 
 def retry_failed(session: Session, job: Job) -> tuple[int, list[ChunkRef]]:
@@ -259,6 +291,30 @@ def retry_failed(session: Session, job: Job) -> tuple[int, list[ChunkRef]]:
 # --- triplets --------------------------------------------------------------------------------
 
 TRIPLET_FILTERS = ("status", "verdict", "initial_correct", "refined_correct")
+
+
+def triplets_page(
+    session: Session,
+    job: Job,
+    limit: int,
+    cursor: str | None,
+    status: str | None = None,
+    verdict: str | None = None,
+    initial_correct: bool | None = None,
+    refined_correct: bool | None = None,
+) -> Page[TripletOut]:
+    after = decode_cursor(cursor, (int, int))
+    rows = list_triplets(
+        session,
+        job,
+        limit + 1,
+        (after[0], after[1]) if after else None,
+        status=status,
+        verdict=verdict,
+        initial_correct=initial_correct,
+        refined_correct=refined_correct,
+    )
+    return page(rows, limit, lambda r: (r["idx"], r["sample"]), TripletOut.model_validate)
 
 
 def list_triplets(

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from cgd.errors import InvalidDataset
+from cgd.datasets.errors import InvalidDataset
 
 FORMATS = ("jsonl", "jsonl.gz", "csv", "parquet")
 _EXTENSIONS = {

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from cgd.cli_team.common import (
+from cgd.cli.common import (
     AS_JSON,
     LIMIT,
     Column,
@@ -26,7 +26,7 @@ from cgd.cli_team.common import (
     watching,
     when,
 )
-from cgd.cli_team.snapshots import Mode
+from cgd.cli.snapshots import Mode
 
 app = group("Training runs: start, watch loss and eval, cancel (REST API).")
 

@@ -1,7 +1,9 @@
-"""Snapshots: curate the triplets of finished jobs into an immutable, exportable selection.
+"""Snapshot operations: curate the triplets of finished jobs into an immutable, exportable
+selection.
 
 The pure curation logic lives in ``cgd.curation``; this module feeds it from the database (one
 streamed pass to select, one to copy the selected rows) and serves exports back out of it.
+Functions that take a ``Session`` only ``flush()``; the request boundary commits.
 """
 
 from __future__ import annotations
@@ -38,18 +40,42 @@ from cgd.db.models import (
     TrainingRun,
     utcnow,
 )
-from cgd.errors import Conflict, InvalidRequest, NotFound
+from cgd.db.queries import team_newest_first
+from cgd.errors import InvalidRequest, NotFound
 from cgd.generation.spec import JobSpec
+from cgd.pagination import Page, created_page, decode_created_cursor
+from cgd.snapshots.errors import SnapshotInUse, SnapshotNotFound, SnapshotNotReady
+from cgd.snapshots.schemas import CardOut, SnapshotDetail, SnapshotOut
+from cgd.tasks import Message, build_snapshot_message
 
 _COPY_BATCH = 1000
 
 
-class SnapshotNotFound(NotFound):
-    """Snapshot not found."""
+def create(
+    session: Session, team_id: uuid.UUID, spec: CurationSpec, inline_max: int
+) -> tuple[SnapshotOut, list[Message]]:
+    """Build a small snapshot now; queue a larger one (``inline_max`` input rows) on the
+    curation queue. Returns the snapshot and the messages to send after the commit: none when
+    it was built inline."""
+    jobs = validate_inputs(session, team_id, spec)
+    snap = new_snapshot(session, team_id, spec)
+    if input_size(session, jobs) > inline_max:
+        snap.build_enqueued_at = utcnow()
+        session.flush()
+        return SnapshotOut.model_validate(snap), [build_snapshot_message(str(snap.id))]
+    build(session, snap.id)
+    return SnapshotOut.model_validate(snap), []
 
 
-class SnapshotNotReady(Conflict):
-    """The snapshot is still being built (or failed); it has nothing to export yet."""
+def list_snapshots(
+    session: Session, team_id: uuid.UUID, limit: int, cursor: str | None
+) -> Page[SnapshotOut]:
+    rows = team_newest_first(session, Snapshot, team_id, limit + 1, decode_created_cursor(cursor))
+    return created_page(rows, limit, SnapshotOut.model_validate)
+
+
+def detail(snap: Snapshot) -> SnapshotDetail:
+    return SnapshotDetail.model_validate(snap)
 
 
 def validate_inputs(session: Session, team_id: uuid.UUID, spec: CurationSpec) -> list[Job]:
@@ -76,7 +102,7 @@ def _team_job(session: Session, team_id: uuid.UUID, raw: str) -> Job:
 
 
 def _team_dataset_id(session: Session, team_id: uuid.UUID, raw: str) -> uuid.UUID:
-    from cgd.datasets import get_dataset
+    from cgd.datasets.ops import get_dataset
 
     try:
         dataset_id = uuid.UUID(str(raw))
@@ -294,10 +320,6 @@ def get_snapshot(session: Session, team_id: uuid.UUID, snapshot_id: uuid.UUID) -
     return snap
 
 
-class SnapshotInUse(Conflict):
-    """Training runs use this snapshot; it cannot be deleted while they exist."""
-
-
 def delete_snapshot(session: Session, snap: Snapshot) -> None:
     runs = list(
         session.scalars(select(TrainingRun.id).where(TrainingRun.snapshot_id == snap.id).limit(10))
@@ -309,6 +331,11 @@ def delete_snapshot(session: Session, snap: Snapshot) -> None:
     session.execute(delete(SnapshotRow).where(SnapshotRow.snapshot_id == snap.id))
     session.delete(snap)
     session.flush()
+
+
+def card_out(snap: Snapshot) -> CardOut:
+    data, markdown = card(snap)
+    return CardOut.model_validate({**data, "markdown": markdown})
 
 
 def card(snap: Snapshot) -> tuple[dict[str, Any], str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.filesize import decimal as fmt_bytes
 
-from cgd.cli_team.common import (
+from cgd.cli.common import (
     AS_JSON,
     LIMIT,
     Column,

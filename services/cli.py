@@ -1,4 +1,6 @@
-"""The ``cgd`` command line. Server verbs live here; sub-apps are mounted from their modules."""
+"""The ``cgd`` command line (the console script). It lives in ``services`` because its server
+verbs start the API and the workers; the team verbs (``cgd datasets|jobs|snapshots|runs``) are
+mounted from :mod:`cgd.cli`, training from :mod:`cgd.train.cli`."""
 
 from __future__ import annotations
 
@@ -84,13 +86,14 @@ def worker(
     pool lets several chunks overlap on one in-flight window.
     """
     from cgd.logs import setup_logging
-    from services.worker import tasks
+    from services.worker.tasks import build_worker_app, start_sweeper
 
     setup_logging(loglevel)
-    tasks.RUN_SWEEPER = True
     settings = get_settings()
+    celery_app = build_worker_app(settings)
+    start_sweeper(celery_app)
     n = concurrency or settings.worker_concurrency
-    tasks.celery_app.worker_main(
+    celery_app.worker_main(
         [
             "worker",
             "-Q",
@@ -136,10 +139,10 @@ def trainer(loglevel: str = typer.Option("INFO", help="Log level")) -> None:
     Runs tasks in the main process (solo pool): math-verify needs a main thread.
     """
     from cgd.logs import setup_logging
-    from services.worker import tasks
+    from services.worker.tasks import build_worker_app
 
     setup_logging(loglevel)
-    tasks.celery_app.worker_main(
+    build_worker_app(get_settings()).worker_main(
         [
             "worker",
             "-Q",
@@ -196,7 +199,7 @@ def tiny_model(ctx: typer.Context) -> None:
 
 
 # The team CLI (datasets, jobs, snapshots, runs over the REST API), defined in its own module.
-from cgd.cli_team import mount as _mount_team_cli  # noqa: E402
+from cgd.cli import mount as _mount_team_cli  # noqa: E402
 
 _mount_team_cli(app)
 

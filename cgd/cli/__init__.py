@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import typer
 
-from cgd.cli_team import datasets, jobs, runs, snapshots
-from cgd.cli_team.common import (
+from cgd.cli import datasets, jobs, runs, snapshots
+from cgd.cli.common import (
     EXIT_API_ERROR,
     EXIT_FAILED,
     EXIT_INTERRUPTED,

@@ -1,0 +1,139 @@
+"""Job request and response bodies."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cgd.enums import ItemState, JobStatus
+from cgd.generation.spec import JobSpec
+
+__all__ = [
+    "JobCancelled",
+    "JobCounts",
+    "JobCreated",
+    "JobRetried",
+    "JobSpec",
+    "JobStatusOut",
+    "TokenCounts",
+    "TripletOut",
+]
+
+
+class JobCreated(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "id": "118858f4-ddce-4feb-8fdb-0119cad6cc7f",
+                "status": "queued",
+                "total_items": 200,
+            }
+        }
+    )
+
+    id: uuid.UUID
+    status: JobStatus
+    total_items: int = Field(description="Dataset items × samples_per_prompt")
+
+
+class JobCounts(BaseModel):
+    total: int
+    completed: int = Field(description="Items verified (all stages done)")
+    failed: int
+    pending: int = Field(description="Items not yet terminal")
+
+
+class TokenCounts(BaseModel):
+    prompt: int
+    completion: int
+
+
+class JobStatusOut(BaseModel):
+    """Everything derived from the job's item rows, so it is right after any crash."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "id": "118858f4-ddce-4feb-8fdb-0119cad6cc7f",
+                "dataset_id": "b2824380-ff7a-4e27-990d-f5cdeaa92cc9",
+                "status": "running",
+                "counts": {"total": 200, "completed": 48, "failed": 0, "pending": 152},
+                "by_stage": {
+                    "pending": 0,
+                    "probed": 0,
+                    "critiqued": 152,
+                    "refined": 0,
+                    "verified": 48,
+                    "failed": 0,
+                },
+                "progress": 0.24,
+                "items_per_s": 10.16,
+                "eta_s": 15.0,
+                "tokens": {"prompt": 151392, "completion": 53020},
+                "errors": {},
+                "truncated": 0,
+                "template_version": "cgd-v1",
+                "spec": {"dataset_id": "b2824380-ff7a-4e27-990d-f5cdeaa92cc9"},
+                "error": None,
+                "created_at": "2026-11-27T23:38:30Z",
+                "started_at": "2026-11-27T23:38:30Z",
+                "finished_at": None,
+                "cancelled_at": None,
+            }
+        }
+    )
+
+    id: uuid.UUID
+    dataset_id: uuid.UUID
+    status: JobStatus
+    counts: JobCounts
+    by_stage: dict[ItemState, int] = Field(description="Items per pipeline state")
+    progress: float = Field(description="Share of items terminal, 0–1")
+    items_per_s: float
+    eta_s: float | None = Field(description="Seconds left at the current rate, while running")
+    tokens: TokenCounts
+    errors: dict[str, int] = Field(description="Failed items per error kind")
+    truncated: int = Field(description="Items with an answer cut at max_tokens")
+    template_version: str
+    spec: dict[str, Any] = Field(description="The job spec as submitted, API keys masked")
+    error: str | None = Field(description="Why the whole job failed, if it did")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    cancelled_at: datetime | None
+
+
+class JobCancelled(BaseModel):
+    id: uuid.UUID
+    status: JobStatus
+
+
+class JobRetried(BaseModel):
+    id: uuid.UUID
+    retried: int = Field(description="Failed items put back to pending")
+
+
+class TripletOut(BaseModel):
+    """One (prompt, initial answer, critique, refined answer) with its verification."""
+
+    item_id: str
+    idx: int
+    sample: int = Field(description="Which of the samples_per_prompt initial answers")
+    prompt: str
+    reference: str | None
+    initial_response: str | None
+    critique: str | None
+    verdict: str | None = Field(description="right, wrong, or null when none was parsable")
+    refined_response: str | None
+    initial_answer: str | None = Field(description="The final answer extracted for verification")
+    refined_answer: str | None
+    initial_correct: bool | None
+    refined_correct: bool | None
+    verdict_agrees: bool | None = Field(description="Whether the verdict matches the verifier")
+    truncated: bool
+    status: ItemState
+    error: str | None
+    error_kind: str | None

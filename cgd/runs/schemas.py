@@ -1,0 +1,125 @@
+"""Training-run request and response bodies."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cgd.enums import EventType, ExportMode, RunStatus, TrainMethod
+
+
+class LoraSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    r: int = Field(16, ge=1, le=1024)
+    alpha: int = Field(32, ge=1)
+
+
+class Hyperparams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    learning_rate: float = Field(1e-6, gt=0, le=1.0)
+    epochs: int = Field(1, ge=1, le=100)
+    max_steps: int | None = Field(None, ge=1)
+    tokens_per_step: int = Field(65536, ge=1)
+    max_length: int = Field(4096, ge=16)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    lora: LoraSpec = LoraSpec()
+
+
+class EvalSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sets: list[str] = Field(
+        default_factory=lambda: ["math500"],
+        description="Bundled sets (math500, amc23, aime24) or dataset:<id> of an uploaded one",
+    )
+    max_samples: int | None = Field(None, ge=1)
+    max_new_tokens: int = Field(2048, ge=1)
+
+
+class TrainingRunSpec(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {
+                "snapshot_id": "5d0c4c8e-5b3a-4e0e-9a59-0d7f3c1e2b11",
+                "base_model": "Qwen/Qwen2.5-0.5B-Instruct",
+                "mode": "cgd",
+                "method": "full",
+                "hyperparams": {"learning_rate": 1e-6, "epochs": 1},
+                "eval": {"sets": ["math500"]},
+            }
+        },
+    )
+    snapshot_id: uuid.UUID
+    base_model: str = Field(..., min_length=1, description="A model id or a local path")
+    mode: ExportMode = Field(ExportMode.cgd, description="What the model is trained to produce")
+    method: TrainMethod = TrainMethod.full
+    hyperparams: Hyperparams = Hyperparams()
+    eval: EvalSpec = EvalSpec()
+
+
+class RunCreated(BaseModel):
+    id: uuid.UUID
+    status: RunStatus
+
+
+class RunOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "id": "0b7f6a0e-1c1d-4d52-8a0e-6f3f5b2f9c10",
+                "snapshot_id": "5d0c4c8e-5b3a-4e0e-9a59-0d7f3c1e2b11",
+                "status": "running",
+                "progress": 0.4,
+                "metrics": {"step": 40, "total_steps": 100, "loss": 0.61},
+                "eval": {},
+                "artifacts": {},
+                "error": None,
+                "cancel_requested": False,
+                "spec": {"base_model": "Qwen/Qwen2.5-0.5B-Instruct", "mode": "cgd"},
+                "created_at": "2026-11-27T23:41:00Z",
+                "started_at": "2026-11-27T23:41:02Z",
+                "finished_at": None,
+            }
+        }
+    )
+
+    id: uuid.UUID
+    snapshot_id: uuid.UUID
+    status: RunStatus
+    progress: float = Field(description="Share of optimizer steps done, 0–1")
+    metrics: dict[str, Any] = Field(description="The latest step event (step, loss, lr, …)")
+    eval: dict[str, Any] = Field(description="Per eval set: accuracy, n, step")
+    artifacts: dict[str, Any] = Field(description="model_path and other outputs")
+    error: str | None
+    cancel_requested: bool
+    spec: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class EventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    type: EventType
+    at: datetime
+    data: dict[str, Any]
+
+
+class EventIn(BaseModel):
+    """What a trainer posts: status changes, step metrics, eval results, artifact paths."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: EventType
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventAck(BaseModel):
+    """The answer to a trainer's event: whether to stop."""
+
+    cancel: bool
+    status: RunStatus

@@ -1,0 +1,41 @@
+"""The task contract between the API and the workers: task names, queues and message builders.
+
+No Celery import here: the API builds messages with these functions and hands them to the Celery
+app it creates in its lifespan; the worker registers its tasks under the same names. Messages
+carry ids only (never payloads), and are sent only after the rows they name are committed.
+"""
+
+from __future__ import annotations
+
+GENERATION_QUEUE = "generation"
+CURATION_QUEUE = "curation"
+TRAIN_QUEUE = "train"
+QUEUES = (GENERATION_QUEUE, CURATION_QUEUE, TRAIN_QUEUE)
+
+RUN_CHUNK = "cgd.generation.run_chunk"
+BUILD_SNAPSHOT = "cgd.curation.build_snapshot"
+TRAIN_RUN = "cgd.train.run"
+PING = "cgd.ops.ping"
+
+# Task-name prefix → queue, for Celery's router.
+ROUTES = {
+    "cgd.generation.*": {"queue": GENERATION_QUEUE},
+    "cgd.curation.*": {"queue": CURATION_QUEUE},
+    "cgd.train.*": {"queue": TRAIN_QUEUE},
+}
+
+Message = tuple[str, list[object], str]  # (task name, args, queue)
+ChunkRef = tuple[str, int]  # (job id, chunk number)
+
+
+def chunk_messages(refs: list[ChunkRef]) -> list[Message]:
+    return [(RUN_CHUNK, [job_id, chunk_no], GENERATION_QUEUE) for job_id, chunk_no in refs]
+
+
+def build_snapshot_message(snapshot_id: str) -> Message:
+    return (BUILD_SNAPSHOT, [snapshot_id], CURATION_QUEUE)
+
+
+def train_run_message(run_id: str, token: str) -> Message:
+    """The run token is the trainer's only credential for this run."""
+    return (TRAIN_RUN, [run_id, token], TRAIN_QUEUE)

@@ -1,0 +1,135 @@
+"""The API document (``/openapi.json``, ``/docs``): what FastAPI generates from the typed routes,
+made truthful where its defaults are not.
+
+- Every 4xx, 422 included, is our ``ErrorBody`` (FastAPI's ``HTTPValidationError`` is removed).
+- Every operation carries examples: responses take the example of the model they return (a page
+  of a model gets one wrapped in ``data``); error responses show an error body of their kind.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+DESCRIPTION = """\
+Critique-guided distillation as a service. Upload a prompt dataset, run a **generation job**
+(the student answers, the teacher critiques and refines, answers are verified), curate the
+triplets into an immutable **snapshot**, export it for a trainer or start a **training run**.
+
+Authenticate every `/v1` call with `Authorization: Bearer <API key>` (an operator creates keys
+with `cgd admin create-key --team NAME`). Every resource belongs to the caller's team: another
+team's id answers 404. Errors are `{"error": <kind>, "detail": {"reason", "field"?, "line"?}}`.
+Lists are pages: `{"data": [...], "next_cursor"}`; pass `?cursor=` for the next one.
+"""
+
+_SUCCESS = ("200", "201", "202")
+_ERROR_REF = "#/components/schemas/ErrorBody"
+
+
+def install_openapi(app: FastAPI) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            app.openapi_schema = finish_document(doc)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def finish_document(doc: dict[str, Any]) -> dict[str, Any]:
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    for path_item in doc.get("paths", {}).values():
+        for operation in path_item.values():
+            responses = operation.get("responses", {})
+            for status, response in responses.items():
+                content = response.get("content", {}).get("application/json")
+                if status.startswith("4"):
+                    response["content"] = {
+                        "application/json": {
+                            "schema": {"$ref": _ERROR_REF},
+                            "example": _error_example(status, response.get("description", "")),
+                        }
+                    }
+                elif status in _SUCCESS and content is not None and "example" not in content:
+                    example = _example(content.get("schema", {}), schemas)
+                    if example is not None:
+                        content["example"] = example
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    return doc
+
+
+def _error_example(status: str, description: str) -> dict[str, Any]:
+    kind = description.split(", ")[0] if description else "InvalidRequest"
+    if status == "422":
+        kind = "InvalidRequest" if "InvalidRequest" in description else kind
+        return {"error": kind, "detail": {"reason": "field required", "field": "body.name"}}
+    reasons = {"401": "invalid API key", "404": "not found", "409": "conflicts with the state"}
+    return {"error": kind, "detail": {"reason": reasons.get(status, kind)}}
+
+
+def _example(schema: dict[str, Any], schemas: dict[str, Any]) -> Any:
+    """An example for a response schema, from the examples on the models it is made of."""
+    ref = schema.get("$ref")
+    if ref is None:
+        return None
+    component = schemas.get(ref.rsplit("/", 1)[-1], {})
+    if "example" in component:
+        return copy.deepcopy(component["example"])
+    data = component.get("properties", {}).get("data", {})
+    if set(component.get("properties", {})) == {"data", "next_cursor"}:  # a Page[...]
+        return {"data": [_example(data.get("items", {}), schemas)], "next_cursor": None}
+    return _synthesize(component, schemas, depth=0)
+
+
+_SCALARS: dict[str, Any] = {
+    "integer": 0,
+    "number": 0.0,
+    "boolean": False,
+    "string": "string",
+    "array": [],
+    "object": {},
+    "null": None,
+}
+_FORMATS = {
+    "uuid": "3fa85f64-5717-4562-b3fc-2c963f66afa6",
+    "date-time": "2026-11-27T23:38:24Z",
+}
+
+
+def _synthesize(schema: dict[str, Any], schemas: dict[str, Any], depth: int) -> Any:
+    """An example built from a model's fields, for models that declare none."""
+    if "example" in schema:
+        return copy.deepcopy(schema["example"])
+    if depth > 4:
+        return None
+    if "$ref" in schema:
+        return _synthesize(schemas.get(schema["$ref"].rsplit("/", 1)[-1], {}), schemas, depth + 1)
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "default" in schema:
+        return schema["default"]
+    for key in ("anyOf", "oneOf", "allOf"):
+        options = [o for o in schema.get(key, []) if o.get("type") != "null"]
+        if options:
+            return _synthesize(options[0], schemas, depth + 1)
+    if "properties" in schema:
+        return {
+            name: _synthesize(prop, schemas, depth + 1)
+            for name, prop in schema["properties"].items()
+        }
+    kind = schema.get("type")
+    if kind == "string" and schema.get("format") in _FORMATS:
+        return _FORMATS[schema["format"]]
+    if kind == "array" and "items" in schema:
+        item = _synthesize(schema["items"], schemas, depth + 1)
+        return [] if item is None else [item]
+    return _SCALARS.get(kind) if isinstance(kind, str) else None
