@@ -44,9 +44,19 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, Literal, TypedDict, cast
+from typing import IO, Any, TypedDict, cast
 
 import httpx
+
+from cgd.enums import (
+    TERMINAL_JOB_STATUSES,
+    ExportFormat,
+    ExportLayout,
+    ExportMode,
+    ItemState,
+    Split,
+    VerdictFilter,
+)
 
 __all__ = [
     "CgdApiError",
@@ -58,13 +68,8 @@ __all__ = [
     "format_detail",
 ]
 
-TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
-JobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
-TripletStatus = Literal["pending", "probed", "critiqued", "refined", "verified", "failed"]
-ExportFormat = Literal["jsonl", "parquet"]
-ExportLayout = Literal["native", "messages", "prompt-completion", "alpaca"]
-ExportMode = Literal["cgd", "sft", "distill", "cft", "no-critique"]
-ExportSplit = Literal["train", "val", "all"]
+# Jobs and runs end in the same three statuses.
+TERMINAL_STATUSES = TERMINAL_JOB_STATUSES
 # (bytes done, total bytes or None when the server does not say)
 ProgressCallback = Callable[[int, int | None], None]
 
@@ -490,8 +495,8 @@ class CgdClient:
         limit: int | None = None,
         cursor: str | None = None,
         *,
-        status: TripletStatus | None = None,
-        verdict: Literal["right", "wrong", "none"] | None = None,
+        status: ItemState | str | None = None,
+        verdict: VerdictFilter | str | None = None,
         initial_correct: bool | None = None,
         refined_correct: bool | None = None,
     ) -> Page:
@@ -510,8 +515,8 @@ class CgdClient:
         job_id: str,
         page_size: int | None = None,
         *,
-        status: TripletStatus | None = None,
-        verdict: Literal["right", "wrong", "none"] | None = None,
+        status: ItemState | str | None = None,
+        verdict: VerdictFilter | str | None = None,
         initial_correct: bool | None = None,
         refined_correct: bool | None = None,
     ) -> Iterator[dict[str, Any]]:
@@ -597,10 +602,10 @@ class CgdClient:
         snapshot_id: str,
         path: str | os.PathLike[str],
         *,
-        format: ExportFormat = "jsonl",
-        layout: ExportLayout = "native",
-        mode: ExportMode = "cgd",
-        split: ExportSplit = "all",
+        format: ExportFormat | str = ExportFormat.jsonl,
+        layout: ExportLayout | str = ExportLayout.native,
+        mode: ExportMode | str = ExportMode.cgd,
+        split: Split | str = Split.all,
         progress: ProgressCallback | None = None,
         chunk_size: int = 1 << 20,
     ) -> ExportResult:

@@ -36,6 +36,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from yarl import URL
 
+from cgd.enums import Truncation
+
 log = logging.getLogger("cgd.llm_client")
 
 Message = dict[str, str]
@@ -43,7 +45,7 @@ ErrorKind = Literal[
     "timeout", "rate_limited", "server_error", "client_error", "connection", "truncated",
     "bad_response",
 ]  # fmt: skip
-TruncationPolicy = Literal["fail", "retry_larger"]
+TruncationPolicy = Truncation
 
 # Request keys the client owns; `extra` must not override them.
 _RESERVED = frozenset({"messages", "model", "n", "stream"})
@@ -247,7 +249,7 @@ class LLMClient:
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
         retry_after_max_s: float = 300.0,
-        truncation: TruncationPolicy = "fail",
+        truncation: TruncationPolicy = Truncation.fail,
         truncation_max_tokens: int = 16384,
         rng: random.Random | None = None,
     ) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from cgd.cli.common import (
     when,
 )
 from cgd.client import TERMINAL_STATUSES, CgdClient
+from cgd.enums import Truncation, Verifier
 
 app = group("Generation jobs: create, watch, cancel, retry failed items (REST API).")
 
@@ -54,18 +54,6 @@ COLUMNS: list[Column] = [
     ("DATASET", lambda r: r.get("dataset_id")),
     ("CREATED", lambda r: when(r["created_at"])),
 ]
-
-
-class Verifier(StrEnum):
-    math = "math"
-    choice = "choice"
-    exact = "exact"
-    none = "none"
-
-
-class Truncation(StrEnum):
-    fail = "fail"
-    retry_larger = "retry_larger"
 
 
 def _endpoint(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,8 @@ from cgd.cli.common import (
     watching,
     when,
 )
-from cgd.cli.snapshots import Mode
+from cgd.enums import ExportMode as Mode
+from cgd.enums import TrainMethod as Method
 
 app = group("Training runs: start, watch loss and eval, cancel (REST API).")
 
@@ -47,11 +47,6 @@ COLUMNS: list[Column] = [
     ("SNAPSHOT", lambda r: r.get("snapshot_id")),
     ("CREATED", lambda r: when(r["created_at"])),
 ]
-
-
-class Method(StrEnum):
-    full = "full"
-    lora = "lora"
 
 
 @app.command("create")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,10 @@ from cgd.cli.common import (
     transfer_progress,
     when,
 )
+from cgd.enums import ExportFormat as Format
+from cgd.enums import ExportLayout as Layout
+from cgd.enums import ExportMode as Mode
+from cgd.enums import Split
 
 app = group("Snapshots: curate finished jobs, export training files (REST API).")
 
@@ -39,32 +42,6 @@ COLUMNS: list[Column] = [
     ("HASH", lambda r: (r.get("content_hash") or "")[:12] or None),
     ("CREATED", lambda r: when(r["created_at"])),
 ]
-
-
-class Format(StrEnum):
-    jsonl = "jsonl"
-    parquet = "parquet"
-
-
-class Layout(StrEnum):
-    native = "native"
-    messages = "messages"
-    prompt_completion = "prompt-completion"
-    alpaca = "alpaca"
-
-
-class Mode(StrEnum):
-    cgd = "cgd"
-    sft = "sft"
-    distill = "distill"
-    cft = "cft"
-    no_critique = "no-critique"
-
-
-class Split(StrEnum):
-    train = "train"
-    val = "val"
-    all = "all"
 
 
 def _snapshot_summary(snap: dict[str, Any]) -> str:

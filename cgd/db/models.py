@@ -27,6 +27,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from cgd.enums import ItemState
+
 # Stable constraint names so migrations are reproducible on every backend.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -127,8 +129,8 @@ class DatasetItem(Base):
 # --- generation jobs ---------------------------------------------------------------------------
 
 # Item state machine: pending → probed → critiqued → refined → verified | failed(reason).
-ITEM_STATES = ("pending", "probed", "critiqued", "refined", "verified", "failed")
-TERMINAL_STATES = ("verified", "failed")
+ITEM_STATES: tuple[str, ...] = tuple(ItemState)
+TERMINAL_STATES: tuple[str, ...] = (ItemState.verified, ItemState.failed)
 STAGES = ("probe", "critique", "refine")
 
 

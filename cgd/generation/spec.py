@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cgd.enums import Truncation, Verifier
 from cgd.errors import InvalidRequest
 from cgd.llm_client import EndpointConfig
 from cgd.templates import TEMPLATES
-
-Verifier = Literal["math", "choice", "exact", "none"]
 
 
 class JobSpec(BaseModel):
@@ -23,11 +22,11 @@ class JobSpec(BaseModel):
         ..., description="The student endpoint (probe), or null to use the dataset's responses"
     )
     teacher: EndpointConfig = Field(..., description="The teacher endpoint (critique, refine)")
-    verifier: Verifier = "math"
+    verifier: Verifier = Verifier.math
     samples_per_prompt: int = Field(1, ge=1, le=64, description="Initial answers per prompt")
     template: str = Field("cgd", description="Prompt template name")
-    truncation: Literal["fail", "retry_larger"] = Field(
-        "fail", description="On finish_reason=length: fail the item, or retry once larger"
+    truncation: Truncation = Field(
+        Truncation.fail, description="On finish_reason=length: fail the item, or retry once larger"
     )
     chunk_size: int = Field(256, ge=1, le=10_000, description="Dataset items per worker task")
 
