@@ -3,12 +3,19 @@
 Random-init Qwen2.5-shaped models built from a config (no download), CGD-like samples (450–2,100
 tokens, 25–45% of them target), fp32 master weights + bf16 autocast + fused AdamW on GPU.
 
-* ours: ``cgd.train`` itself: packed rows of ``--max-length`` tokens with documents kept apart,
-  loss on target tokens only with chunked lm_head/cross-entropy, ``train_step`` from the loop;
+* ours: ``cgd.train`` itself: packed rows of ``--max-length`` tokens with documents kept apart by
+  varlen attention over ``cu_seqlens`` (``--attn varlen``), ``--micro-batch-rows`` rows per
+  forward, rows padded to the row length (fixed shapes), optional ``--compile`` of every block,
+  loss on target tokens only with chunked lm_head/cross-entropy, ``train_step`` from the loop,
+  batches built by the trainer's prefetching loader;
 * stock: plain transformers forward/backward on right-padded batches of ``--stock-batch``
   samples, ``labels`` with -100 on prompt and padding (full logits), gradient accumulation.
 
-Both take optimizer steps of about ``--tokens-per-step`` real tokens. Reported: real (non-pad)
+Both take optimizer steps of about ``--tokens-per-step`` real tokens. A step is timed whole:
+building its batches (waiting on the prefetcher for ours, collating inline for stock), the
+forward/backward passes, the optimizer and reading the loss. Each loop runs under its own guard,
+so a failure (out of memory, a missing kernel) is printed in its row and the other loop's figures
+are kept. Reported: real (non-pad)
 tokens/s from the median step time, MFU and peak memory. Model FLOPs per real token =
 6·N + 12·L·d·c, N = matmul parameters (lm_head included), c = mean causal context of a token
 within its own sample; the same formula for both loops, so MFU ratios equal throughput ratios.
@@ -33,9 +40,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, Qwen2Config  # noqa: E402
 
-from cgd.train.data import IGNORE_INDEX, Sample, StepLoader  # noqa: E402
-from cgd.train.loop import train_step  # noqa: E402
-from cgd.train.model import SupervisedLoss  # noqa: E402
+from cgd.train import attention  # noqa: E402
+from cgd.train.data import IGNORE_INDEX, Prefetcher, Sample, StepLoader  # noqa: E402
+from cgd.train.loop import finish_metrics, train_step  # noqa: E402
+from cgd.train.model import SupervisedLoss, uses_cu_seqlens  # noqa: E402
+from cgd.train.parallel import compile_blocks  # noqa: E402
 from cgd.train.runtime import Runtime  # noqa: E402
 
 # Qwen2.5-0.5B / 1.5B shapes (their config.json), and a tiny one for CPU smoke runs.
@@ -58,6 +67,7 @@ def build_model(shape: str, attn: str, device: torch.device) -> torch.nn.Module:
         tie_word_embeddings=True,
     )
     torch.manual_seed(0)
+    attn = attention.register() if attn == "varlen" else attn
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation=attn)
     return model.to(device).train()
 
@@ -91,37 +101,48 @@ def sync(device: torch.device) -> None:
 def run_ours(args: argparse.Namespace, samples: list[Sample], runtime: Runtime) -> dict:
     model = build_model(args.shape, args.attn, runtime.device)
     module = SupervisedLoss(model, chunk_tokens=4096)
+    if getattr(args, "compile", False):
+        compile_blocks(model)
     params = [p for p in model.parameters()]
     optimizer = torch.optim.AdamW(params, lr=1e-6, fused=runtime.device.type == "cuda")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    rows = max(1, args.tokens_per_step // args.max_length)
     loader = StepLoader(
         samples,
-        rows_per_step=max(1, args.tokens_per_step // args.max_length),
-        micro_batch_rows=1,
+        rows_per_step=math.ceil(rows / args.micro_batch_rows) * args.micro_batch_rows,
+        micro_batch_rows=args.micro_batch_rows,
         max_length=args.max_length,
         packing=True,
         pack_window=1024,
         seed=0,
         pad_id=0,
+        fixed_shapes=True,
     )
+    prefetch = Prefetcher(loader, 0, pin=runtime.device.type == "cuda")
+    varlen = uses_cu_seqlens(model)
     times, tokens = [], []
-    for step in range(args.warmup_steps + args.steps):
-        batches = loader.micro_batches(step)
-        sync(runtime.device)
-        t0 = time.perf_counter()
-        metrics = train_step(
-            module,
-            batches,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            params=params,
-            grad_clip=1.0,
-            runtime=runtime,
-        )
-        sync(runtime.device)
-        if step >= args.warmup_steps:
-            times.append(time.perf_counter() - t0)
-            tokens.append(metrics["tokens"])
+    try:
+        for step in range(args.warmup_steps + args.steps):
+            sync(runtime.device)
+            t0 = time.perf_counter()
+            _, batches = prefetch.next()
+            metrics = train_step(
+                module,
+                batches,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                params=params,
+                grad_clip=1.0,
+                runtime=runtime,
+                counts=loader.step_counts(step),
+                varlen=varlen,
+            )
+            finish_metrics(metrics, runtime)  # reads the loss: the step is done
+            if step >= args.warmup_steps:
+                times.append(time.perf_counter() - t0)
+                tokens.append(metrics["tokens"])
+    finally:
+        prefetch.close()
     return {"model": model, "times": times, "tokens": tokens}
 
 
@@ -150,9 +171,10 @@ def run_stock(args: argparse.Namespace, samples: list[Sample], runtime: Runtime)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6, fused=runtime.device.type == "cuda")
     times, tokens = [], []
     for step in range(args.warmup_steps + args.steps):
-        batches = stock_batches(samples, args.stock_batch, args.tokens_per_step, step, pad_id=0)
         sync(runtime.device)
         t0 = time.perf_counter()
+        batches = stock_batches(samples, args.stock_batch, args.tokens_per_step, step, pad_id=0)
+        loss_sum = torch.zeros((), device=runtime.device)
         for ids, mask, labels, _ in batches:
             with runtime.autocast():
                 out = model(
@@ -162,10 +184,11 @@ def run_stock(args: argparse.Namespace, samples: list[Sample], runtime: Runtime)
                     use_cache=False,
                 )
             (out.loss / len(batches)).backward()
+            loss_sum += out.loss.detach()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        sync(runtime.device)
+        loss_sum.item()  # reads the loss: the step is done
         if step >= args.warmup_steps:
             times.append(time.perf_counter() - t0)
             tokens.append(sum(b[3] for b in batches))
@@ -181,9 +204,47 @@ def peak_flops(device: torch.device, override_tflops: float | None) -> float | N
     return next((v * 1e12 for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
 
 
+def measure_shape(args: argparse.Namespace, runtime: Runtime, peak: float | None) -> dict:
+    """Every loop of ``args.loops`` on ``args.shape``: loop → figures (or the error)."""
+    tiny = args.shape == "tiny"
+    min_len, max_len = (45, 210) if tiny else (450, 2100)  # tiny: the same spread, ÷10
+    args.sample_lengths = f"{min_len}-{max_len}"
+    vocab = SHAPES[args.shape]["vocab_size"]
+    mean_len = (min_len + max_len) / 2
+    n_samples = math.ceil(
+        (args.warmup_steps + args.steps + 1) * args.tokens_per_step / mean_len * 1.2
+    )
+    samples = random_samples(n_samples, vocab, min_len, max_len, seed=0)
+    device, cuda = runtime.device, runtime.device.type == "cuda"
+    rows: dict[str, dict] = {}
+    for loop in args.loops.split(","):
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+        try:  # one loop failing (OOM, a missing kernel) keeps the other loops' figures
+            run = run_stock if loop == "stock" else run_ours
+            args.compile = loop == "ours+compile"
+            result = run(args, samples, runtime)
+            fpt = flops_per_token(result["model"], samples)
+            tokens_per_s = statistics.median(result["tokens"]) / statistics.median(result["times"])
+            rows[loop] = {
+                "tokens_per_s": tokens_per_s,
+                "mfu": fpt * tokens_per_s / peak if peak else None,
+                "memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None,
+                "step_s": statistics.median(result["times"]),
+            }
+            del result
+        except Exception as exc:  # noqa: BLE001 - reported in the table
+            rows[loop] = {"error": f"{type(exc).__name__}: {str(exc)[:120]}"}
+            print(f"{args.shape} {loop} loop failed: {exc!r}", file=sys.stderr)
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--shape", "--model-shape", choices=sorted(SHAPES), default="0.5b")
+    p.add_argument(
+        "--shape", "--model-shape", default="0.5b", help=f"comma-separated: {sorted(SHAPES)}"
+    )
     p.add_argument(
         "--device", choices=["cuda", "cpu"], default="cuda" if torch.cuda.is_available() else "cpu"
     )
@@ -193,17 +254,21 @@ def main() -> None:
     p.add_argument(
         "--max-length", type=int, default=None, help="row length; default 4096 (tiny: 512)"
     )
-    p.add_argument("--attn", default="sdpa", help="ours: sdpa | flex_attention | flash_attention_2")
+    p.add_argument(
+        "--attn", default="varlen", help="ours: varlen | sdpa | flex_attention | flash_attention_2"
+    )
+    p.add_argument("--micro-batch-rows", type=int, default=2, help="ours: rows per forward")
     p.add_argument("--stock-batch", type=int, default=4, help="samples per padded micro-batch")
-    p.add_argument("--loops", default="stock,ours")
+    p.add_argument(
+        "--loops", default="stock,ours", help="stock | ours | ours+compile, comma-separated"
+    )
     p.add_argument(
         "--peak-tflops", type=float, default=None, help="for MFU when the GPU is unknown"
     )
     args = p.parse_args()
-    tiny = args.shape == "tiny"
-    args.tokens_per_step = args.tokens_per_step or (4096 if tiny else 65536)
-    args.max_length = args.max_length or (512 if tiny else 4096)
-    min_len, max_len = (45, 210) if tiny else (450, 2100)  # tiny: the same spread, ÷10
+    shapes = args.shape.split(",")
+    assert all(s in SHAPES for s in shapes), shapes
+    tokens_per_step, max_length = args.tokens_per_step, args.max_length
 
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -212,44 +277,40 @@ def main() -> None:
     else:
         torch.set_num_threads(min(2, os.cpu_count() or 1))
     runtime = Runtime(device, 0, 1, torch.float32, torch.bfloat16 if cuda else None)
-    vocab = SHAPES[args.shape]["vocab_size"]
-    mean_len = (min_len + max_len) / 2
-    n_samples = math.ceil(
-        (args.warmup_steps + args.steps + 1) * args.tokens_per_step / mean_len * 1.2
-    )
-    samples = random_samples(n_samples, vocab, min_len, max_len, seed=0)
     peak = peak_flops(device, args.peak_tflops)
     name = torch.cuda.get_device_name(device) if cuda else "CPU"
 
-    rows = {}
-    for loop in args.loops.split(","):
-        if cuda:
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(device)
-        result = (run_ours if loop == "ours" else run_stock)(args, samples, runtime)
-        fpt = flops_per_token(result["model"], samples)
-        tokens_per_s = statistics.median(result["tokens"]) / statistics.median(result["times"])
-        rows[loop] = {
-            "tokens_per_s": tokens_per_s,
-            "mfu": fpt * tokens_per_s / peak if peak else None,
-            "memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None,
-            "step_s": statistics.median(result["times"]),
-        }
-        del result
-    base = rows.get("stock", {}).get("tokens_per_s")
-    label = {"stock": "stock loop, padded batches", "ours": f"cgd.train packed ({args.attn})"}
-    print(
-        f"\nDevice: {name}; shape {args.shape}; {args.tokens_per_step} tokens/step; row "
-        f"{args.max_length}; samples {min_len}-{max_len} tokens; median of {args.steps} steps\n"
-    )
-    print("| loop | real tokens/s | MFU | peak memory GiB | step s | vs stock |")
-    print("|---|---|---|---|---|---|")
-    for loop, r in rows.items():
-        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
-        mem = f"{r['memory_gib']:.1f}" if r["memory_gib"] is not None else "n/a"
-        ratio = f"{r['tokens_per_s'] / base:.2f}×" if base else "n/a"
-        speed = f"{r['tokens_per_s']:,.0f}"
-        print(f"| {label[loop]} | {speed} | {mfu} | {mem} | {r['step_s']:.3f} | {ratio} |")
+    table = []
+    for shape in shapes:
+        args.shape = shape
+        args.tokens_per_step = tokens_per_step or (4096 if shape == "tiny" else 65536)
+        args.max_length = max_length or (512 if shape == "tiny" else 4096)
+        rows = measure_shape(args, runtime, peak)
+        table.append((shape, args.tokens_per_step, args.max_length, args.sample_lengths, rows))
+
+    label = {
+        "stock": "stock loop, padded batches",
+        "ours": f"cgd.train packed ({args.attn}, {args.micro_batch_rows} rows/micro-batch)",
+        "ours+compile": f"cgd.train packed ({args.attn}, {args.micro_batch_rows} rows, compiled)",
+    }
+    print(f"\nDevice: {name}; torch {torch.__version__}; median of {args.steps} steps per loop\n")
+    print("| loop | real tokens/s | MFU | peak memory GiB | step s | vs stock | shape |")
+    print("|---|---|---|---|---|---|---|")
+    for shape, tps, length, lens, rows in table:
+        where = f"{shape} ({tps} tok/step, row {length}, samples {lens})"
+        base = rows.get("stock", {}).get("tokens_per_s")
+        for loop, r in rows.items():
+            if "error" in r:
+                print(f"| {label[loop]} | failed: {r['error']} | | | | | {where} |")
+                continue
+            mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
+            mem = f"{r['memory_gib']:.1f}" if r["memory_gib"] is not None else "n/a"
+            ratio = f"{r['tokens_per_s'] / base:.2f}×" if base else "n/a"
+            speed = f"{r['tokens_per_s']:,.0f}"
+            print(
+                f"| {label[loop]} | {speed} | {mfu} | {mem} | {r['step_s']:.3f} | {ratio} "
+                f"| {where} |"
+            )
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ def test_two_process_gloo_matches_single_process(tmp_path):
         model_path=str(model),
         train_file=str(export),
         max_length=256,
+        batch_unit="tokens",
         tokens_per_step=512,  # 2 rows: one per rank, or two micro-batches in one process
         learning_rate=3e-3,
         max_steps=4,

@@ -54,6 +54,7 @@ def test_bf16_mixed_training_on_gpu(tmp_path):
         train_file=str(export),
         output_dir=str(tmp_path / "run"),
         max_length=256,
+        batch_unit="tokens",
         tokens_per_step=512,
         learning_rate=3e-3,
         max_steps=30,

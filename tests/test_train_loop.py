@@ -36,6 +36,7 @@ def _config(assets, out, **kw) -> TrainConfig:
         train_file=str(export),
         output_dir=str(out),
         max_length=256,
+        batch_unit="tokens",
         tokens_per_step=512,  # 2 rows per step
         micro_batch_rows=1,
         learning_rate=3e-3,

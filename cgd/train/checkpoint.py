@@ -8,6 +8,11 @@ Layout of ``<output_dir>/checkpoints/step_000123/``:
 - ``rng_rank<r>.pt``: every rank's RNG states (dropout must continue identically);
 - ``config.json``: the TrainConfig of the run.
 
+Under FSDP (``strategy=fsdp``) weights and optimizer state are sharded, so instead of ``model/``
+and the optimizer in ``training_state.pt`` every rank writes its shards to ``sharded/``
+(torch.distributed.checkpoint); it loads on any number of ranks. ``model/`` then holds only the
+tokenizer; the full model is written once, at the end, to ``final/``.
+
 ``<output_dir>/final/``: a plain transformers model (LoRA merged into the weights) in
 ``export_dtype``, loadable by ``AutoModelForCausalLM.from_pretrained`` and by vLLM.
 """
@@ -40,20 +45,28 @@ def save_checkpoint(
     step: int,
     config: TrainConfig,
     runtime: Runtime,
+    sharded_module: torch.nn.Module | None = None,
 ) -> Path:
+    """``sharded_module``: the FSDP root; weights and optimizer go to ``sharded/`` (DCP)."""
     if runtime.is_main:
         path.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(str(path / "model"))
+        if sharded_module is None:
+            model.save_pretrained(str(path / "model"))
         tokenizer.save_pretrained(path / "model")
         state = {
             "step": step,
-            "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "data": data_state,
         }
+        if sharded_module is None:
+            state["optimizer"] = optimizer.state_dict()
         torch.save(state, path / "training_state.pt")
         (path / "config.json").write_text(config.to_json())
     barrier(runtime)  # the directory exists before other ranks write into it
+    if sharded_module is not None:
+        from cgd.train.parallel import save_sharded
+
+        save_sharded(path / "sharded", sharded_module, optimizer)
     torch.save(rng_state(), path / f"rng_rank{runtime.rank}.pt")
     barrier(runtime)
     return path
@@ -63,7 +76,11 @@ def load_training_state(path: str | Path, runtime: Runtime) -> dict[str, Any]:
     """Optimizer/scheduler/data state of a checkpoint; also restores this rank's RNG states."""
     path = Path(path)
     state = torch.load(path / "training_state.pt", map_location=runtime.device, weights_only=False)
-    set_rng_state(torch.load(path / f"rng_rank{runtime.rank}.pt", weights_only=False))
+    rng = path / f"rng_rank{runtime.rank}.pt"
+    if rng.exists():
+        set_rng_state(torch.load(rng, weights_only=False))
+    else:  # resumed on more ranks than were saved: a new rank gets a fresh, distinct stream
+        torch.manual_seed(state["step"] * 1_000_003 + runtime.rank)
     return state
 
 

@@ -71,9 +71,18 @@ class TrainConfig(BaseModel):
     )
 
     # -- batching ----------------------------------------------------------------------------
+    batch_unit: Literal["samples", "tokens"] = Field(
+        "samples",
+        description="What an optimizer step counts: `samples` (samples_per_step triplets, as the "
+        "reference trains every baseline, so every mode makes the same number of steps on the "
+        "same triplets) or `tokens` (tokens_per_step, i.e. whole packed rows).",
+    )
+    samples_per_step: int = Field(
+        64, description="Samples per optimizer step over all ranks (batch_unit=samples; paper: 64)."
+    )
     tokens_per_step: int = Field(
         65536,
-        description="Tokens per optimizer step over all ranks: rows_per_step = "
+        description="Tokens per optimizer step over all ranks (batch_unit=tokens): rows_per_step = "
         "tokens_per_step / max_length (64k = 16 rows of 4096 ≈ the paper's batch of 64 samples).",
     )
     max_length: int = Field(4096, description="Tokens per row (and the longest sample kept).")
@@ -92,14 +101,43 @@ class TrainConfig(BaseModel):
         description="auto: bf16-mixed on CUDA (fp32 master weights + bf16 autocast), fp32 on CPU; "
         "bf16: bf16 weights too (less memory, less exact).",
     )
-    attn_implementation: Literal["sdpa", "eager", "flex_attention", "flash_attention_2"] = Field(
-        "sdpa",
-        description="Attention kernel; each keeps packed documents apart (via position ids).",
+    attn_implementation: Literal[
+        "varlen", "sdpa", "eager", "flex_attention", "flash_attention_2"
+    ] = Field(
+        "varlen",
+        description="Attention kernel; each keeps packed documents apart. varlen (ours): document "
+        "boundaries to flash-attn / torch varlen / flex on GPU, per-document SDPA on CPU, no "
+        "mask; the others: transformers' masks derived from the position ids.",
+    )
+    compile: bool = Field(
+        False,
+        description="torch.compile every decoder block (rows padded to max_length so shapes are "
+        "fixed; worth it on GPU, slow to start on CPU).",
+    )
+    prefetch: bool = Field(
+        True, description="Build the next steps' batches in a background thread (pinned on GPU)."
     )
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward.")
     loss_chunk_tokens: int = Field(
         4096,
         description="Supervised positions per lm_head/cross-entropy chunk (bounds logit memory).",
+    )
+
+    # -- parallelism ---------------------------------------------------------------------------
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="ddp: every rank holds the whole model and optimizer; fsdp: FSDP2, one shard "
+        "unit per transformer block, parameters/gradients/optimizer state split over ranks.",
+    )
+    fsdp_cpu_offload: bool = Field(
+        False,
+        description="fsdp: keep sharded parameters, gradients and optimizer state in CPU memory "
+        "(the optimizer steps on the CPU); for models that do not fit otherwise.",
+    )
+    fsdp_reshard_after_forward: bool = Field(
+        True,
+        description="fsdp: free gathered block weights after forward (ZeRO-3; off: ZeRO-2, more "
+        "memory, one all-gather less per block in backward).",
     )
 
     # -- evaluation --------------------------------------------------------------------------
@@ -116,12 +154,20 @@ class TrainConfig(BaseModel):
         None, description="Evaluate only the first N problems of each set."
     )
     eval_interval_steps: int = Field(0, description="Evaluate every N steps (0: only at the end).")
+    validation_file: str | None = Field(
+        None,
+        description="Held-out native JSONL (the validation split) for the refinement-uncertainty "
+        "metric.",
+    )
     uncertainty_file: str | None = Field(
         None,
-        description="Native JSONL for the refinement-uncertainty metric (default: the train file "
-        "when it is native).",
+        description="Deprecated alias of validation_file (kept for old configs).",
     )
-    uncertainty_samples: int = Field(32, description="Samples for the uncertainty metric (0: off).")
+    uncertainty_samples: int = Field(
+        32,
+        description="Held-out samples for the uncertainty metric (0: off). Without a validation "
+        "file this many rows at the end of a native train file are held out of training.",
+    )
 
     # -- checkpoints / output ----------------------------------------------------------------
     output_dir: str = Field("runs/cgd", description="Checkpoints, metrics and eval logs go here.")
@@ -142,6 +188,8 @@ class TrainConfig(BaseModel):
     def _check(self) -> TrainConfig:
         if self.tokens_per_step < self.max_length:
             raise ValueError("tokens_per_step must be at least max_length (one row)")
+        if self.batch_unit == "samples" and self.samples_per_step < 1:
+            raise ValueError("samples_per_step must be at least 1")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError("warmup_ratio must be in [0, 1)")
         return self

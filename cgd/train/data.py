@@ -21,6 +21,8 @@ import bisect
 import itertools
 import json
 import math
+import queue
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -319,6 +321,9 @@ def epoch_rows(
     return [rows[j] for j in torch.randperm(len(rows), generator=g).tolist()]
 
 
+SUPERVISED_PAD = 128  # supervised positions are padded to a multiple of this (few loss shapes)
+
+
 @dataclass
 class Batch:
     input_ids: torch.Tensor  # (b, t) int64
@@ -327,25 +332,55 @@ class Batch:
     cu_seqlens: list[torch.Tensor]  # per row: document boundaries [0, l1, l1 + l2, …, t]
     n_tokens: int  # real (non-pad) tokens
     n_supervised: int
+    # The micro-batch flattened to one sequence of b·t tokens (what packed attention reads):
+    packed_cu_seqlens: torch.Tensor  # (n_docs + 1,) int32, padded by repeating the last entry
+    supervised_index: torch.Tensor  # (n_pad,) int64 flat positions b·t of supervised tokens
+    supervised_targets: torch.Tensor  # (n_pad,) their targets, -100 on the padding entries
 
     def to(self, device: torch.device) -> Batch:
+        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
         return Batch(
-            self.input_ids.to(device, non_blocking=True),
-            self.position_ids.to(device, non_blocking=True),
-            self.targets.to(device, non_blocking=True),
+            move(self.input_ids),
+            move(self.position_ids),
+            move(self.targets),
             self.cu_seqlens,
             self.n_tokens,
             self.n_supervised,
+            move(self.packed_cu_seqlens),
+            move(self.supervised_index),
+            move(self.supervised_targets),
+        )
+
+    def pin_memory(self) -> Batch:
+        """Page-locked copies, so ``to(cuda, non_blocking=True)`` is a real async copy."""
+        pin = lambda t: t.pin_memory()  # noqa: E731
+        return Batch(
+            pin(self.input_ids),
+            pin(self.position_ids),
+            pin(self.targets),
+            self.cu_seqlens,
+            self.n_tokens,
+            self.n_supervised,
+            pin(self.packed_cu_seqlens),
+            pin(self.supervised_index),
+            pin(self.supervised_targets),
         )
 
 
-def collate(rows: list[list[Sample]], pad_id: int) -> Batch:
-    """Concatenate each row's samples; pad rows to the longest as one extra pseudo-document."""
-    width = max(sum(len(s) for s in row) for row in rows)
+def collate(
+    rows: list[list[Sample]], pad_id: int, width: int | None = None, n_docs: int | None = None
+) -> Batch:
+    """Concatenate each row's samples; pad rows as one extra pseudo-document.
+
+    ``width``: row length (default: the longest row); ``n_docs``: pad the flattened boundaries
+    to this many documents. Both fixed → every micro-batch has the same shapes.
+    """
+    width = width or max(1, *(sum(len(s) for s in row) for row in rows))
     ids, pos, tgt, cu = [], [], [], []
     for row in rows:
         lens = [len(s) for s in row]
         pad = width - sum(lens)
+        assert pad >= 0, "a row is longer than the row width"
         ids.append(torch.cat([*(s.input_ids.long() for s in row), torch.full((pad,), pad_id)]))
         pos.append(torch.cat([torch.arange(n) for n in [*lens, pad]]))
         labels = torch.cat([*(s.labels() for s in row), torch.full((pad,), IGNORE_INDEX)])
@@ -354,29 +389,50 @@ def collate(rows: list[list[Sample]], pad_id: int) -> Batch:
         tgt.append(torch.cat([labels[1:], torch.tensor([IGNORE_INDEX])]))
         cu.append(torch.tensor([0, *itertools.accumulate([*lens, pad] if pad else lens)]))
     targets = torch.stack(tgt)  # (b, t)
+    # Row r's boundaries shifted by r · width; the flattened sequence is rows back to back.
+    flat_cu = torch.cat([cu[0], *(c[1:] + r * width for r, c in enumerate(cu[1:], 1))])
+    if n_docs is not None:
+        assert flat_cu.numel() <= n_docs + 1, (flat_cu.numel(), n_docs)
+        flat_cu = torch.cat([flat_cu, flat_cu[-1:].expand(n_docs + 1 - flat_cu.numel())])
+    flat_targets = targets.flatten()
+    index = (flat_targets != IGNORE_INDEX).nonzero().squeeze(1)  # (n,) on the host: no sync
+    n_pad = -index.numel() % SUPERVISED_PAD
     return Batch(
         input_ids=torch.stack(ids),
         position_ids=torch.stack(pos),
         targets=targets,
         cu_seqlens=cu,
         n_tokens=sum(len(s) for row in rows for s in row),
-        n_supervised=int((targets != IGNORE_INDEX).sum()),
+        n_supervised=index.numel(),
+        packed_cu_seqlens=flat_cu.to(torch.int32),
+        supervised_index=torch.cat([index, torch.zeros(n_pad, dtype=torch.long)]),
+        supervised_targets=torch.cat(
+            [flat_targets[index], torch.full((n_pad,), IGNORE_INDEX, dtype=torch.long)]
+        ),
     )
 
 
 class StepLoader:
     """Global optimizer step → this rank's micro-batches; the data position is the step.
 
-    A step takes ``rows_per_step`` consecutive rows of the epoch plan (the last step of an epoch
-    wraps around to the epoch's first rows, as DistributedSampler does, so every rank runs the
-    same number of micro-batches); rank r takes rows r, r + world, …
+    Two batch units. ``tokens`` (``rows_per_step`` given): a step takes ``rows_per_step``
+    consecutive rows of the epoch plan (the last step of an epoch wraps around to the epoch's
+    first rows, as DistributedSampler does). ``samples`` (``samples_per_step`` given): a step
+    takes the next ``samples_per_step`` samples of the epoch's permutation (the last step takes
+    what is left) and packs them into rows, so every training format makes the same number of
+    steps on the same triplets. Either way the step's rows are padded with empty rows to a
+    multiple of world_size × micro_batch_rows (every rank runs the same number of micro-batches)
+    and rank r takes rows r, r + world, …
+
+    ``fixed_shapes``: rows padded to ``max_length`` and boundaries to a fixed document count, so
+    every micro-batch of the run has the same tensor shapes (torch.compile keeps its graphs).
     """
 
     def __init__(
         self,
         samples: Sequence[Sample],
         *,
-        rows_per_step: int,
+        rows_per_step: int = 0,
         micro_batch_rows: int,
         max_length: int,
         packing: bool,
@@ -385,14 +441,20 @@ class StepLoader:
         pad_id: int,
         rank: int = 0,
         world_size: int = 1,
+        samples_per_step: int | None = None,
+        fixed_shapes: bool = False,
     ) -> None:
         assert samples, "no usable samples in the export"
-        assert rows_per_step % (world_size * micro_batch_rows) == 0
+        assert samples_per_step or rows_per_step % (world_size * micro_batch_rows) == 0
         self.samples = samples
-        self.lengths = (
-            samples.lengths if isinstance(samples, TokenStore) else [len(s) for s in samples]
-        )
+        if isinstance(samples, TokenStore):
+            self.lengths = samples.lengths
+            self.n_prompts = [int(n) for n in samples.rows[:, 2]]
+        else:
+            self.lengths = [len(s) for s in samples]
+            self.n_prompts = [s.n_prompt for s in samples]
         self.rows_per_step = rows_per_step
+        self.samples_per_step = samples_per_step
         self.micro_batch_rows = micro_batch_rows
         self.max_length = max_length
         self.packing = packing
@@ -401,11 +463,17 @@ class StepLoader:
         self.pad_id = pad_id
         self.rank = rank
         self.world_size = world_size
+        self.fixed_shapes = fixed_shapes
+        # Documents per row are bounded by the shortest sample (+ the padding pseudo-document).
+        self.docs_per_row = (max_length // min(self.lengths) + 1) if packing else 2
         self.next_step = 0
         self.epoch_plan = lru_cache(maxsize=2)(self._epoch_plan)
         self._steps_in_epoch: dict[int, int] = {}
 
     def _epoch_plan(self, epoch: int) -> list[list[int]]:
+        if self.samples_per_step:  # a plan of one-sample "rows": the epoch's permutation
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            return [[i] for i in torch.randperm(len(self.lengths), generator=g).tolist()]
         return epoch_rows(
             self.lengths,
             seed=self.seed,
@@ -417,9 +485,8 @@ class StepLoader:
 
     def steps_in_epoch(self, epoch: int) -> int:
         if epoch not in self._steps_in_epoch:  # cached: plans are cached for two epochs only
-            self._steps_in_epoch[epoch] = math.ceil(
-                len(self.epoch_plan(epoch)) / self.rows_per_step
-            )
+            per_step = self.samples_per_step or self.rows_per_step
+            self._steps_in_epoch[epoch] = math.ceil(len(self.epoch_plan(epoch)) / per_step)
         return self._steps_in_epoch[epoch]
 
     def total_steps(self, epochs: int) -> int:
@@ -432,14 +499,42 @@ class StepLoader:
             step, epoch = step - n, epoch + 1
         return epoch, step
 
-    def micro_batches(self, step: int) -> list[Batch]:
+    def step_rows(self, step: int) -> list[list[int]]:
+        """Every row (sample indices) of a global step, over all ranks; empty rows pad."""
         epoch, k = self.locate(step)
         plan = self.epoch_plan(epoch)
-        index = [(k * self.rows_per_step + j) % len(plan) for j in range(self.rows_per_step)]
-        mine = [plan[i] for i in index[self.rank :: self.world_size]]
+        if self.samples_per_step:
+            chosen = [row[0] for row in plan[k * self.samples_per_step :][: self.samples_per_step]]
+            rows = (
+                pack_rows(self.lengths, chosen, self.max_length, len(chosen))
+                if self.packing
+                else [[i] for i in chosen]
+            )
+        else:
+            rows = [
+                plan[(k * self.rows_per_step + j) % len(plan)] for j in range(self.rows_per_step)
+            ]
+        unit = self.world_size * self.micro_batch_rows
+        return rows + [[] for _ in range(-len(rows) % unit)]
+
+    def step_counts(self, step: int) -> dict[str, int]:
+        """Samples, real tokens and supervised tokens of a step over all ranks, from the index
+        alone: every rank knows the global loss denominator without a collective."""
+        idx = [i for row in self.step_rows(step) for i in row]
+        return {
+            "samples": len(idx),
+            "tokens": sum(self.lengths[i] for i in idx),
+            # Targets are labels shifted by one; a sample's first (masked) token predicts nothing.
+            "supervised_tokens": sum(self.lengths[i] - self.n_prompts[i] for i in idx),
+        }
+
+    def micro_batches(self, step: int) -> list[Batch]:
+        mine = self.step_rows(step)[self.rank :: self.world_size]
         rows = [[self.samples[i] for i in row] for row in mine]
+        width = self.max_length if self.fixed_shapes else None
+        n_docs = self.micro_batch_rows * self.docs_per_row if self.fixed_shapes else None
         return [
-            collate(rows[j : j + self.micro_batch_rows], self.pad_id)
+            collate(rows[j : j + self.micro_batch_rows], self.pad_id, width, n_docs)
             for j in range(0, len(rows), self.micro_batch_rows)
         ]
 
@@ -465,3 +560,44 @@ class StepLoader:
             "resuming on different data (seed or sample count changed)"
         )
         self.next_step = state["next_step"]
+
+
+class Prefetcher:
+    """Builds the micro-batches of the next steps in a background thread, in pinned memory.
+
+    Collation is Python and numpy work that mostly releases the GIL in torch ops; with two steps
+    queued it overlaps the GPU's work on the current step. The recipe owns the step counter.
+    """
+
+    def __init__(self, loader: StepLoader, start_step: int, *, pin: bool, depth: int = 2) -> None:
+        self.loader, self.pin = loader, pin
+        self.queue: queue.Queue[tuple[int, list[Batch]] | BaseException] = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, args=(start_step,), daemon=True)
+        self._thread.start()
+
+    def _work(self, step: int) -> None:
+        try:
+            while not self._stop.is_set():
+                batches = self.loader.micro_batches(step)
+                if self.pin:
+                    batches = [b.pin_memory() for b in batches]
+                while not self._stop.is_set():
+                    try:
+                        self.queue.put((step, batches), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                step += 1
+        except BaseException as exc:  # surfaced in the training thread
+            self.queue.put(exc)
+
+    def next(self) -> tuple[int, list[Batch]]:
+        item = self.queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

@@ -1,7 +1,10 @@
 """The training recipe: ``setup()`` → ``train()`` → ``save_checkpoint()`` → ``cleanup()``.
 
-One optimizer step = ``rows_per_step`` rows over all ranks (≈ ``tokens_per_step`` tokens), run
-as micro-batches of ``micro_batch_rows`` rows with gradient accumulation. The loss of a step is
+One optimizer step = ``samples_per_step`` samples (``batch_unit=samples``, the default) or
+``rows_per_step`` rows (≈ ``tokens_per_step`` tokens, ``batch_unit=tokens``) over all ranks, run
+as micro-batches of ``micro_batch_rows`` rows with gradient accumulation. The host never waits
+for the device except on logged steps (loss and gradient norm are read there), and the next
+steps' batches are built in a background thread. The loss of a step is
 Σ NLL over its supervised tokens / their number over *all* micro-batches and ranks, so every
 target token weighs the same however the samples were packed or split.
 
@@ -24,9 +27,9 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from cgd.train import checkpoint
+from cgd.train import checkpoint, parallel
 from cgd.train.config import TrainConfig
-from cgd.train.data import Batch, StepLoader, read_jsonl, tokenize_to_store
+from cgd.train.data import Batch, Prefetcher, StepLoader, read_jsonl, tokenize_to_store
 from cgd.train.evaluate import evaluate_model
 from cgd.train.model import (
     CausalLM,
@@ -36,6 +39,7 @@ from cgd.train.model import (
     load_lora,
     load_model,
     load_tokenizer,
+    uses_cu_seqlens,
 )
 from cgd.train.runtime import (
     Runtime,
@@ -81,45 +85,56 @@ def train_step(
     params: list[torch.nn.Parameter],
     grad_clip: float,
     runtime: Runtime,
+    counts: dict[str, int] | None = None,
+    varlen: bool = False,
 ) -> dict[str, Any]:
-    """One optimizer step over this rank's micro-batches; returns metrics over all ranks.
+    """One optimizer step over this rank's micro-batches. No host sync: the loss sum and the
+    gradient norm come back as device tensors (``finish_metrics`` reads them when logging).
 
-    ``module`` maps (ids, positions, targets) to Σ NLL (SupervisedLoss, maybe DDP-wrapped).
+    ``module`` maps (ids, positions, targets, …) to Σ NLL (SupervisedLoss, maybe DDP-wrapped or
+    sharded). ``counts``: the step's global sample/token counts (StepLoader.step_counts), which
+    every rank knows from the data index; without them one collective sums this rank's counts.
+    ``varlen``: the model's attention reads ``cu_seqlens``.
     """
-    t0 = time.perf_counter()
-    n_supervised, n_tokens = all_reduce_sum(
-        [sum(b.n_supervised for b in batches), sum(b.n_tokens for b in batches)], runtime
-    )
-    # DDP averages gradients over ranks; × world_size turns that into the global sum / N.
-    scale = runtime.world_size / n_supervised
+    if counts is None:
+        n_sup, n_tok = all_reduce_sum(
+            [sum(b.n_supervised for b in batches), sum(b.n_tokens for b in batches)], runtime
+        )
+        counts = {"tokens": int(n_tok), "supervised_tokens": int(n_sup)}
+    # DDP and FSDP average gradients over ranks; × world_size turns that into the global sum / N.
+    scale = runtime.world_size / max(1, counts["supervised_tokens"])
     loss_sum = torch.zeros((), device=runtime.device)
     for i, batch in enumerate(batches):
         batch = batch.to(runtime.device)
-        # Gradients are all-reduced once per step, in the last micro-batch's backward.
+        # DDP: gradients are all-reduced once per step, in the last micro-batch's backward.
+        # (FSDP reduce-scatters every micro-batch: unsharded gradients never pile up.)
         skip_sync = isinstance(module, DistributedDataParallel) and i < len(batches) - 1
         with module.no_sync() if skip_sync else contextlib.nullcontext():  # type: ignore[operator]
             with runtime.autocast():
-                micro_loss = module(batch.input_ids, batch.position_ids, batch.targets)
+                micro_loss = module(
+                    batch.input_ids,
+                    batch.position_ids,
+                    batch.targets,
+                    batch.packed_cu_seqlens if varlen else None,
+                    batch.supervised_index,
+                    batch.supervised_targets,
+                )
             (micro_loss * scale).backward()
         loss_sum += micro_loss.detach()
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
+    grad_norm = parallel.clip_grad_norm(params, grad_clip)
     lr = scheduler.get_last_lr()[0]
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    (total_loss,) = all_reduce_sum([loss_sum.item()], runtime)
-    step_s = time.perf_counter() - t0
-    return {
-        "loss": total_loss / n_supervised,
-        "lr": lr,
-        "grad_norm": grad_norm.item(),
-        "tokens": int(n_tokens),
-        "supervised_tokens": int(n_supervised),
-        "step_s": step_s,
-        "tokens_per_s": n_tokens / step_s,
-        "supervised_tokens_per_s": n_supervised / step_s,
-        "memory_gib": memory_gib(runtime),
-    }
+    return {**counts, "lr": lr, "loss_sum": loss_sum, "grad_norm": grad_norm}
+
+
+def finish_metrics(metrics: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
+    """Device tensors → numbers (the one host sync of a logged step)."""
+    (loss_sum,) = all_reduce_sum([metrics.pop("loss_sum").item()], runtime)
+    metrics["loss"] = loss_sum / max(1, metrics["supervised_tokens"])
+    metrics["grad_norm"] = metrics["grad_norm"].item()
+    return metrics
 
 
 class TrainRecipe:
@@ -146,7 +161,8 @@ class TrainRecipe:
 
     def setup(self) -> None:
         cfg = self.config
-        self.runtime = rt = init_runtime(cfg.precision)
+        fsdp = cfg.strategy == "fsdp"
+        self.runtime = rt = init_runtime(cfg.precision, process_group=fsdp)
         seed_everything(cfg.seed)
         if rt.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -157,6 +173,7 @@ class TrainRecipe:
         )
 
         self.tokenizer = load_tokenizer(cfg.model_path)
+        self.heldout_rows, n_train_rows = self._heldout_rows()
         # Tokenized once into memory-mapped files (one set per rank): the export can be larger
         # than RAM, and only the current step's samples are read.
         samples, stats = tokenize_to_store(
@@ -166,11 +183,14 @@ class TrainRecipe:
             max_length=cfg.max_length,
             mode=cfg.mode,
             layout=cfg.layout,
+            limit=n_train_rows,
         )
         self.data_stats = stats.as_dict()
+        by_samples = cfg.batch_unit == "samples"
         self.loader = StepLoader(
             samples,
-            rows_per_step=rows_per_step(cfg, rt.world_size),
+            rows_per_step=0 if by_samples else rows_per_step(cfg, rt.world_size),
+            samples_per_step=cfg.samples_per_step if by_samples else None,
             micro_batch_rows=cfg.micro_batch_rows,
             max_length=cfg.max_length,
             packing=cfg.packing,
@@ -179,18 +199,24 @@ class TrainRecipe:
             pad_id=self.tokenizer.pad_token_id,
             rank=rt.rank,
             world_size=rt.world_size,
+            fixed_shapes=cfg.compile,
         )
         self.total_steps = cfg.max_steps or self.loader.total_steps(cfg.epochs)
         self.data_stats |= {
-            "rows_per_step": self.loader.rows_per_step,
+            "batch_unit": cfg.batch_unit,
+            "samples_per_step": cfg.samples_per_step if by_samples else None,
+            "rows_per_step": None if by_samples else self.loader.rows_per_step,
             "total_steps": self.total_steps,
+            "heldout_samples": len(self.heldout_rows),
         }
         logger.info("data: %s", self.data_stats)
         self.emit("data", self.data_stats)
 
         resume = Path(cfg.resume_from) if cfg.resume_from else None
-        # A full fine-tune resumes from the checkpoint's weights; LoRA from the base + adapter.
-        weights = str(resume / "model") if resume and cfg.method == "full" else cfg.model_path
+        # A full fine-tune resumes from the checkpoint's weights; LoRA from the base + adapter;
+        # FSDP from the base, then its shards (below).
+        full_weights = resume and cfg.method == "full" and not fsdp
+        weights = str(resume / "model") if full_weights else cfg.model_path  # type: ignore[operator]
         base = load_model(
             weights,
             dtype=rt.param_dtype,
@@ -203,26 +229,25 @@ class TrainRecipe:
             )
         self.model: CausalLM = base
         if cfg.method == "lora":
-            self.model = load_lora(base, str(resume / "model")) if resume else add_lora(base, cfg)
+            lora_dir = resume and not fsdp
+            self.model = load_lora(base, str(resume / "model")) if lora_dir else add_lora(base, cfg)  # type: ignore[operator]
         self.model.train()
+        self.varlen = uses_cu_seqlens(self.model)
         trainable, total = count_parameters(self.model)
         logger.info("parameters: %d trainable of %d", trainable, total)
         loss_module = SupervisedLoss(self.model, cfg.loss_chunk_tokens)
-        self.train_module: torch.nn.Module = (
-            DistributedDataParallel(
-                loss_module, device_ids=[rt.device] if rt.device.type == "cuda" else None
-            )
-            if rt.distributed
-            else loss_module
-        )
+        self.train_module = parallel.wrap(loss_module, self.model, cfg, rt)
+        if cfg.compile:
+            parallel.compile_blocks(self.model)
 
+        # After sharding: FSDP replaced the parameters with sharded ones (DTensors).
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             self.params,
             lr=cfg.learning_rate,
             betas=(cfg.adam_beta1, cfg.adam_beta2),
             weight_decay=cfg.weight_decay,
-            fused=rt.device.type == "cuda",
+            fused=rt.device.type == "cuda" and not cfg.fsdp_cpu_offload,
         )
         warmup_steps = math.ceil(cfg.warmup_ratio * self.total_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -243,8 +268,11 @@ class TrainRecipe:
             changed.pop("resume_from", None)
             if changed:
                 logger.warning("resuming with a changed config (old, new): %s", changed)
+            if fsdp:
+                parallel.load_sharded(resume / "sharded", self.train_module, self.optimizer)
             state = checkpoint.load_training_state(resume, rt)
-            self.optimizer.load_state_dict(state["optimizer"])
+            if not fsdp:
+                self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.loader.load_state_dict(state["data"])
             self.step = state["step"]
@@ -258,41 +286,74 @@ class TrainRecipe:
             "status", {"state": "running", "step": self.step, "total_steps": self.total_steps}
         )
         state = "finished"
-        batches_iter = iter(self.loader)
-        while self.step < self.total_steps:
-            if self._stop_requested():
-                state = "cancelled"
-                break
-            data_step, batches = next(batches_iter)
-            assert data_step == self.step, (data_step, self.step)
-            metrics = train_step(
-                self.train_module,
-                batches,
-                optimizer=self.optimizer,
-                scheduler=self.scheduler,
-                params=self.params,
-                grad_clip=cfg.grad_clip,
-                runtime=rt,
-            )
-            self.step += 1
-            metrics["step"] = self.step
-            metrics["epoch"] = self.loader.locate(self.step - 1)[0]
-            metrics["total_steps"] = self.total_steps
-            self.history.append(metrics)
-            if rt.is_main and (
-                self.step % cfg.log_interval_steps == 0 or self.step == self.total_steps
-            ):
-                self._log_step(metrics)
-            if cfg.checkpoint_interval_steps and self.step % cfg.checkpoint_interval_steps == 0:
-                self.save_checkpoint()
-            if cfg.eval_interval_steps and self.step % cfg.eval_interval_steps == 0:
-                self.evaluate()
+        batches = (
+            Prefetcher(self.loader, self.step, pin=rt.device.type == "cuda")
+            if cfg.prefetch
+            else None
+        )
+        since = {"t": time.perf_counter(), "steps": 0, "tokens": 0, "supervised": 0}
+        try:
+            while self.step < self.total_steps:
+                log_now = (self.step + 1) % cfg.log_interval_steps == 0 or (
+                    self.step + 1 == self.total_steps
+                )
+                # Every step in one process (a host call); under several ranks the agreement is
+                # a collective, so it waits for the logged steps, which sync anyway.
+                if (not rt.distributed or log_now) and self._stop_requested():
+                    state = "cancelled"
+                    break
+                data_step, micro = (
+                    batches.next() if batches else (self.step, self.loader.micro_batches(self.step))
+                )
+                assert data_step == self.step, (data_step, self.step)
+                metrics = train_step(
+                    self.train_module,
+                    micro,
+                    optimizer=self.optimizer,
+                    scheduler=self.scheduler,
+                    params=self.params,
+                    grad_clip=cfg.grad_clip,
+                    runtime=rt,
+                    counts=self.loader.step_counts(self.step),
+                    varlen=self.varlen,
+                )
+                self.step += 1
+                since["steps"] += 1
+                since["tokens"] += metrics["tokens"]
+                since["supervised"] += metrics["supervised_tokens"]
+                if log_now:
+                    metrics = finish_metrics(metrics, rt)  # waits for the device
+                    elapsed = time.perf_counter() - since["t"]
+                    metrics |= {
+                        "step": self.step,
+                        "epoch": self.loader.locate(self.step - 1)[0],
+                        "total_steps": self.total_steps,
+                        "step_s": elapsed / since["steps"],
+                        "tokens_per_s": since["tokens"] / elapsed,
+                        "supervised_tokens_per_s": since["supervised"] / elapsed,
+                        "memory_gib": memory_gib(rt),
+                    }
+                    self.history.append(metrics)
+                    if rt.is_main:
+                        self._log_step(metrics)
+                    since = {"t": time.perf_counter(), "steps": 0, "tokens": 0, "supervised": 0}
+                if cfg.checkpoint_interval_steps and self.step % cfg.checkpoint_interval_steps == 0:
+                    self.save_checkpoint()
+                if cfg.eval_interval_steps and self.step % cfg.eval_interval_steps == 0:
+                    self.evaluate()
+        finally:
+            if batches:
+                batches.close()
         if self.saved_step != self.step:
             self.save_checkpoint()
         result: dict[str, Any] = {"state": state, "step": self.step}
         if state == "finished":
-            result["eval"] = self.evaluate()
-            result["final_model"] = str(self.export())
+            if cfg.strategy == "fsdp":  # eval sets run on the exported model (rank 0)
+                result["final_model"] = str(self.export())
+                result["eval"] = self.evaluate(final_model=Path(result["final_model"]))
+            else:
+                result["eval"] = self.evaluate()
+                result["final_model"] = str(self.export())
         self.emit("status", result)
         return result
 
@@ -318,15 +379,38 @@ class TrainRecipe:
 
     # -- eval ---------------------------------------------------------------------------------
 
-    def evaluate(self) -> dict[str, Any]:
-        """Eval sets + refinement uncertainty, on rank 0 (the others wait)."""
+    def evaluate(self, final_model: Path | None = None) -> dict[str, Any]:
+        """Eval sets + refinement uncertainty on held-out rows, on rank 0 (the others wait).
+
+        Under FSDP the uncertainty forward passes run on every rank (each gathers the shards the
+        others hold), and eval sets run once, on the exported ``final_model``.
+        """
         cfg, rt = self.config, self.runtime
+        fsdp = cfg.strategy == "fsdp"
         results: dict[str, Any] = {}
+        uncertainty = None
+        if self.heldout_rows and (fsdp or rt.is_main):
+            with parallel.unsharded(self.train_module):
+                uncertainty = refinement_uncertainty(
+                    self.model,
+                    self.tokenizer,
+                    self.heldout_rows,
+                    max_length=cfg.max_length,
+                    runtime=rt,
+                )
         if rt.is_main:
             out_dir = self.output_dir / "eval" / f"step_{self.step:06d}"
-            if cfg.eval_sets:
+            if cfg.eval_sets and (not fsdp or final_model is not None):
+                model = self.model
+                if final_model is not None:
+                    model = load_model(
+                        str(final_model),
+                        dtype=rt.param_dtype,
+                        attn_implementation="sdpa",
+                        device=rt.device,
+                    )
                 results["accuracy"] = evaluate_model(
-                    self.model,
+                    model,
                     self.tokenizer,
                     cfg.eval_sets,
                     out_dir=out_dir,
@@ -336,11 +420,10 @@ class TrainRecipe:
                     limit=cfg.eval_limit,
                 )
                 self.emit("artifact", {"kind": "eval_samples", "path": str(out_dir)})
-            rows = self._uncertainty_rows()
-            if rows:
-                results["uncertainty"] = refinement_uncertainty(
-                    self.model, self.tokenizer, rows, max_length=cfg.max_length, runtime=rt
-                )
+            elif cfg.eval_sets:
+                logger.info("fsdp: eval sets run on the final model, not at step %d", self.step)
+            if uncertainty is not None:
+                results["uncertainty"] = uncertainty
             if results:
                 results["step"] = self.step
                 logger.info("eval: %s", results)
@@ -348,25 +431,33 @@ class TrainRecipe:
         barrier(rt)
         return results
 
-    def _uncertainty_rows(self) -> list[dict[str, Any]]:
+    def _heldout_rows(self) -> tuple[list[dict[str, Any]], int | None]:
+        """(held-out native rows for the uncertainty metric, rows of the train file to train on).
+
+        The validation split when one is given; otherwise the last ``uncertainty_samples`` rows
+        of a native train file (at most half of it), which training then never sees.
+        """
         cfg = self.config
-        path = cfg.uncertainty_file or (cfg.train_file if cfg.layout != "messages" else None)
-        if path is None or cfg.uncertainty_samples == 0:
-            return []
-        rows = []
-        for row in read_jsonl(path):
-            if "messages" in row:
-                return []  # a pre-built export has no separate critique to leave out
-            if row.get("critique") and row.get("refined_response") and row.get("initial_response"):
-                rows.append(row)
-            if len(rows) == cfg.uncertainty_samples:
-                break
-        return rows
+        n = cfg.uncertainty_samples
+        heldout = cfg.validation_file or cfg.uncertainty_file
+        if n == 0 or cfg.layout == "messages":
+            return [], None
+        if heldout is not None:
+            rows = [r for r in read_jsonl(heldout) if _usable_for_uncertainty(r)]
+            return rows[:n], None
+        first = next(read_jsonl(cfg.train_file), None)
+        if first is None or "messages" in first:
+            return [], None  # a pre-built export has no separate critique to leave out
+        n_rows = sum(1 for _ in read_jsonl(cfg.train_file))
+        k = min(n, n_rows // 2)
+        tail = list(read_jsonl(cfg.train_file))[n_rows - k :] if k else []
+        return [r for r in tail if _usable_for_uncertainty(r)], n_rows - k
 
     # -- checkpoints --------------------------------------------------------------------------
 
     def save_checkpoint(self) -> Path:
         path = checkpoint.checkpoint_dir(self.output_dir, self.step)
+        self.loader.next_step = self.step  # the data position is the step (prefetch runs ahead)
         checkpoint.save_checkpoint(
             path,
             model=self.model,
@@ -377,6 +468,7 @@ class TrainRecipe:
             step=self.step,
             config=self.config,
             runtime=self.runtime,
+            sharded_module=self.train_module if self.config.strategy == "fsdp" else None,
         )
         self.saved_step = self.step
         self.emit("artifact", {"kind": "checkpoint", "path": str(path), "step": self.step})
@@ -384,16 +476,39 @@ class TrainRecipe:
 
     def export(self) -> Path:
         """The final model (LoRA merged) in ``output_dir/final``; the live model is consumed."""
+        cfg, rt = self.config, self.runtime
         path = self.output_dir / "final"
-        if self.runtime.is_main:
-            dtype = torch.bfloat16 if self.config.export_dtype == "bfloat16" else torch.float32
-            checkpoint.export_final(self.model, self.tokenizer, path, dtype)
+        dtype = torch.bfloat16 if cfg.export_dtype == "bfloat16" else torch.float32
+        model = self.model
+        if cfg.strategy == "fsdp":
+            # Every rank takes part in gathering the full weights; rank 0 receives them on CPU
+            # and loads them into a fresh CPU copy of the model (needs ~2× fp32 model in RAM).
+            full = parallel.full_state_dict(self.train_module)
+            if rt.is_main:
+                cpu = torch.device("cpu")
+                model = load_model(
+                    cfg.model_path, dtype=torch.float32, attn_implementation="sdpa", device=cpu
+                )
+                if cfg.method == "lora":
+                    model = add_lora(model, cfg)
+                weights = {k.removeprefix("model."): v for k, v in full.items()}
+                missing, unexpected = model.load_state_dict(weights, strict=False)
+                assert not unexpected and all("lm_head" in k for k in missing), (
+                    missing,
+                    unexpected,
+                )
+        if rt.is_main:
+            checkpoint.export_final(model, self.tokenizer, path, dtype)
             self.emit("artifact", {"kind": "model", "path": str(path)})
-        barrier(self.runtime)
+        barrier(rt)
         return path
 
     def cleanup(self) -> None:
         destroy()
+
+
+def _usable_for_uncertainty(row: dict[str, Any]) -> bool:
+    return bool(row.get("critique") and row.get("refined_response") and row.get("initial_response"))
 
 
 def run_training(

@@ -1,6 +1,9 @@
 """The student model, document-separated attention and the loss on supervised tokens only.
 
-Attention across packed documents. Rows hold several samples; none may attend to another. We
+Attention across packed documents. Rows hold several samples; none may attend to another.
+``varlen`` (the default; cgd/train/attention.py) flattens the micro-batch into one sequence and
+hands the document boundaries (``cu_seqlens``) to a varlen kernel: no mask is built at all, and
+any number of rows per micro-batch is correct. The other backends are transformers' own: we
 pass no attention mask and position ids that restart at 0 for each document. transformers 5
 turns exactly that into a document mask for every attention backend
 (``masking_utils.find_packed_sequence_indices``): a block-diagonal causal boolean mask for
@@ -25,6 +28,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from cgd.train import attention
 from cgd.train.config import TrainConfig
 from cgd.train.data import IGNORE_INDEX, Batch
 
@@ -43,6 +47,8 @@ def load_tokenizer(path: str) -> Any:
 def load_model(
     path: str, *, dtype: torch.dtype, attn_implementation: str, device: torch.device
 ) -> PreTrainedModel:
+    if attn_implementation == "varlen":
+        attn_implementation = attention.register()
     model = AutoModelForCausalLM.from_pretrained(
         path, dtype=dtype, attn_implementation=attn_implementation, device_map=device
     )
@@ -73,12 +79,33 @@ def causal_lm(model: nn.Module) -> Any:
 
 
 def decoder_hidden(
-    model: nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    position_ids: torch.Tensor,
+    cu_seqlens: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Last hidden states (b, t, d); documents kept apart by the restarting position ids."""
+    """Last hidden states (b, t, d); documents kept apart by the restarting position ids, or,
+    given ``cu_seqlens`` (the micro-batch's flattened boundaries), by varlen attention."""
     decoder = causal_lm(model).get_decoder()
-    out = decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False)
-    return out.last_hidden_state
+    if cu_seqlens is None:
+        out = decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False)
+        return out.last_hidden_state
+    b, t = input_ids.shape
+    # (1, b·t): rows back to back; cu_seqlens already carries each row's offset.
+    kwargs = attention.packed_kwargs(cu_seqlens, max_doc_len=t, total=b * t)
+    out = decoder(
+        input_ids=input_ids.reshape(1, b * t),
+        position_ids=position_ids.reshape(1, b * t),
+        use_cache=False,
+        **kwargs,
+    )
+    return out.last_hidden_state.view(b, t, -1)
+
+
+def uses_cu_seqlens(model: nn.Module) -> bool:
+    """Whether the attention backend reads document boundaries (else: position ids)."""
+    impl = causal_lm(model).config._attn_implementation
+    return impl in (attention.ATTN_NAME, "flash_attention_2")
 
 
 def supervised_positions(
@@ -91,7 +118,7 @@ def supervised_positions(
 
 def _chunk_ce_sum(lm_head: nn.Module, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     logits = lm_head(h).float()  # (c, V): fp32 for a stable log-softmax
-    return F.cross_entropy(logits, y, reduction="sum")
+    return F.cross_entropy(logits, y, reduction="sum", ignore_index=IGNORE_INDEX)
 
 
 def chunked_cross_entropy_sum(
@@ -118,10 +145,22 @@ class SupervisedLoss(nn.Module):
         self.chunk_tokens = chunk_tokens
 
     def forward(
-        self, input_ids: torch.Tensor, position_ids: torch.Tensor, targets: torch.Tensor
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+        targets: torch.Tensor,
+        cu_seqlens: torch.Tensor | None = None,
+        supervised_index: torch.Tensor | None = None,
+        supervised_targets: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        hidden = decoder_hidden(self.model, input_ids, position_ids)  # (b, t, d)
-        h, y = supervised_positions(hidden, targets)  # (n, d), (n,)
+        hidden = decoder_hidden(self.model, input_ids, position_ids, cu_seqlens)  # (b, t, d)
+        if supervised_index is None:
+            h, y = supervised_positions(hidden, targets)  # (n, d), (n,)
+        else:
+            # Positions found on the host at collate time: no boolean indexing (a device sync),
+            # padded with targets -100 that cross_entropy ignores.
+            h = hidden.flatten(0, 1).index_select(0, supervised_index)  # (n_pad, d)
+            y = supervised_targets
         lm_head = causal_lm(self.model).get_output_embeddings()
         return chunked_cross_entropy_sum(lm_head, h, y, self.chunk_tokens)
 
@@ -131,7 +170,8 @@ def token_entropy_and_nll(
     model: nn.Module, batch: Batch, chunk_tokens: int = 4096
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per supervised position: predictive entropy H(p(·|prefix)) and −log p(target), both (n,)."""
-    hidden = decoder_hidden(model, batch.input_ids, batch.position_ids)
+    cu = batch.packed_cu_seqlens if uses_cu_seqlens(model) else None
+    hidden = decoder_hidden(model, batch.input_ids, batch.position_ids, cu)
     h, y = supervised_positions(hidden, batch.targets)
     lm_head = causal_lm(model).get_output_embeddings()
     entropies, nlls = [], []

@@ -42,8 +42,11 @@ class Runtime:
         )
 
 
-def init_runtime(precision: str) -> Runtime:
-    """Join the process group when launched by torchrun, pick the device and the dtypes."""
+def init_runtime(precision: str, process_group: bool = False) -> Runtime:
+    """Join the process group when launched by torchrun, pick the device and the dtypes.
+
+    ``process_group``: also make a group of one for a single process (FSDP needs one).
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -59,6 +62,11 @@ def init_runtime(precision: str) -> Runtime:
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(
             backend="nccl" if cuda else "gloo", device_id=device if cuda else None
+        )
+    elif process_group and not dist.is_initialized():
+        # A group of one in memory: no rendezvous, no port.
+        dist.init_process_group(
+            backend="nccl" if cuda else "gloo", store=dist.HashStore(), rank=0, world_size=1
         )
     if precision == "auto":
         precision = "bf16-mixed" if cuda else "fp32"

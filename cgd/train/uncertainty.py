@@ -3,7 +3,12 @@
 H(cond) = mean over samples of (1/|ŷ|) Σ_t H(p(· | cond, ŷ_<t)), teacher-forced on the refined
 answer ŷ, for cond = (x, y') (mode ``no-critique``) and cond = (x, y', c) (mode ``cgd``). The gap
 H(x, y') − H(x, y', c) says how much the student uses the critique; training should lower both.
-The NLL of ŷ under each condition is reported alongside. ŷ includes the end-of-turn token.
+ŷ includes the end-of-turn token.
+
+Reported first: the NLL gap NLL(ŷ | x, y') − NLL(ŷ | x, y', c), which needs the refined answer to
+be *likely*, not just predicted with confidence: entropy also drops when the model becomes
+confidently wrong. Measured on held-out rows (the validation split, or a slice of the export the
+trainer never trains on), so it says how the student uses critiques it has not memorised.
 """
 
 from __future__ import annotations
@@ -49,10 +54,11 @@ def refinement_uncertainty(
         return {"uncertainty_samples": 0}
     mean = {k: v / n for k, v in sums.items()}
     return {
-        "entropy_with_critique": mean["entropy_with"],
-        "entropy_without_critique": mean["entropy_without"],
-        "entropy_gap": mean["entropy_without"] - mean["entropy_with"],
+        "nll_gap": mean["nll_without"] - mean["nll_with"],
         "nll_with_critique": mean["nll_with"],
         "nll_without_critique": mean["nll_without"],
+        "entropy_gap": mean["entropy_without"] - mean["entropy_with"],
+        "entropy_with_critique": mean["entropy_with"],
+        "entropy_without_critique": mean["entropy_without"],
         "uncertainty_samples": n,
     }

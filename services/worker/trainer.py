@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,7 @@ def train_config(spec: dict[str, Any], data: Path, out: Path, eval_sets: list[st
 
 
 def run_training_job(run_id: str, token: str, settings: Settings) -> str:
-    from cgd.train.loop import run_training
+    from cgd.train.launch import NonBlockingEvents, train
 
     reporter = RunReporter(settings.api_url, run_id, token, settings.trainer_heartbeat_s)
     try:
@@ -143,12 +144,23 @@ def run_training_job(run_id: str, token: str, settings: Settings) -> str:
         config = train_config(spec, data, workdir / "out", eval_sets)
         sizes = eval_sizes(eval_sets, config.eval_limit)
 
-        def on_event(kind: str, data: dict[str, Any]) -> None:
+        def deliver(kind: str, data: dict[str, Any]) -> None:
             if kind == "eval" and "accuracy" in data:
                 data = {**data, "n": {name: sizes.get(name) for name in data["accuracy"]}}
             reporter.post(kind, data)
 
-        result = run_training(config, on_event=on_event, should_stop=reporter.cancelled.is_set)
+        # Steps only enqueue events (HTTP retries happen in a thread); one process per GPU in
+        # CGD_TRAINER_GPUS (torchrun), or this process for one GPU.
+        events = NonBlockingEvents(deliver)
+        try:
+            result = train(
+                config,
+                on_event=events,
+                should_stop=reporter.cancelled.is_set,
+                gpus=os.environ.get("CGD_TRAINER_GPUS"),
+            )
+        finally:
+            events.close()
         return str(result.get("state"))
     except Exception as exc:
         log.exception("training run %s failed", run_id)
