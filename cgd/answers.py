@@ -220,10 +220,10 @@ def extract_choice(text: str | None) -> str | None:
         return boxed
     marked = list(_CHOICE_MARKED_RE.finditer(text))
     if marked:
-        return marked[-1].group("c").upper()
+        return str(marked[-1].group("c")).upper()
     parenthesised = _CHOICE_PAREN_RE.findall(text)
     if parenthesised:
-        return parenthesised[-1]
+        return str(parenthesised[-1])
     standalone = list(_CHOICE_STANDALONE_RE.finditer(text))
     if standalone:
         last = standalone[-1]

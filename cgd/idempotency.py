@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import orjson
 from sqlalchemy import select
@@ -34,4 +34,4 @@ def find_replay(
         raise IdempotencyKeyReused(
             {"reason": "Idempotency-Key was already used with a different request body"}
         )
-    return existing
+    return cast(T | None, existing)

@@ -14,8 +14,8 @@ What the generation worker relies on:
 * **Retries.** Timeouts, connection errors, 429 (waiting at least ``Retry-After``) and 5xx are
   retried with capped exponential backoff and full jitter; other 4xx fail at once.
 * **No truncated answers.** ``finish_reason == "length"`` is never returned: it raises
-  :class:`LLMError` (``kind="truncated"``) or, with ``truncation="retry_larger"``, is retried once
-  with a larger ``max_tokens``.
+  :class:`LLMError` (``kind="truncated"``) or, with ``truncation=Truncation.retry_larger``, is
+  retried once with a larger ``max_tokens``.
 * **No secrets in output.** The API key is a ``SecretStr``: it is absent from reprs, logs,
   recorded parameters and error messages.
 """
@@ -255,7 +255,7 @@ class LLMClient:
     ) -> None:
         if max_inflight_per_endpoint < 1 or max_attempts < 1:
             raise ValueError("max_inflight_per_endpoint and max_attempts must be >= 1")
-        if truncation not in ("fail", "retry_larger"):
+        if truncation not in tuple(Truncation):
             raise ValueError(f"unknown truncation policy {truncation!r}")
         self.max_inflight_per_endpoint = max_inflight_per_endpoint
         self.timeout_s = timeout_s
@@ -359,7 +359,7 @@ class LLMClient:
     ) -> _Outcome:
         current = outcome.params["max_tokens"]
         larger = min(current * 2, self.truncation_max_tokens)
-        if policy == "retry_larger" and larger > current:
+        if policy == Truncation.retry_larger and larger > current:
             log.info(
                 "truncated answer from %s (max_tokens=%d); retrying with max_tokens=%d",
                 safe_url(endpoint.base_url),

@@ -154,7 +154,7 @@ def _export_rows(
                     {"role": "assistant", "content": answer},
                 ]
             }
-        elif layout == "prompt-completion":
+        elif layout == Layout.prompt_completion:
             yield {
                 "prompt": [{"role": "user", "content": user}],
                 "completion": [{"role": "assistant", "content": answer}],

@@ -142,7 +142,7 @@ def _verdict_agrees(t: Mapping[str, Any]) -> bool | None:
     verdict, initial_ok = t.get("verdict"), t.get("initial_correct")
     if verdict is None or initial_ok is None:
         return None
-    return (verdict == "right") == initial_ok
+    return bool((verdict == "right") == bool(initial_ok))
 
 
 def row_filters(f: Filters) -> list[RowFilter]:

@@ -66,18 +66,19 @@ def check_mode(mode: str) -> Mode:
         raise ValueError(f"unknown mode {mode!r}; known: {[m.value for m in MODES]}") from None
 
 
-def missing_field(mode: Mode, triplet: Mapping[str, Any]) -> str | None:
+def missing_field(mode: Mode | str, triplet: Mapping[str, Any]) -> str | None:
     """The first field the mode needs that the triplet lacks (``None``: usable)."""
-    for field in (*_INPUT_FIELDS[mode], TARGET_FIELDS[mode]):
+    m = check_mode(mode)
+    for field in (*_INPUT_FIELDS[m], TARGET_FIELDS[m]):
         value = triplet.get(field)
         if value is None or value == "":
             return field
     return None
 
 
-def build_input(mode: Mode, triplet: Mapping[str, Any]) -> str:
+def build_input(mode: Mode | str, triplet: Mapping[str, Any]) -> str:
     """The user-turn text the student is trained on (check ``missing_field`` first)."""
-    tpl = INPUT_TEMPLATES[mode]
+    tpl = INPUT_TEMPLATES[check_mode(mode)]
     if tpl == "{prompt}":
         return _text(triplet["prompt"])
     # str.format substitutes values verbatim (braces inside the texts are not re-parsed) and
@@ -85,9 +86,9 @@ def build_input(mode: Mode, triplet: Mapping[str, Any]) -> str:
     return tpl.format_map(triplet)
 
 
-def target(mode: Mode, triplet: Mapping[str, Any]) -> str:
+def target(mode: Mode | str, triplet: Mapping[str, Any]) -> str:
     """The assistant-turn text the loss is computed on."""
-    return _text(triplet[TARGET_FIELDS[mode]])
+    return _text(triplet[TARGET_FIELDS[check_mode(mode)]])
 
 
 def _text(value: Any) -> str:

@@ -20,7 +20,7 @@ tokenizer; the full model is written once, at the end, to ``final/``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from peft import PeftModel
@@ -81,7 +81,7 @@ def load_training_state(path: str | Path, runtime: Runtime) -> dict[str, Any]:
         set_rng_state(torch.load(rng, weights_only=False))
     else:  # resumed on more ranks than were saved: a new rank gets a fresh, distinct stream
         torch.manual_seed(state["step"] * 1_000_003 + runtime.rank)
-    return state
+    return cast(dict[str, Any], state)
 
 
 def export_final(model: CausalLM, tokenizer: Any, path: Path, dtype: torch.dtype) -> Path:

@@ -1,7 +1,7 @@
 """The one training config: every knob with its default and a line of help.
 
 Logged at the start of a run and saved (JSON) in every checkpoint. Defaults follow the reference
-CGD recipe (docs/METHOD.md, "Training format"): full fine-tune, learning rate 1e-6, one epoch,
+CGD recipe (docs/method.md, "Training defaults"): full fine-tune, learning rate 1e-6, one epoch,
 sequence packing. Where the paper is silent the default is marked "ours" in the help text.
 """
 
@@ -14,7 +14,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Mode = Literal["cgd", "sft", "distill", "cft", "no-critique"]
+from cgd.enums import ExportMode
+
+Mode = ExportMode
 
 
 class TrainConfig(BaseModel):
@@ -29,7 +31,7 @@ class TrainConfig(BaseModel):
         "auto", description="Export layout; `auto` looks at the first row."
     )
     mode: Mode = Field(
-        "cgd",
+        Mode.cgd,
         description="Training format for native rows (cgd|sft|distill|cft|no-critique); "
         "`messages` exports are already built for one mode.",
     )

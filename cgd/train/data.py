@@ -58,7 +58,8 @@ def detect_layout(row: dict[str, Any]) -> str:
 def render_prompt(tokenizer: Any, messages: list[Message]) -> str:
     """Prompt text up to where the assistant starts (system and user turns only)."""
     if tokenizer.chat_template:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return str(text)
     # Base models (reference release): a plain "Question: …\n\nAnswer:" prompt.
     system = "".join(m["content"] + "\n\n" for m in messages if m["role"] == "system")
     user = "\n\n".join(m["content"] for m in messages if m["role"] == "user")
@@ -67,7 +68,8 @@ def render_prompt(tokenizer: Any, messages: list[Message]) -> str:
 
 def encode_prompt(tokenizer: Any, text: str) -> list[int]:
     # Chat templates write BOS themselves; a plain prompt needs the tokenizer's own specials.
-    return tokenizer(text, add_special_tokens=not tokenizer.chat_template).input_ids
+    ids: list[int] = tokenizer(text, add_special_tokens=not tokenizer.chat_template).input_ids
+    return ids
 
 
 def encode_target(tokenizer: Any, text: str) -> list[int]:
@@ -114,7 +116,7 @@ class SampleBuilder:
 
     tokenizer: Any
     max_length: int
-    mode: formats.Mode = "cgd"
+    mode: formats.Mode | str = formats.Mode.cgd
     layout: str = "auto"
     stats: DataStats = field(default_factory=DataStats)
 
@@ -163,7 +165,9 @@ class SampleBuilder:
         keep = max(0, len(ids) - n_remove - n_mark - _TRUNCATION_SLACK)
         head = keep // 2 if keep_tail else keep
         tail = ids[len(ids) - (keep - head) :] if keep - head > 0 else []
-        return self.tokenizer.decode(ids[:head]) + TRUNCATION_MARK + self.tokenizer.decode(tail)
+        return str(
+            self.tokenizer.decode(ids[:head]) + TRUNCATION_MARK + self.tokenizer.decode(tail)
+        )
 
     def _shorten_native(self, row: dict[str, Any], budget: int) -> list[int] | None:
         """Cut the initial answer, then the critique, then the question until the prompt fits."""
@@ -244,7 +248,7 @@ def tokenize_to_store(
     directory: Path,
     *,
     max_length: int,
-    mode: formats.Mode = "cgd",
+    mode: formats.Mode | str = formats.Mode.cgd,
     layout: str = "auto",
     limit: int | None = None,
 ) -> tuple[TokenStore, DataStats]:
@@ -272,7 +276,7 @@ def tokenize_export(
     tokenizer: Any,
     *,
     max_length: int,
-    mode: formats.Mode = "cgd",
+    mode: formats.Mode | str = formats.Mode.cgd,
     layout: str = "auto",
     limit: int | None = None,
 ) -> tuple[list[Sample], DataStats]:
@@ -338,7 +342,9 @@ class Batch:
     supervised_targets: torch.Tensor  # (n_pad,) their targets, -100 on the padding entries
 
     def to(self, device: torch.device) -> Batch:
-        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, non_blocking=True)
+
         return Batch(
             move(self.input_ids),
             move(self.position_ids),
@@ -353,7 +359,10 @@ class Batch:
 
     def pin_memory(self) -> Batch:
         """Page-locked copies, so ``to(cuda, non_blocking=True)`` is a real async copy."""
-        pin = lambda t: t.pin_memory()  # noqa: E731
+
+        def pin(t: torch.Tensor) -> torch.Tensor:
+            return t.pin_memory()
+
         return Batch(
             pin(self.input_ids),
             pin(self.position_ids),

@@ -1,4 +1,5 @@
-"""Math evaluation as in docs/METHOD.md: zero-shot, greedy, "reason step by step, \\boxed{}".
+"""Math evaluation as in docs/method.md ("Evaluation"): zero-shot, greedy, "reason step by
+step, \\boxed{}".
 
 Generation runs either on the live training model (transformers ``generate``, left padding,
 batched, longest prompts first) or, for a saved model on a GPU host where ``import vllm`` works,

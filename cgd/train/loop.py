@@ -185,7 +185,7 @@ class TrainRecipe:
             layout=cfg.layout,
             limit=n_train_rows,
         )
-        self.data_stats = stats.as_dict()
+        self.data_stats: dict[str, Any] = stats.as_dict()
         by_samples = cfg.batch_unit == "samples"
         self.loader = StepLoader(
             samples,
@@ -202,13 +202,14 @@ class TrainRecipe:
             fixed_shapes=cfg.compile,
         )
         self.total_steps = cfg.max_steps or self.loader.total_steps(cfg.epochs)
-        self.data_stats |= {
+        extra: dict[str, Any] = {
             "batch_unit": cfg.batch_unit,
             "samples_per_step": cfg.samples_per_step if by_samples else None,
             "rows_per_step": None if by_samples else self.loader.rows_per_step,
             "total_steps": self.total_steps,
             "heldout_samples": len(self.heldout_rows),
         }
+        self.data_stats.update(extra)
         logger.info("data: %s", self.data_stats)
         self.emit("data", self.data_stats)
 

@@ -19,7 +19,7 @@ vocab) logits exist for at most one chunk at a time and never for masked tokens.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -89,7 +89,7 @@ def decoder_hidden(
     decoder = causal_lm(model).get_decoder()
     if cu_seqlens is None:
         out = decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False)
-        return out.last_hidden_state
+        return cast(torch.Tensor, out.last_hidden_state)
     b, t = input_ids.shape
     # (1, b·t): rows back to back; cu_seqlens already carries each row's offset.
     kwargs = attention.packed_kwargs(cu_seqlens, max_doc_len=t, total=b * t)
@@ -99,7 +99,7 @@ def decoder_hidden(
         use_cache=False,
         **kwargs,
     )
-    return out.last_hidden_state.view(b, t, -1)
+    return cast(torch.Tensor, out.last_hidden_state.view(b, t, -1))
 
 
 def uses_cu_seqlens(model: nn.Module) -> bool:
@@ -160,6 +160,7 @@ class SupervisedLoss(nn.Module):
             # Positions found on the host at collate time: no boolean indexing (a device sync),
             # padded with targets -100 that cross_entropy ignores.
             h = hidden.flatten(0, 1).index_select(0, supervised_index)  # (n_pad, d)
+            assert supervised_targets is not None  # given together with supervised_index
             y = supervised_targets
         lm_head = causal_lm(self.model).get_output_embeddings()
         return chunked_cross_entropy_sum(lm_head, h, y, self.chunk_tokens)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed.checkpoint as dcp
@@ -120,14 +120,14 @@ def unsharded(module: nn.Module) -> Any:
 def save_sharded(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """Every rank writes its shards of weights and optimizer state to ``path`` (DCP)."""
     model_sd, optim_sd = get_state_dict(module, optimizer)
-    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(path))
+    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(path))  # type: ignore[attr-defined]
 
 
 def load_sharded(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """Load a DCP checkpoint written on any number of ranks into this run's shards."""
     model_sd, optim_sd = get_state_dict(module, optimizer)
-    state = {"model": model_sd, "optim": optim_sd}
-    dcp.load(state, checkpoint_id=str(path))
+    state: dict[str, Any] = {"model": model_sd, "optim": optim_sd}
+    dcp.load(state, checkpoint_id=str(path))  # type: ignore[attr-defined]
     set_state_dict(
         module, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
     )
@@ -136,4 +136,4 @@ def load_sharded(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer
 def full_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     """The whole model's weights on rank 0's CPU (a collective: every rank calls it)."""
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    return get_model_state_dict(module, options=options)
+    return cast(dict[str, torch.Tensor], get_model_state_dict(module, options=options))

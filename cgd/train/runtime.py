@@ -66,7 +66,10 @@ def init_runtime(precision: str, process_group: bool = False) -> Runtime:
     elif process_group and not dist.is_initialized():
         # A group of one in memory: no rendezvous, no port.
         dist.init_process_group(
-            backend="nccl" if cuda else "gloo", store=dist.HashStore(), rank=0, world_size=1
+            backend="nccl" if cuda else "gloo",
+            store=dist.HashStore(),  # type: ignore[attr-defined]
+            rank=0,
+            world_size=1,
         )
     if precision == "auto":
         precision = "bf16-mixed" if cuda else "fp32"

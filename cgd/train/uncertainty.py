@@ -1,4 +1,5 @@
-"""Refinement uncertainty (docs/METHOD.md; the definition is ours, the paper's is not public).
+"""Refinement uncertainty (docs/method.md, "Refinement uncertainty"; the definition is ours,
+the paper's is not public).
 
 H(cond) = mean over samples of (1/|ŷ|) Σ_t H(p(· | cond, ŷ_<t)), teacher-forced on the refined
 answer ŷ, for cond = (x, y') (mode ``no-critique``) and cond = (x, y', c) (mode ``cgd``). The gap
@@ -17,6 +18,7 @@ from typing import Any
 
 import torch
 
+from cgd.enums import ExportMode
 from cgd.train.data import SampleBuilder, collate
 from cgd.train.model import CausalLM, token_entropy_and_nll
 from cgd.train.runtime import Runtime
@@ -33,7 +35,7 @@ def refinement_uncertainty(
 ) -> dict[str, float]:
     """Mean per-token entropy and NLL of ŷ with and without the critique, over native ``rows``."""
     with_critique = SampleBuilder(tokenizer, max_length, mode="cgd", layout="native")
-    without = SampleBuilder(tokenizer, max_length, mode="no-critique", layout="native")
+    without = SampleBuilder(tokenizer, max_length, mode=ExportMode.no_critique, layout="native")
     sums = {"entropy_with": 0.0, "entropy_without": 0.0, "nll_with": 0.0, "nll_without": 0.0}
     n = 0
     was_training = model.training

@@ -74,7 +74,17 @@ async def readyz(request: Request) -> JSONBody:
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    responses={
+        200: {
+            "content": {
+                "text/plain": {
+                    "schema": {"type": "string"},
+                    "example": "# TYPE cgd_dataset_rows_ingested_total counter\n"
+                    "cgd_dataset_rows_ingested_total 200.0\n",
+                }
+            }
+        }
+    },
 )
 async def prometheus() -> Response:
     """Prometheus metrics (text exposition format)."""
