@@ -199,6 +199,7 @@ def tiny_model(ctx: typer.Context) -> None:
 from cgd.cli_team import mount as _mount_team_cli  # noqa: E402
 
 _mount_team_cli(app)
+app.add_typer(__import__("cgd.verify.cli").verify.cli.app, name="verify")  # `cgd verify ...`
 
 if __name__ == "__main__":
     app()

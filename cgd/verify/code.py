@@ -116,7 +116,7 @@ def _power(base: Number, exponent: Number) -> Number:
         if base == 0 and exponent < 0:
             raise _NotCode("division by zero")
         return base ** int(exponent)
-    if abs(exponent) > 1000:
+    if abs(float(exponent)) > 1000:
         raise _NotCode("exponent too large")
     value = float(base) ** float(exponent)
     if isinstance(value, complex):
