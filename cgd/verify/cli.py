@@ -88,11 +88,11 @@ def score_rows(
     if pending:
         with VerifierPool(processes=processes, timeout_s=timeout_s) as pool:
             done = pool.verify_many([(kind, rows[i][1], rows[i][2]) for i in pending])
-        for i, verdict in zip(pending, done, strict=True):
-            verdicts[i] = verdict
+        for i, decided in zip(pending, done, strict=True):
+            verdicts[i] = decided
     records = []
     for index, ((line, _, _), verdict) in enumerate(zip(rows, verdicts, strict=True)):
-        assert verdict is not None
+        assert verdict is not None  # every pending one was decided above
         records.append(
             {
                 "index": index,
