@@ -196,6 +196,10 @@ def _numbers_equal(a: tuple[Fraction, bool], b: tuple[Fraction, bool]) -> bool:
     if not (x_decimal or y_decimal):
         # Integers and fractions are exact: 100000 vs 100001 must differ, though within 1e-4.
         return False
+    if x.denominator == 1 and y.denominator == 1:
+        # So are integer values however they are spelled: 448001.0 and 4.48001e5 are 448001,
+        # not an approximation of 448000. The tolerance is for values with a fractional part.
+        return False
     return abs(x - y) <= _TOLERANCE * max(abs(x), abs(y))
 
 
