@@ -146,15 +146,15 @@ def _math_fast(extracted: str, gold: str) -> tuple[bool, str] | None:
         return None if decided is None else (decided, REASON_NUMERIC)
     if pred_num is not None and gold_num is not None:
         return _numbers_equal(pred_num, gold_num), REASON_NUMERIC
-    if pred_num is not None or gold_num is not None:
-        other = norm_gold if pred_num is not None else norm_pred
-        if _COLLECTION_RE.search(other):  # a number is no tuple/interval/set/matrix/list
-            return False, REASON_NUMERIC
     # Numbers, code ("np.arcsin(10/13)", "-1./3") and constants ("3\\sqrt{13}") by value.
     pred_value, gold_value = _value_of(norm_pred), _value_of(norm_gold)
     if pred_value is not None and gold_value is not None:
         equal = _values_equal(pred_value, gold_value)
         return None if equal is None else (equal, REASON_EVALUATED)
+    if pred_num is not None or gold_num is not None:
+        other = norm_gold if pred_num is not None else norm_pred
+        if _COLLECTION_RE.search(other):  # a number is no tuple/interval/set/matrix/list
+            return False, REASON_NUMERIC
     decided = _evaluated_decision(norm_pred, norm_gold)
     return None if decided is None else (decided, REASON_EVALUATED)
 

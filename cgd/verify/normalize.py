@@ -121,7 +121,7 @@ def _light_normalize(answer: str) -> str:
     s = _SPACING_RE.sub(" ", s)
     s = _LEFT_RIGHT_RE.sub("", s)
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
-    s = _DEGREES_RE.sub("", s)
+    s = _DEGREES_RE.sub(" ", s)
     s = s.replace("\\%", "").replace("%", "").replace("\\$", "").replace("$", "")
     s = s.replace("{,}", ",")
     return strip_unit(s.strip())
