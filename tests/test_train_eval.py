@@ -134,7 +134,7 @@ def test_parse_eval_set_options():
     from cgd.train.evaluate import EvalSet, parse_eval_set, set_name
 
     assert parse_eval_set("aime24") == EvalSet(source="aime24", name="aime24")
-    spec = parse_eval_set("/data/mc.jsonl:question=prompt,answer=label,kind=choice,k=4")
+    spec = parse_eval_set("/data/mc.jsonl:question=prompt:answer=label:kind=choice:k=4")
     assert (spec.source, spec.name, spec.question_field, spec.answer_field) == (
         "/data/mc.jsonl",
         "mc",
@@ -142,7 +142,7 @@ def test_parse_eval_set_options():
         "label",
     )
     assert spec.kind == "choice" and spec.k == 4 and spec.sampling is not None
-    assert set_name("amc23:k=8,temperature=1.0,name=amc") == "amc"
+    assert set_name("amc23:k=8:temperature=1.0:name=amc") == "amc"
     for bad in ("math500:kind=regex", "math500:k=0", "math500:colour=red", "math500:k=x"):
         with pytest.raises(ValueError):
             parse_eval_set(bad)
@@ -169,7 +169,7 @@ def test_field_mapping_and_errors(tmp_path):
     path = tmp_path / "mine.jsonl"
     path.write_text(json.dumps({"id": "q1", "prompt": "2+2?", "target": 4, "answer": None}) + "\n")
     assert load_eval_rows(str(path)) == [{"id": "q1", "problem": "2+2?", "answer": "4"}]
-    assert load_eval_rows(f"{path}:question=prompt,answer=target")[0]["answer"] == "4"
+    assert load_eval_rows(f"{path}:question=prompt:answer=target")[0]["answer"] == "4"
     with pytest.raises(ValueError, match=r"row 1: no reference field \(label\)"):
         load_eval_rows(f"{path}:answer=label")
     path.write_text(json.dumps({"text": "2+2?", "answer": 4}) + "\n")
@@ -204,7 +204,7 @@ def test_choice_set_uses_the_choice_verifier(tmp_path):
         return ["The answer is (C)."] * len(prompts)
 
     results = evaluate_sets_detailed(
-        [f"{path}:answer=label,kind=choice"], _PlainTokenizer(), generate, out_dir=tmp_path
+        [f"{path}:answer=label:kind=choice"], _PlainTokenizer(), generate, out_dir=tmp_path
     )
     assert results["mc"].kind == "choice" and results["mc"].n == 2
     assert results["mc"].accuracy == 0.5

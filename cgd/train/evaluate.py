@@ -3,7 +3,7 @@ avg@k over k samples for small sets (AIME/AMC) when asked.
 
 Eval sets are bundled names (math500, amc23, aime24; gsm8k when its test split is bundled) or
 JSONL files (including uploaded datasets the trainer downloads), each with a field mapping and a
-verifier kind: ``SOURCE[:question=F,answer=F,kind=math|choice|exact,k=N,...]`` (see
+verifier kind: ``SOURCE[:question=F:answer=F:kind=math|choice|exact:k=N...]`` (see
 :func:`parse_eval_set`). A file with only a worked ``solution`` is graded against the solution's
 boxed final answer.
 
@@ -48,7 +48,8 @@ ANSWER_FIELDS = ("answer", "reference", "target", "label", "solution")
 CHOICE_FIELDS = ("choices", "options")
 # Fields whose text is a worked solution: the reference is its final (boxed, or "####") answer.
 SOLUTION_FIELDS = ("solution",)
-_OPTION_RE = re.compile(r"^(?P<src>.*?):(?P<opts>[A-Za-z_]+=[^,]*(?:,[A-Za-z_]+=[^,]*)*)$")
+# SOURCE:key=value:key=value (colons, not commas: `cgd eval --sets` splits sets at commas).
+_OPTION_RE = re.compile(r"^(?P<src>.+?)(?P<opts>(?::[A-Za-z_]+=[^:,]*)+)$")
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,8 @@ class Sampling:
 class EvalSet:
     """What to evaluate on and how to grade it.
 
-    Written as ``SOURCE[:key=value,...]`` (see :func:`parse_eval_set`): ``aime24:k=16``,
-    ``data/mc.jsonl:question=prompt,answer=label,kind=choice``.
+    Written as ``SOURCE[:key=value...]`` (see :func:`parse_eval_set`): ``aime24:k=16``,
+    ``data/mc.jsonl:question=prompt:answer=label:kind=choice``.
     """
 
     source: str  # a bundled set name or a JSONL path
@@ -88,7 +89,7 @@ def _default_name(source: str) -> str:
 
 
 def parse_eval_set(spec: str | EvalSet) -> EvalSet:
-    """``SOURCE[:key=value,...]`` -> EvalSet. Keys: ``question``, ``answer`` (field names),
+    """``SOURCE[:key=value...]`` -> EvalSet. Keys: ``question``, ``answer`` (field names),
     ``kind`` (math|choice|exact), ``k`` (samples for avg@k), ``temperature``, ``top_p``,
     ``name``. SOURCE is math500, amc23, aime24, gsm8k (if bundled) or a JSONL path (e.g. an
     uploaded dataset downloaded by the trainer: rows ``{id, problem, answer}``)."""
@@ -98,7 +99,8 @@ def parse_eval_set(spec: str | EvalSet) -> EvalSet:
     m = _OPTION_RE.match(spec)
     if m is not None:
         source = m.group("src")
-        options = dict(part.split("=", 1) for part in m.group("opts").split(","))
+        parts = m.group("opts")[1:].split(":")
+        options = dict(part.split("=", 1) for part in parts)
     known = {"question", "answer", "kind", "k", "temperature", "top_p", "name"}
     unknown = set(options) - known
     if unknown:
