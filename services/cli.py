@@ -199,9 +199,12 @@ def tiny_model(ctx: typer.Context) -> None:
 
 
 # The team CLI (datasets, jobs, snapshots, runs over the REST API), defined in its own module.
+# The team CLI (datasets, jobs, snapshots, runs over the REST API) and answer scoring.
 from cgd.cli import mount as _mount_team_cli  # noqa: E402
+from cgd.verify.cli import app as _verify_app  # noqa: E402
 
 _mount_team_cli(app)
+app.add_typer(_verify_app, name="verify")
 
 if __name__ == "__main__":
     app()

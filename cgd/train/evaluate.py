@@ -1,46 +1,232 @@
-"""Math evaluation as in docs/method.md ("Evaluation"): zero-shot, greedy, "reason step by
-step, \\boxed{}".
+"""Evaluation as in docs/method.md ("Evaluation"): zero-shot, "reason step by step, \\boxed{}", greedy, and
+avg@k over k samples for small sets (AIME/AMC) when asked.
+
+Eval sets are bundled names (math500, amc23, aime24; gsm8k when its test split is bundled) or
+JSONL files (including uploaded datasets the trainer downloads), each with a field mapping and a
+verifier kind: ``SOURCE[:question=F:answer=F:kind=math|choice|exact:k=N...]`` (see
+:func:`parse_eval_set`). A file with only a worked ``solution`` is graded against the solution's
+boxed final answer.
 
 Generation runs either on the live training model (transformers ``generate``, left padding,
 batched, longest prompts first) or, for a saved model on a GPU host where ``import vllm`` works,
-on a vLLM offline engine. Scoring extracts the final answer and grades it with
-``cgd.verify`` (symbolic/numeric equivalence); a per-sample log is written as JSONL.
+on a vLLM offline engine. Scoring grades each completion with ``cgd.verify``; per-sample logs
+(JSONL) and ``results.json`` (per set: ``n``, greedy accuracy, and ``k``, avg@k, pass@k) are
+written to the output directory.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
+import re
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from cgd.answers import extract_boxed, reference_answer
 from cgd.curation.eval_sets import EVAL_SETS, load_eval_set
 from cgd.templates import EVAL_SYSTEM
-from cgd.train.data import encode_prompt, read_jsonl, render_prompt
+from cgd.train.data import encode_prompt, render_prompt
 from cgd.train.model import CausalLM, load_model, load_tokenizer
-from cgd.verify import VerifierPool, check
+from cgd.verify import KINDS, VerifierPool, check
+
+logger = logging.getLogger("cgd.train.evaluate")
+
+# -- eval sets: bundled names or JSONL files, with a field mapping -----------------------------
+
+# Bundled sets this harness knows beyond cgd.curation.eval_sets (file in cgd/data, if shipped).
+# The GSM8K *test* split is not bundled (no source for it was available offline); drop the
+# unchanged openai/grade-school-math test.jsonl in as cgd/data/gsm8k_test.jsonl to enable it.
+EXTRA_SETS: dict[str, str] = {"gsm8k": "gsm8k_test.jsonl"}
+QUESTION_FIELDS = ("problem", "question", "prompt", "input", "query")
+ANSWER_FIELDS = ("answer", "reference", "target", "label", "solution")
+CHOICE_FIELDS = ("choices", "options")
+# Fields whose text is a worked solution: the reference is its final (boxed, or "####") answer.
+SOLUTION_FIELDS = ("solution",)
+# SOURCE:key=value:key=value (colons, not commas: `cgd eval --sets` splits sets at commas).
+_OPTION_RE = re.compile(r"^(?P<src>.+?)(?P<opts>(?::[A-Za-z_]+=[^:,]*)+)$")
 
 
-def load_eval_rows(name_or_path: str, limit: int | None = None) -> list[dict[str, str]]:
-    """Rows {id, problem, answer} of a bundled set (math500, amc23, aime24) or a JSONL file."""
-    if name_or_path in EVAL_SETS:
-        rows = load_eval_set(name_or_path)
+@dataclass(frozen=True)
+class Sampling:
+    """avg@k: ``k`` samples per problem at this temperature / top-p (and greedy as well)."""
+
+    k: int
+    temperature: float = 0.6
+    top_p: float = 0.95
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """What to evaluate on and how to grade it.
+
+    Written as ``SOURCE[:key=value...]`` (see :func:`parse_eval_set`): ``aime24:k=16``,
+    ``data/mc.jsonl:question=prompt:answer=label:kind=choice``.
+    """
+
+    source: str  # a bundled set name or a JSONL path
+    name: str  # the name results are reported under
+    question_field: str | None = None  # None: the first of QUESTION_FIELDS present
+    answer_field: str | None = None  # None: the first of ANSWER_FIELDS present
+    kind: str = "math"  # verifier kind: math | choice | exact
+    k: int = 1  # > 1: also avg@k over k samples
+    temperature: float = 0.6
+    top_p: float = 0.95
+
+    @property
+    def sampling(self) -> Sampling | None:
+        return Sampling(self.k, self.temperature, self.top_p) if self.k > 1 else None
+
+
+def _default_name(source: str) -> str:
+    return source if source in EVAL_SETS or source in EXTRA_SETS else Path(source).stem
+
+
+def parse_eval_set(spec: str | EvalSet) -> EvalSet:
+    """``SOURCE[:key=value...]`` -> EvalSet. Keys: ``question``, ``answer`` (field names),
+    ``kind`` (math|choice|exact), ``k`` (samples for avg@k), ``temperature``, ``top_p``,
+    ``name``. SOURCE is math500, amc23, aime24, gsm8k (if bundled) or a JSONL path (e.g. an
+    uploaded dataset downloaded by the trainer: rows ``{id, problem, answer}``)."""
+    if isinstance(spec, EvalSet):
+        return spec
+    source, options = spec, {}
+    m = _OPTION_RE.match(spec)
+    if m is not None:
+        source = m.group("src")
+        parts = m.group("opts")[1:].split(":")
+        options = dict(part.split("=", 1) for part in parts)
+    known = {"question", "answer", "kind", "k", "temperature", "top_p", "name"}
+    unknown = set(options) - known
+    if unknown:
+        raise ValueError(f"eval set {spec!r}: unknown option(s) {sorted(unknown)}; use {known}")
+    kind = options.get("kind", "math")
+    if kind not in KINDS or kind == "none":
+        raise ValueError(f"eval set {spec!r}: kind must be math, choice or exact, not {kind!r}")
+    try:
+        k = int(options.get("k", "1"))
+        temperature = float(options.get("temperature", "0.6"))
+        top_p = float(options.get("top_p", "0.95"))
+    except ValueError as exc:
+        raise ValueError(f"eval set {spec!r}: {exc}") from None
+    if k < 1:
+        raise ValueError(f"eval set {spec!r}: k must be >= 1")
+    return EvalSet(
+        source=source,
+        name=options.get("name") or _default_name(source),
+        question_field=options.get("question"),
+        answer_field=options.get("answer"),
+        kind=kind,
+        k=k,
+        temperature=temperature,
+        top_p=top_p,
+    )
+
+
+def _answer_text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # AMC-style 27.0
+    return str(value)
+
+
+def _format_choices(choices: Any) -> str:
+    if isinstance(choices, dict):
+        items = list(choices.items())
     else:
-        rows = [
-            {
-                "id": str(r.get("id", r.get("unique_id", i))),
-                "problem": r.get("problem") or r["question"],
-                "answer": str(r["answer"]),
-            }
-            for i, r in enumerate(read_jsonl(name_or_path))
-        ]
+        items = [(chr(ord("A") + i), text) for i, text in enumerate(choices)]
+    return "\n".join(f"({letter}) {text}" for letter, text in items)
+
+
+def _pick(row: dict[str, Any], explicit: str | None, candidates: tuple[str, ...]) -> str | None:
+    if explicit is not None:
+        return explicit if explicit in row else None
+    return next((f for f in candidates if row.get(f) not in (None, "")), None)
+
+
+def rows_from_records(records: list[dict[str, Any]], spec: EvalSet) -> list[dict[str, str]]:
+    """Rows ``{id, problem, answer}`` from raw records under ``spec``'s field mapping.
+
+    The reference of a ``solution`` field is the solution's final answer (its last
+    ``\\boxed{}``, or GSM8K's ``#### X``). Errors name the row and the field.
+    """
+    rows = []
+    for i, record in enumerate(records):
+        where = f"eval set {spec.name!r} row {i + 1}"
+        question_field = _pick(record, spec.question_field, QUESTION_FIELDS)
+        if question_field is None:
+            wanted = spec.question_field or " / ".join(QUESTION_FIELDS)
+            raise ValueError(f"{where}: no question field ({wanted})")
+        answer_field = _pick(record, spec.answer_field, ANSWER_FIELDS)
+        if answer_field is None:
+            wanted = spec.answer_field or " / ".join(ANSWER_FIELDS)
+            raise ValueError(f"{where}: no reference field ({wanted})")
+        value = record[answer_field]
+        if answer_field in SOLUTION_FIELDS:
+            text = str(value)
+            answer = extract_boxed(text) or (reference_answer(text) if "####" in text else None)
+            if not answer:
+                raise ValueError(f"{where}: {answer_field!r} has no \\boxed{{}} final answer")
+        else:
+            answer = _answer_text(value)
+        problem = str(record[question_field])
+        choices = next((record[f] for f in CHOICE_FIELDS if record.get(f)), None)
+        if choices and spec.kind == "choice":
+            problem = f"{problem}\n\n{_format_choices(choices)}"
+        row_id = record.get("id", record.get("unique_id", i))
+        rows.append({"id": str(row_id), "problem": problem, "answer": answer})
+    return rows
+
+
+def _read_records(path: str) -> list[dict[str, Any]]:
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for line_number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path} line {line_number}: bad JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{path} line {line_number}: expected a JSON object")
+            records.append(record)
+    return records
+
+
+def load_eval_rows(spec: str | EvalSet, limit: int | None = None) -> list[dict[str, str]]:
+    """Rows ``{id, problem, answer}`` of an eval set (see :func:`parse_eval_set`)."""
+    eval_set = parse_eval_set(spec)
+    source = eval_set.source
+    if source in EVAL_SETS and eval_set.question_field is None and eval_set.answer_field is None:
+        rows = load_eval_set(source)
+    elif source in EXTRA_SETS:
+        resource = resources.files("cgd").joinpath("data", EXTRA_SETS[source])
+        if not resource.is_file():
+            raise FileNotFoundError(
+                f"eval set {source!r} is not bundled (cgd/data/{EXTRA_SETS[source]} is absent); "
+                "pass the JSONL file's path instead"
+            )
+        rows = rows_from_records(
+            [json.loads(x) for x in resource.read_text("utf-8").splitlines() if x.strip()],
+            eval_set,
+        )
+    elif source in EVAL_SETS:
+        path = resources.files("cgd").joinpath("data", f"{source}.jsonl")
+        records = [json.loads(x) for x in path.read_text("utf-8").splitlines() if x.strip()]
+        rows = rows_from_records(records, eval_set)
+    else:
+        rows = rows_from_records(_read_records(source), eval_set)
     return rows[:limit]
 
 
-def set_name(name_or_path: str) -> str:
-    return name_or_path if name_or_path in EVAL_SETS else Path(name_or_path).stem
+def set_name(spec: str | EvalSet) -> str:
+    """The name an eval set's results are reported under."""
+    return parse_eval_set(spec).name
 
 
 def eval_prompt(tokenizer: Any, problem: str) -> str:
@@ -49,6 +235,10 @@ def eval_prompt(tokenizer: Any, problem: str) -> str:
 
 
 # -- generation --------------------------------------------------------------------------------
+
+# generate(prompts, sampling) -> completions: greedy (one per prompt, in order) when sampling is
+# None, else sampling.k per prompt (prompt-major: all of prompt 0's samples, then prompt 1's...).
+Generate = Callable[[list[str], Sampling | None], list[str]]
 
 
 @torch.no_grad()
@@ -60,14 +250,26 @@ def generate_hf(
     max_new_tokens: int,
     batch_size: int,
     autocast: torch.autocast,
+    sampling: Sampling | None = None,
 ) -> list[str]:
-    """Greedy completions of ``prompts`` (in order) with transformers ``generate``."""
+    """Completions of ``prompts`` with transformers ``generate``: greedy, or ``sampling.k``
+    samples per prompt (prompt-major order)."""
     device = next(model.parameters()).device
-    encoded = [encode_prompt(tokenizer, p) for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))  # less padding per batch
-    outputs: list[str] = [""] * len(prompts)
+    copies = sampling.k if sampling is not None else 1
+    expanded = [p for p in prompts for _ in range(copies)]
+    encoded = [encode_prompt(tokenizer, p) for p in expanded]
+    order = sorted(range(len(expanded)), key=lambda i: -len(encoded[i]))  # less padding per batch
+    outputs: list[str] = [""] * len(expanded)
     was_training = model.training
     model.eval()
+    options: dict[str, Any] = {"do_sample": False}
+    if sampling is not None:
+        torch.manual_seed(sampling.seed)
+        options = {
+            "do_sample": True,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+        }
     for start in range(0, len(order), batch_size):
         index = order[start : start + batch_size]
         width = max(len(encoded[i]) for i in index)
@@ -81,8 +283,8 @@ def generate_hf(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
                 max_new_tokens=max_new_tokens,
-                do_sample=False,
                 pad_token_id=tokenizer.pad_token_id,
+                **options,
             )  # (b, t + new)
         texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
         for i, text in zip(index, texts, strict=True):
@@ -99,24 +301,44 @@ def vllm_available() -> bool:
     return True
 
 
-def generate_vllm(llm: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int) -> list[str]:
-    """Greedy completions with a vLLM offline engine ``vllm.LLM`` (GPU hosts only)."""
+def generate_vllm(
+    llm: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    max_new_tokens: int,
+    sampling: Sampling | None = None,
+) -> list[str]:
+    """Completions with a vLLM offline engine ``vllm.LLM`` (GPU hosts only): greedy, or
+    ``sampling.k`` per prompt (prompt-major order)."""
     from vllm import SamplingParams
 
-    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+    if sampling is None:
+        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+    else:
+        params = SamplingParams(
+            n=sampling.k,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            seed=sampling.seed,
+            max_tokens=max_new_tokens,
+        )
     # Token ids, not text: vLLM would add a second BOS to chat-templated prompts.
     requests = [{"prompt_token_ids": encode_prompt(tokenizer, p)} for p in prompts]
-    return [o.outputs[0].text for o in llm.generate(requests, params)]
+    return [o.text for request in llm.generate(requests, params) for o in request.outputs]
 
 
 # -- scoring -----------------------------------------------------------------------------------
 
 
 def score_outputs(
-    eval_rows: list[dict[str, str]], outputs: list[str], pool: VerifierPool | None = None
+    eval_rows: list[dict[str, str]],
+    outputs: list[str],
+    pool: VerifierPool | None = None,
+    kind: str = "math",
 ) -> tuple[float, list[dict[str, Any]]]:
-    """(accuracy, per-sample records) of ``outputs`` against the rows' reference answers."""
-    items = [("math", out, row["answer"]) for row, out in zip(eval_rows, outputs, strict=True)]
+    """(accuracy, per-sample records) of ``outputs`` against the rows' reference answers,
+    graded by the verifier ``kind`` (math | choice | exact)."""
+    items = [(kind, out, row["answer"]) for row, out in zip(eval_rows, outputs, strict=True)]
     verdicts = pool.verify_many(items) if pool is not None else [check(*item) for item in items]
     records: list[dict[str, Any]] = [
         {
@@ -141,32 +363,120 @@ def write_records(path: Path, records: list[dict[str, Any]]) -> Path:
     return path
 
 
-def evaluate_sets(
-    sets: list[str],
+@dataclass
+class SetResult:
+    """One eval set's results: greedy accuracy on ``n`` problems and, when ``k`` > 1, avg@k
+    (mean accuracy over k samples per problem) and pass@k (any of the k correct)."""
+
+    name: str
+    kind: str
+    n: int
+    accuracy: float  # greedy
+    k: int = 1
+    avg_at_k: float | None = None
+    pass_at_k: float | None = None
+    temperature: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("extra")
+        if self.k == 1:
+            for key in ("avg_at_k", "pass_at_k", "temperature"):
+                data.pop(key)
+        return {**data, **self.extra}
+
+
+def evaluate_set(
+    spec: str | EvalSet,
     tokenizer: Any,
-    generate: Callable[[list[str]], list[str]],
+    generate: Generate,
+    *,
+    out_dir: str | Path,
+    limit: int | None = None,
+    pool: VerifierPool | None = None,
+) -> SetResult:
+    """Greedy accuracy (and avg@k when the set asks for k > 1) of one eval set; per-sample
+    logs in ``out_dir/<name>.jsonl`` (greedy) and ``out_dir/<name>.avg@<k>.jsonl``."""
+    eval_set = parse_eval_set(spec)
+    rows = load_eval_rows(eval_set, limit)
+    prompts = [eval_prompt(tokenizer, r["problem"]) for r in rows]
+    accuracy, records = score_outputs(rows, generate(prompts, None), pool, eval_set.kind)
+    for record, prompt in zip(records, prompts, strict=True):
+        record["prompt"] = prompt
+    write_records(Path(out_dir) / f"{eval_set.name}.jsonl", records)
+    result = SetResult(eval_set.name, eval_set.kind, len(rows), accuracy)
+    sampling = eval_set.sampling
+    if sampling is not None and rows:
+        outputs = generate(prompts, sampling)
+        k = sampling.k
+        expanded = [row for row in rows for _ in range(k)]
+        _, samples = score_outputs(expanded, outputs, pool, eval_set.kind)
+        for j, record in enumerate(samples):
+            record["sample"] = j % k
+        per_problem = [
+            [r["correct"] for r in samples[i * k : (i + 1) * k]] for i in range(len(rows))
+        ]
+        result.k = k
+        result.temperature = sampling.temperature
+        result.avg_at_k = sum(sum(c) / k for c in per_problem) / len(rows)
+        result.pass_at_k = sum(any(c) for c in per_problem) / len(rows)
+        write_records(Path(out_dir) / f"{eval_set.name}.avg@{k}.jsonl", samples)
+    return result
+
+
+def evaluate_sets_detailed(
+    sets: list[str] | list[EvalSet],
+    tokenizer: Any,
+    generate: Generate,
+    *,
+    out_dir: str | Path,
+    limit: int | None = None,
+    pool: VerifierPool | None = None,
+) -> dict[str, SetResult]:
+    """:class:`SetResult` per set; also written to ``out_dir/results.json``."""
+    results = {}
+    for spec in sets:
+        result = evaluate_set(spec, tokenizer, generate, out_dir=out_dir, limit=limit, pool=pool)
+        results[result.name] = result
+        logger.info("eval %s: %s", result.name, json.dumps(result.as_dict()))
+    path = Path(out_dir) / "results.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({k: v.as_dict() for k, v in results.items()}, indent=1))
+    return results
+
+
+def accuracy_summary(results: dict[str, SetResult]) -> dict[str, float]:
+    """Flat ``{name: greedy accuracy}``, plus ``{name}/avg@{k}`` for sets sampled k > 1."""
+    flat: dict[str, float] = {}
+    for name, result in results.items():
+        flat[name] = result.accuracy
+        if result.avg_at_k is not None and not math.isnan(result.avg_at_k):
+            flat[f"{name}/avg@{result.k}"] = result.avg_at_k
+    return flat
+
+
+def evaluate_sets(
+    sets: list[str] | list[EvalSet],
+    tokenizer: Any,
+    generate: Generate,
     *,
     out_dir: str | Path,
     limit: int | None = None,
     pool: VerifierPool | None = None,
 ) -> dict[str, float]:
-    """Accuracy per set for any ``generate(prompts) -> outputs``; logs: ``out_dir/<set>.jsonl``."""
-    results = {}
-    for name in sets:
-        rows = load_eval_rows(name, limit)
-        prompts = [eval_prompt(tokenizer, r["problem"]) for r in rows]
-        accuracy, records = score_outputs(rows, generate(prompts), pool)
-        for record, prompt in zip(records, prompts, strict=True):
-            record["prompt"] = prompt
-        write_records(Path(out_dir) / f"{set_name(name)}.jsonl", records)
-        results[set_name(name)] = accuracy
-    return results
+    """Accuracy per set (see :func:`accuracy_summary`) for any ``generate``; logs and
+    ``results.json`` (with ``n``, ``k``) in ``out_dir``."""
+    detailed = evaluate_sets_detailed(
+        sets, tokenizer, generate, out_dir=out_dir, limit=limit, pool=pool
+    )
+    return accuracy_summary(detailed)
 
 
 def evaluate_model(
     model: CausalLM,
     tokenizer: Any,
-    sets: list[str],
+    sets: list[str] | list[EvalSet],
     *,
     out_dir: str | Path,
     max_new_tokens: int,
@@ -177,7 +487,7 @@ def evaluate_model(
 ) -> dict[str, float]:
     """Evaluate a live (e.g. training) model with transformers ``generate``."""
 
-    def generate(prompts: list[str]) -> list[str]:
+    def generate(prompts: list[str], sampling: Sampling | None) -> list[str]:
         return generate_hf(
             model,
             tokenizer,
@@ -185,6 +495,7 @@ def evaluate_model(
             max_new_tokens=max_new_tokens,
             batch_size=batch_size,
             autocast=autocast,
+            sampling=sampling,
         )
 
     return evaluate_sets(sets, tokenizer, generate, out_dir=out_dir, limit=limit, pool=pool)
@@ -192,7 +503,7 @@ def evaluate_model(
 
 def evaluate_path(
     model_path: str,
-    sets: list[str],
+    sets: list[str] | list[EvalSet],
     *,
     out_dir: str | Path,
     max_new_tokens: int,
@@ -200,7 +511,11 @@ def evaluate_path(
     limit: int | None = None,
     backend: str = "auto",
 ) -> dict[str, float]:
-    """Evaluate a saved model: vLLM when asked (or ``auto`` and importable), else transformers."""
+    """Evaluate a saved model: vLLM when asked (or ``auto`` and importable), else transformers.
+    Detailed results (``n``, ``k``, avg@k, pass@k) are in ``out_dir/results.json``."""
+    sets = [parse_eval_set(s) for s in sets]
+    for spec in sets:  # fail on a bad set before loading a model
+        load_eval_rows(spec, 1)
     tokenizer = load_tokenizer(model_path)
     with VerifierPool() as pool:
         if backend == "vllm" or (backend == "auto" and vllm_available()):
@@ -208,8 +523,8 @@ def evaluate_path(
 
             llm = LLM(model=model_path, dtype="bfloat16", enable_prefix_caching=True)
 
-            def generate(prompts: list[str]) -> list[str]:
-                return generate_vllm(llm, tokenizer, prompts, max_new_tokens)
+            def generate(prompts: list[str], sampling: Sampling | None) -> list[str]:
+                return generate_vllm(llm, tokenizer, prompts, max_new_tokens, sampling)
 
             return evaluate_sets(sets, tokenizer, generate, out_dir=out_dir, limit=limit, pool=pool)
         cuda = torch.cuda.is_available()

@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from fractions import Fraction
 from typing import Any, NamedTuple
 
 from cgd.answers import (
@@ -16,13 +17,22 @@ from cgd.answers import (
     extract_marked_answer,
     reference_answer,
 )
-from cgd.verify.evaluate import _COLLECTION_RE, _evaluated_decision
+from cgd.verify.code import code_value, to_latex
+from cgd.verify.evaluate import (
+    _COLLECTION_RE,
+    _MAX_MAGNITUDE,
+    _constants_close,
+    _evaluated_decision,
+    constant_value,
+)
 from cgd.verify.normalize import (
+    _SPACING_RE,
     _TEXT_WRAP_RE,
     _has_percent,
     _numbers_equal,
     normalize_answer,
     parse_number,
+    strip_unit,
 )
 
 logger = logging.getLogger("cgd.verify")
@@ -66,21 +76,81 @@ class _MathJob(NamedTuple):
     reference: str
 
 
+_Value = tuple[Fraction | complex, bool]  # (value, written as/with a decimal: approximate)
+
+
+def _value_of(normalized: str) -> _Value | None:
+    """The value of a normalised answer that is a number, a code expression or a constant."""
+    number = parse_number(normalized)
+    if number is not None:
+        return number
+    code = code_value(normalized)
+    if code is not None:
+        value, approximate = code
+        return (value if isinstance(value, Fraction) else complex(value)), approximate
+    constant = constant_value(normalized)
+    if constant is not None:
+        return constant, "." in normalized
+    return None
+
+
+def _values_equal(a: _Value, b: _Value) -> bool | None:
+    """Whether two values are equal (numbers: exact or decimal tolerance; others: see
+    _constants_close). None when floats cannot tell (large values written exactly)."""
+    (x, x_approx), (y, y_approx) = a, b
+    if isinstance(x, Fraction) and isinstance(y, Fraction):
+        return _numbers_equal((x, x_approx), (y, y_approx))
+    approximate = x_approx or y_approx
+    try:
+        cx, cy = complex(x), complex(y)
+    except OverflowError:
+        return None
+    if not approximate and max(abs(cx), abs(cy)) > _MAX_MAGNITUDE:
+        return None  # float noise could blur exact values 1 apart: let math-verify decide
+    return _constants_close(cx, cy, approximate)
+
+
+def _percent_decision(pred: _Value, gold: _Value, pred_pct: bool, gold_pct: bool) -> bool | None:
+    """The percent rule: "X%" equals X and X/100 (both readings are common); two percentages,
+    or two plain numbers, compare as they are."""
+    if pred_pct == gold_pct:
+        return _values_equal(pred, gold)
+    percent, other = (pred, gold) if pred_pct else (gold, pred)
+    as_written = _values_equal(percent, other)
+    if as_written:
+        return True
+    value, approximate = percent
+    as_fraction = (value / 100, approximate)
+    as_ratio = _values_equal(as_fraction, other)
+    if as_ratio:
+        return True
+    return None if as_written is None or as_ratio is None else False
+
+
 def _math_fast(extracted: str, gold: str) -> tuple[bool, str] | None:
     """(correct, reason) when the cheap checks decide, None when math-verify must."""
     norm_pred, norm_gold = normalize_answer(extracted), normalize_answer(gold)
-    if norm_pred == norm_gold and norm_pred:
+    pred_pct, gold_pct = _has_percent(extracted), _has_percent(gold)
+    if norm_pred == norm_gold and norm_pred and pred_pct == gold_pct:
         return True, REASON_STRING
     # Words in \\text{} are prose ("\\text{Evelyn}"): case does not matter there, as in
     # math-verify; outside \\text{}, "X" and "x" are different variables.
     if _TEXT_WRAP_RE.search(extracted + gold) and norm_pred.casefold() == norm_gold.casefold():
         return True, REASON_STRING
-    # "15%" vs "0.15" is a question of convention math-verify knows better; skip numbers then.
-    if _has_percent(extracted) or _has_percent(gold):
-        return None
     pred_num, gold_num = parse_number(norm_pred), parse_number(norm_gold)
+    if pred_pct or gold_pct:
+        pred_value, gold_value = _value_of(norm_pred), _value_of(norm_gold)
+        if pred_value is None or gold_value is None:
+            return None
+        decided = _percent_decision(pred_value, gold_value, pred_pct, gold_pct)
+        return None if decided is None else (decided, REASON_NUMERIC)
     if pred_num is not None and gold_num is not None:
         return _numbers_equal(pred_num, gold_num), REASON_NUMERIC
+    # Numbers, code ("np.arcsin(10/13)", "-1./3") and constants ("3\\sqrt{13}") by value.
+    pred_value, gold_value = _value_of(norm_pred), _value_of(norm_gold)
+    if pred_value is not None and gold_value is not None:
+        equal = _values_equal(pred_value, gold_value)
+        return None if equal is None else (equal, REASON_EVALUATED)
     if pred_num is not None or gold_num is not None:
         other = norm_gold if pred_num is not None else norm_pred
         if _COLLECTION_RE.search(other):  # a number is no tuple/interval/set/matrix/list
@@ -210,12 +280,21 @@ def _load_math_verify() -> tuple[Any, Any]:
     return math_verify.parse, math_verify.verify
 
 
+def for_math_verify(answer: str) -> str:
+    """What math-verify is given for a final answer: the answer without a unit after its value,
+    with plain-text scientific notation and code spellings rewritten as LaTeX (math-verify
+    reads "4.5e33" as 4.5·e·33 and "np.arcsin" as a product of variables)."""
+    spaced = _SPACING_RE.sub(" ", answer).strip()
+    without_unit = strip_unit(spaced)
+    return to_latex(without_unit if without_unit != spaced else answer)
+
+
 def _math_verify_equal(extracted: str, gold: str) -> bool:
     parse, verify = _load_math_verify()
     # Both strings are already final answers; boxing them makes math-verify's extractor take
     # them whole instead of hunting for an expression inside.
-    gold_parsed = parse("\\boxed{" + gold + "}", parsing_timeout=None)
-    pred_parsed = parse("\\boxed{" + extracted + "}", parsing_timeout=None)
+    gold_parsed = parse("\\boxed{" + for_math_verify(gold) + "}", parsing_timeout=None)
+    pred_parsed = parse("\\boxed{" + for_math_verify(extracted) + "}", parsing_timeout=None)
     if not gold_parsed or not pred_parsed:
         return False
     return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
