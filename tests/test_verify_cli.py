@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from cgd.cli import app
+from services.cli import app
 
 runner = CliRunner()
 

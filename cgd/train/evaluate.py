@@ -1,5 +1,5 @@
-"""Evaluation as in docs/method.md ("Evaluation"): zero-shot, "reason step by step, \\boxed{}", greedy, and
-avg@k over k samples for small sets (AIME/AMC) when asked.
+"""Evaluation as in docs/method.md ("Evaluation"): zero-shot, "reason step by step,
+\\boxed{}", greedy, and avg@k over k samples for small sets (AIME/AMC) when asked.
 
 Eval sets are bundled names (math500, amc23, aime24; gsm8k when its test split is bundled) or
 JSONL files (including uploaded datasets the trainer downloads), each with a field mapping and a

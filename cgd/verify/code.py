@@ -118,8 +118,8 @@ def _power(base: Number, exponent: Number) -> Number:
         return base ** int(exponent)
     if abs(float(exponent)) > 1000:
         raise _NotCode("exponent too large")
-    value = float(base) ** float(exponent)
-    if isinstance(value, complex):
+    value: object = float(base) ** float(exponent)
+    if not isinstance(value, float):
         raise _NotCode("complex power")
     return value
 
@@ -164,7 +164,7 @@ def _eval(node: ast.expr) -> tuple[Number, bool]:
         function = _FUNCTIONS.get(name)
         if function is None or node.keywords or not 1 <= len(node.args) <= 2:
             raise _NotCode(f"unknown function {name!r}")
-        args = [_eval(arg) for arg in node.args]  # type: ignore[arg-type]
+        args = [_eval(arg) for arg in node.args]
         value = function(*(float(a) for a, _ in args))
         return float(value), any(d for _, d in args)
     raise _NotCode(f"unsupported {type(node).__name__}")
