@@ -131,7 +131,7 @@ def _bundled_records(name: str, n: int) -> list[dict]:
 
 
 def test_parse_eval_set_options():
-    from cgd.train.evaluate import EvalSet, parse_eval_set, set_name
+    from cgd.curation.eval_sets import EvalSet, parse_eval_set, set_name
 
     assert parse_eval_set("aime24") == EvalSet(source="aime24", name="aime24")
     spec = parse_eval_set("/data/mc.jsonl:question=prompt:answer=label:kind=choice:k=4")

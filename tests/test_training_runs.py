@@ -108,7 +108,8 @@ def test_trainer_drives_a_run_end_to_end(client, start_worker, snapshot_id, tiny
     eval_ds = client.post("/v1/datasets", files={"file": ("e.jsonl", eval_rows.encode())})
     eval_id = eval_ds.json()["id"]
     body = run_body(snapshot_id, tiny_model)
-    body["eval"]["sets"] = ["math500", f"dataset:{eval_id}"]
+    # An uploaded set with its verifier kind spelled out.
+    body["eval"]["sets"] = ["math500", f"dataset:{eval_id}:kind=math"]
     r = client.post("/v1/training-runs", json=body)
     assert r.status_code == 202, r.text
     run_id = r.json()["id"]
@@ -204,3 +205,17 @@ def test_runs_are_team_scoped_and_tokens_are_per_run(
     )
     assert r.status_code == 401
     assert client.post("/v1/training-runs", json={**bad, "method": "qlora"}).status_code == 422
+    # Eval sets take a verifier kind and avg@k; bad options are a 422 naming the field. An
+    # uploaded set's fields are mapped at upload.
+    mine = client.post(
+        "/v1/datasets",
+        files={"file": ("m.jsonl", b'{"prompt": "q", "label": "B"}\n')},
+        data={"reference_field": "label"},
+    ).json()["id"]
+    for sets in (["math500:kind=bogus"], [f"dataset:{mine}:answer=label"]):
+        bad["eval"]["sets"] = sets
+        r = client.post("/v1/training-runs", json=bad)
+        assert r.status_code == 422 and r.json()["detail"]["field"] == "eval.sets", r.text
+    good = run_body(snapshot_id, tiny_model)
+    good["eval"]["sets"] = [f"dataset:{mine}:kind=choice", "aime24:k=4"]
+    assert client.post("/v1/training-runs", json=good).status_code == 202

@@ -77,39 +77,60 @@ DATASET_PREFIX = "dataset:"
 
 
 def check_eval_sets(session: Session, team_id: uuid.UUID, sets: list[str]) -> None:
-    """Eval sets are bundled names or ``dataset:<id>`` of the team's datasets with references."""
-    from cgd.curation.eval_sets import EVAL_SETS
+    """Eval sets are ``SOURCE[:key=value...]`` (verifier kind, avg@k: see
+    :func:`cgd.curation.eval_sets.parse_eval_set`) where SOURCE is a bundled set or
+    ``dataset:<id>`` of one of the team's datasets with references (its field mapping is the
+    one given at upload)."""
+    from cgd.curation.eval_sets import EVAL_SETS, parse_eval_set
     from cgd.datasets.ops import get_dataset
 
     for name in sets:
-        if name in EVAL_SETS:
+        try:
+            spec = parse_eval_set(name)
+        except ValueError as exc:
+            raise InvalidRequest({"field": "eval.sets", "reason": str(exc)}) from None
+        source = spec.source
+        if source in EVAL_SETS:
             continue
-        if not name.startswith(DATASET_PREFIX):
+        if source.startswith(DATASET_PREFIX) and (spec.question_field or spec.answer_field):
             raise InvalidRequest(
                 {
                     "field": "eval.sets",
-                    "reason": f"unknown set {name!r}: use one of {list(EVAL_SETS)} or "
+                    "reason": f"{name!r}: an uploaded dataset's fields are mapped when it is "
+                    "uploaded (prompt_field, reference_field); drop question=/answer=",
+                }
+            )
+        if not source.startswith(DATASET_PREFIX):
+            raise InvalidRequest(
+                {
+                    "field": "eval.sets",
+                    "reason": f"unknown set {source!r}: use one of {list(EVAL_SETS)} or "
                     "'dataset:<id>' for an uploaded dataset",
                 }
             )
-        try:
-            dataset_id = uuid.UUID(name.removeprefix(DATASET_PREFIX))
-        except ValueError:
-            raise InvalidRequest(
-                {"field": "eval.sets", "reason": f"bad dataset id in {name!r}"}
-            ) from None
-        dataset = get_dataset(session, team_id, dataset_id)
+        dataset = get_dataset(session, team_id, _eval_dataset_id(source))
         if dataset.stats.get("share_with_reference", 0) < 1:
             raise InvalidRequest(
-                {"field": "eval.sets", "reason": f"dataset {dataset_id} lacks references"}
+                {"field": "eval.sets", "reason": f"dataset {dataset.id} lacks references"}
             )
+
+
+def _eval_dataset_id(source: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(source.removeprefix(DATASET_PREFIX))
+    except ValueError:
+        raise InvalidRequest(
+            {"field": "eval.sets", "reason": f"bad dataset id in {source!r}"}
+        ) from None
 
 
 def eval_dataset_rows(session: Session, run: TrainingRun, dataset_id: uuid.UUID) -> list[Any]:
     """The items of an eval dataset the run's spec names (and only those datasets)."""
+    from cgd.curation.eval_sets import parse_eval_set
     from cgd.db.models import DatasetItem
 
-    if f"{DATASET_PREFIX}{dataset_id}" not in run.spec.get("eval", {}).get("sets", []):
+    sources = {parse_eval_set(s).source for s in run.spec.get("eval", {}).get("sets", [])}
+    if f"{DATASET_PREFIX}{dataset_id}" not in sources:
         raise NotFound({"dataset_id": str(dataset_id), "reason": "not an eval set of this run"})
     return list(
         session.execute(

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -29,103 +28,26 @@ from typing import Any
 import torch
 
 from cgd.answers import extract_boxed, reference_answer
-from cgd.curation.eval_sets import EVAL_SETS, load_eval_set
+from cgd.curation.eval_sets import (
+    ANSWER_FIELDS,
+    CHOICE_FIELDS,
+    EVAL_SETS,
+    EXTRA_SETS,
+    QUESTION_FIELDS,
+    SOLUTION_FIELDS,
+    EvalSet,
+    Sampling,
+    load_eval_set,
+    parse_eval_set,
+)
 from cgd.templates import EVAL_SYSTEM
 from cgd.train.data import encode_prompt, render_prompt
 from cgd.train.model import CausalLM, load_model, load_tokenizer
-from cgd.verify import KINDS, VerifierPool, check
+from cgd.verify import VerifierPool, check
 
 logger = logging.getLogger("cgd.train.evaluate")
 
 # -- eval sets: bundled names or JSONL files, with a field mapping -----------------------------
-
-# Bundled sets this harness knows beyond cgd.curation.eval_sets (file in cgd/data, if shipped).
-# The GSM8K *test* split is not bundled (no source for it was available offline); drop the
-# unchanged openai/grade-school-math test.jsonl in as cgd/data/gsm8k_test.jsonl to enable it.
-EXTRA_SETS: dict[str, str] = {"gsm8k": "gsm8k_test.jsonl"}
-QUESTION_FIELDS = ("problem", "question", "prompt", "input", "query")
-ANSWER_FIELDS = ("answer", "reference", "target", "label", "solution")
-CHOICE_FIELDS = ("choices", "options")
-# Fields whose text is a worked solution: the reference is its final (boxed, or "####") answer.
-SOLUTION_FIELDS = ("solution",)
-# SOURCE:key=value:key=value (colons, not commas: `cgd eval --sets` splits sets at commas).
-_OPTION_RE = re.compile(r"^(?P<src>.+?)(?P<opts>(?::[A-Za-z_]+=[^:,]*)+)$")
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """avg@k: ``k`` samples per problem at this temperature / top-p (and greedy as well)."""
-
-    k: int
-    temperature: float = 0.6
-    top_p: float = 0.95
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class EvalSet:
-    """What to evaluate on and how to grade it.
-
-    Written as ``SOURCE[:key=value...]`` (see :func:`parse_eval_set`): ``aime24:k=16``,
-    ``data/mc.jsonl:question=prompt:answer=label:kind=choice``.
-    """
-
-    source: str  # a bundled set name or a JSONL path
-    name: str  # the name results are reported under
-    question_field: str | None = None  # None: the first of QUESTION_FIELDS present
-    answer_field: str | None = None  # None: the first of ANSWER_FIELDS present
-    kind: str = "math"  # verifier kind: math | choice | exact
-    k: int = 1  # > 1: also avg@k over k samples
-    temperature: float = 0.6
-    top_p: float = 0.95
-
-    @property
-    def sampling(self) -> Sampling | None:
-        return Sampling(self.k, self.temperature, self.top_p) if self.k > 1 else None
-
-
-def _default_name(source: str) -> str:
-    return source if source in EVAL_SETS or source in EXTRA_SETS else Path(source).stem
-
-
-def parse_eval_set(spec: str | EvalSet) -> EvalSet:
-    """``SOURCE[:key=value...]`` -> EvalSet. Keys: ``question``, ``answer`` (field names),
-    ``kind`` (math|choice|exact), ``k`` (samples for avg@k), ``temperature``, ``top_p``,
-    ``name``. SOURCE is math500, amc23, aime24, gsm8k (if bundled) or a JSONL path (e.g. an
-    uploaded dataset downloaded by the trainer: rows ``{id, problem, answer}``)."""
-    if isinstance(spec, EvalSet):
-        return spec
-    source, options = spec, {}
-    m = _OPTION_RE.match(spec)
-    if m is not None:
-        source = m.group("src")
-        parts = m.group("opts")[1:].split(":")
-        options = dict(part.split("=", 1) for part in parts)
-    known = {"question", "answer", "kind", "k", "temperature", "top_p", "name"}
-    unknown = set(options) - known
-    if unknown:
-        raise ValueError(f"eval set {spec!r}: unknown option(s) {sorted(unknown)}; use {known}")
-    kind = options.get("kind", "math")
-    if kind not in KINDS or kind == "none":
-        raise ValueError(f"eval set {spec!r}: kind must be math, choice or exact, not {kind!r}")
-    try:
-        k = int(options.get("k", "1"))
-        temperature = float(options.get("temperature", "0.6"))
-        top_p = float(options.get("top_p", "0.95"))
-    except ValueError as exc:
-        raise ValueError(f"eval set {spec!r}: {exc}") from None
-    if k < 1:
-        raise ValueError(f"eval set {spec!r}: k must be >= 1")
-    return EvalSet(
-        source=source,
-        name=options.get("name") or _default_name(source),
-        question_field=options.get("question"),
-        answer_field=options.get("answer"),
-        kind=kind,
-        k=k,
-        temperature=temperature,
-        top_p=top_p,
-    )
 
 
 def _answer_text(value: Any) -> str:
@@ -222,11 +144,6 @@ def load_eval_rows(spec: str | EvalSet, limit: int | None = None) -> list[dict[s
     else:
         rows = rows_from_records(_read_records(source), eval_set)
     return rows[:limit]
-
-
-def set_name(spec: str | EvalSet) -> str:
-    """The name an eval set's results are reported under."""
-    return parse_eval_set(spec).name
 
 
 def eval_prompt(tokenizer: Any, problem: str) -> str:

@@ -17,6 +17,7 @@ from cgd.answers import (
     extract_marked_answer,
     reference_answer,
 )
+from cgd.enums import Verifier
 from cgd.verify.code import code_value, to_latex
 from cgd.verify.evaluate import (
     _COLLECTION_RE,
@@ -37,7 +38,7 @@ from cgd.verify.normalize import (
 
 logger = logging.getLogger("cgd.verify")
 
-KINDS: tuple[str, ...] = ("math", "choice", "exact", "none")
+KINDS: tuple[str, ...] = tuple(Verifier)
 # Test-only kinds, honoured by a pool created with enable_test_kinds=True: `_sleep` sleeps
 # float(response) seconds (interruptible: exercises the soft timer), `_hang` blocks SIGALRM and
 # sleeps (exercises the parent's hard kill).

@@ -79,21 +79,25 @@ class RunReporter:
 
 
 def local_eval_sets(reporter: RunReporter, sets: list[str], workdir: Path) -> list[str]:
-    """Bundled names stay; ``dataset:<id>`` sets are downloaded as JSONL files."""
+    """Bundled sets stay; ``dataset:<id>`` sources are downloaded as JSONL files (their options
+    — field mapping, verifier kind, k — kept, and results named after the dataset)."""
+    from cgd.curation.eval_sets import parse_eval_set
+
     out = []
-    for name in sets:
-        if name.startswith(DATASET_PREFIX):
-            dataset_id = name.removeprefix(DATASET_PREFIX)
-            name = str(
-                reporter.eval_set(dataset_id, workdir / "eval" / f"dataset-{dataset_id}.jsonl")
-            )
-        out.append(name)
+    for spec in sets:
+        source = parse_eval_set(spec).source
+        if source.startswith(DATASET_PREFIX):
+            dataset_id = source.removeprefix(DATASET_PREFIX)
+            path = reporter.eval_set(dataset_id, workdir / "eval" / f"dataset-{dataset_id}.jsonl")
+            spec = str(path) + spec[len(source) :]
+        out.append(spec)
     return out
 
 
 def eval_sizes(sets: list[str], limit: int | None) -> dict[str, int]:
     """How many problems each eval set is scored on, by the name its results carry."""
-    from cgd.train.evaluate import load_eval_rows, set_name
+    from cgd.curation.eval_sets import set_name
+    from cgd.train.evaluate import load_eval_rows
 
     return {set_name(s): len(load_eval_rows(s, limit)) for s in sets}
 
