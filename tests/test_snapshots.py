@@ -65,7 +65,8 @@ def finished_job(api_server, sessionmaker_, tmp_path_factory) -> Iterator[dict[s
         assert ds.status_code == 201, ds.text
         body = {
             "dataset_id": ds.json()["id"],
-            "student": {"base_url": sim.base_url, "model": "student"},
+            # Sampled initial answers (greedy is the default; k samples need a temperature).
+            "student": {"base_url": sim.base_url, "model": "student", "temperature": 0.7},
             "teacher": {"base_url": sim.base_url, "model": "teacher"},
             "samples_per_prompt": 2,
         }

@@ -26,7 +26,8 @@ class JobSpec(BaseModel):
     samples_per_prompt: int = Field(1, ge=1, le=64, description="Initial answers per prompt")
     template: str = Field("cgd", description="Prompt template name")
     truncation: Truncation = Field(
-        Truncation.fail, description="On finish_reason=length: fail the item, or retry once larger"
+        Truncation.retry_larger,
+        description="On finish_reason=length: retry once with twice max_tokens (default), or fail",
     )
     chunk_size: int = Field(256, ge=1, le=10_000, description="Dataset items per worker task")
 
@@ -51,6 +52,15 @@ def check_spec(spec: JobSpec, allowlist: str) -> None:
     if spec.template not in TEMPLATES:
         raise InvalidRequest(
             {"field": "template", "reason": f"unknown template; known: {sorted(TEMPLATES)}"}
+        )
+    if spec.student is not None and spec.samples_per_prompt > 1 and spec.student.temperature == 0:
+        # Greedy decoding is the default: k greedy samples would be k identical (billed) answers.
+        raise InvalidRequest(
+            {
+                "field": "student.temperature",
+                "reason": "samples_per_prompt > 1 needs a student temperature > 0; greedy "
+                "decoding (temperature 0, the default) gives identical samples",
+            }
         )
     for role in ("student", "teacher"):
         cfg: EndpointConfig | None = getattr(spec, role)
