@@ -399,6 +399,7 @@ class CgdClient:
         reference_field: str | None = None,
         response_field: str | None = None,
         id_field: str | None = None,
+        solution_field: str | None = None,
         idempotency_key: str | None = None,
         filename: str | None = None,
         progress: ProgressCallback | None = None,
@@ -416,6 +417,7 @@ class CgdClient:
             reference_field=reference_field,
             response_field=response_field,
             id_field=id_field,
+            solution_field=solution_field,
         )
         key = idempotency_key or f"cgd-client-{uuid.uuid4()}"
         timeout = httpx.Timeout(self.timeout, read=self.transfer_timeout)

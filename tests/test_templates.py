@@ -20,7 +20,7 @@ def test_refine_extends_the_critique_conversation() -> None:
     assert t.probe("What is 2+2?") == [{"role": "user", "content": "What is 2+2?"}]
     assert extract_tagged(critique[1]["content"], "question") == "What is 2+2?"
     assert extract_tagged(critique[1]["content"], "student_answer") == "It is 5."
-    assert TEMPLATES["cgd"].version == "cgd-v1"
+    assert TEMPLATES["cgd"].version == "cgd-v2"  # v2: neutral system prompt, standalone refine
 
 
 @pytest.mark.parametrize(
