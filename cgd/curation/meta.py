@@ -27,11 +27,12 @@ META_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
             _I,
         ),
     ),
-    # "the initial answer", "the original solution", "the previous attempt"
+    # "the initial answer", "the original solution", "the previous attempt" (not "first": "the
+    # first answer choice" is ordinary)
     (
         "earlier_answer",
         re.compile(
-            r"\b(?:initial|original|previous|earlier|first|given)\s+"
+            r"\b(?:initial|original|previous|earlier)\s+"
             r"(?:answer|solution|attempt|response|work)\b",
             _I,
         ),
