@@ -105,3 +105,17 @@ def test_templates_are_team_scoped(client: httpx.Client, other_client: httpx.Cli
     assert r.status_code == 422 and r.json()["detail"]["field"] == "template"
     # The other team may use the name for its own template.
     assert other_client.post("/v1/templates", json={"name": "mine"}).status_code == 201
+
+
+def test_python_client_templates(client: httpx.Client) -> None:
+    from cgd.client import CgdApiError, CgdClient
+
+    key = client.headers["Authorization"].split()[1]
+    with CgdClient(str(client.base_url), key) as api:
+        assert api.create_template("viaclient", critique=CRITIQUE)["version_tag"] == "viaclient@1"
+        assert api.update_template("viaclient", description="v2")["version"] == 2
+        assert api.get_template("viaclient", version=1)["description"] is None
+        assert "viaclient" in [t["name"] for t in api.list_templates()["data"]]
+        with pytest.raises(CgdApiError) as exc:
+            api.create_template("broken", critique="{{ question }}")
+        assert exc.value.status == 422
