@@ -125,3 +125,17 @@ def test_a_valid_team_template_renders_with_filters_and_conditions() -> None:
     assert t.refine("q", "a", "c")[-1]["content"] == "Rewrite it!"
     for builtin in TEMPLATES.values():
         validate_sources(builtin.sources)
+
+
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [
+        ("{% if question %}" * 1100 + "{{ question }}{{ answer }}", "nested too deeply"),
+        ("{{ " + "(" * 6000 + "question" + ")" * 6000 + " }}", "nested too deeply"),
+        ("{{ question }}\x00{{ answer }}" + VERDICTS, "NUL"),
+    ],
+)
+def test_hostile_sources_are_refused_not_crashed(source: str, reason: str) -> None:
+    with pytest.raises(TemplateSourceError) as exc:
+        validate_sources(_sources(critique=source))
+    assert reason in exc.value.reason

@@ -60,6 +60,7 @@ def test_template_versions_and_jobs_pin_them(client: httpx.Client) -> None:
     assert versions == ["units@1", "units@2", "units@1"]
     assert "Check units" in client.get("/v1/templates/units?version=1").json()["critique"]
     assert "Check signs" in client.get("/v1/templates/units").json()["critique"]
+    assert client.get("/v1/templates/units?version=99999999999").status_code == 422
 
     names = [t["name"] for t in client.get("/v1/templates").json()["data"]]
     assert names == ["cgd", "cgd-detailed", "units"]
@@ -68,7 +69,7 @@ def test_template_versions_and_jobs_pin_them(client: httpx.Client) -> None:
     assert [t["name"] for t in page1["data"] + page2["data"]] == names
     assert page2["next_cursor"] is None
 
-    for ref in ("nope", "units@9", "units@x"):
+    for ref in ("nope", "units@9", "units@x", "units@99999999999"):
         r = _job(client, ds, ref)
         assert r.status_code == 422 and r.json()["detail"]["field"] == "template", r.text
     for j in (job1.json()["id"], job2, pinned):  # no worker here: leave nothing queued

@@ -110,10 +110,14 @@ def compile_part(part: str, source: str) -> Any:
     """The compiled Jinja template of one part; raises TemplateSourceError."""
     if len(source) > MAX_SOURCE_CHARS:
         raise TemplateSourceError(part, f"longer than {MAX_SOURCE_CHARS} characters")
+    if "\x00" in source:  # Postgres text and JSON cannot hold NUL
+        raise TemplateSourceError(part, "contains a NUL character")
     try:
         ast = _ENV.parse(source)
     except TemplateError as exc:
         raise TemplateSourceError(part, f"syntax error: {exc}") from None
+    except RecursionError:  # thousands of nested blocks or brackets
+        raise TemplateSourceError(part, "nested too deeply") from None
     _check_nodes(part, ast)
     known = PART_VARIABLES[part]
     used = meta.find_undeclared_variables(ast)
@@ -138,7 +142,7 @@ _SAMPLE = {
 def _render(part: str, compiled: Any, values: dict[str, str]) -> str:
     try:
         return str(compiled.render(**values))
-    except TemplateError as exc:
+    except (TemplateError, RecursionError) as exc:
         raise TemplateSourceError(part, f"does not render: {exc}") from None
 
 

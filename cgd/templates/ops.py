@@ -171,7 +171,7 @@ def resolve(session: Session, team_id: uuid.UUID, ref: str) -> tuple[uuid.UUID |
     name, _, raw_version = ref.partition("@")
     version: int | None = None
     if raw_version:
-        if not raw_version.isdigit():
+        if not raw_version.isdigit() or len(raw_version) > 9:
             raise InvalidRequest({"field": "template", "reason": "use `name` or `name@N`"})
         version = int(raw_version)
     try:

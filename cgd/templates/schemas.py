@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cgd.templates.builtin import DEFAULT_SOURCES
 from cgd.templates.core import MAX_SOURCE_CHARS, TemplateSources
@@ -43,6 +43,13 @@ class TemplateBody(BaseModel):
     solve_system: str = _part("solve_system")  # type: ignore[assignment]
     solve: str = _part("solve")  # type: ignore[assignment]
 
+    @field_validator("description")
+    @classmethod
+    def _no_nul(cls, v: str | None) -> str | None:
+        if v is not None and "\x00" in v:  # Postgres text cannot hold NUL
+            raise ValueError("contains a NUL character")
+        return v
+
     def sources(self) -> TemplateSources:
         return TemplateSources(
             system=self.system,
@@ -77,6 +84,25 @@ class TemplateIn(TemplateBody):
 
 
 class TemplateOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "id": "3f1b0a52-8d7e-4c36-9a0e-2f4b6c1d9e70",
+                "name": "physics-review",
+                "version": 2,
+                "version_tag": "physics-review@2",
+                "builtin": False,
+                "description": "Checks units first",
+                "system": DEFAULT_SOURCES.system,
+                "critique": "<question>\n{{ question }}\n</question>\n…",
+                "refine": DEFAULT_SOURCES.refine,
+                "solve_system": DEFAULT_SOURCES.solve_system,
+                "solve": DEFAULT_SOURCES.solve,
+                "created_at": "2026-11-29T15:40:00Z",
+            }
+        }
+    )
+
     id: uuid.UUID | None = Field(description="null for a built-in template")
     name: str
     version: int

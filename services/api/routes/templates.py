@@ -60,7 +60,9 @@ def get_template(
     name: str,
     session: SessionDep,
     team_id: TeamDep,
-    version: Annotated[int | None, Query(ge=1, description="Default: the latest")] = None,
+    version: Annotated[
+        int | None, Query(ge=1, le=2**31 - 1, description="Default: the latest")
+    ] = None,
 ) -> TemplateOut:
     """One template: a built-in or a version of the team's own."""
     return ops.get(session, team_id, name, version)
