@@ -139,3 +139,17 @@ def test_hostile_sources_are_refused_not_crashed(source: str, reason: str) -> No
     with pytest.raises(TemplateSourceError) as exc:
         validate_sources(_sources(critique=source))
     assert reason in exc.value.reason
+
+
+def test_the_simulator_tells_every_stage_apart() -> None:
+    from cgd.simulator.answers import classify
+
+    for name in TEMPLATES:
+        t = get_template(name)
+        stages = [
+            classify(t.probe("Q?")).stage,
+            classify(t.critique("Q?", "A")).stage,
+            classify(t.refine("Q?", "A", "C")).stage,
+            classify(t.solve("Q?")).stage,
+        ]
+        assert stages == ["probe", "critique", "refine", "solve"]
