@@ -160,3 +160,57 @@ def test_distill_sft_and_boxed_targets_end_to_end(  # type: ignore[no-untyped-de
         assert "> **Warning:**" in md and "## Targets" in md
     finally:
         sim.stop()
+
+
+def _stage_counts(sessionmaker_, job_id: str) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    with sessionmaker_() as s:
+        return dict(
+            s.execute(
+                select(Generation.stage, func.count())
+                .where(Generation.job_id == uuid.UUID(job_id))
+                .group_by(Generation.stage)
+            ).all()
+        )
+
+
+def test_a_failed_teacher_solution_resumes_alone(  # type: ignore[no-untyped-def]
+    client, start_worker, sessionmaker_
+) -> None:
+    """The solve stage is resumed like the others: after it failed, retry-failed repeats only it
+    (no second probe, critique or refine is stored or sent)."""
+    sim = SimulatorProcess(
+        ["--port", "0", "--slots", "8", "--latency", "0.01", "--rate-500", "1.0"]
+        + ["--fault-stage", "solve"]
+    )
+    try:
+        start_worker()
+        rows = [{"question": f"What is {i} + 1?", "answer": f"#### {i + 1}"} for i in range(4)]
+        ds = _upload(client, rows)
+        endpoint = {"base_url": sim.base_url}
+        body = {
+            "dataset_id": ds,
+            "student": {**endpoint, "model": "student"},
+            "teacher": {**endpoint, "model": "teacher"},
+            "teacher_solution": True,
+        }
+        job = client.post("/v1/jobs", json=body).json()["id"]
+        deadline = time.monotonic() + 120
+        while (status := client.get(f"/v1/jobs/{job}").json())["status"] != "failed":
+            assert time.monotonic() < deadline, status
+            time.sleep(0.2)
+        assert status["errors"] == {"server_error": 4}
+        assert _stage_counts(sessionmaker_, job) == {"probe": 4, "critique": 4, "refine": 4}
+        httpx.post(f"{sim.url}/sim/config", json={"rate_500": 0.0}).raise_for_status()
+        before = httpx.get(f"{sim.url}/sim/stats").json()["by_stage_model"]
+        assert client.post(f"/v1/jobs/{job}/retry-failed").status_code == 202
+        while (status := client.get(f"/v1/jobs/{job}").json())["status"] != "completed":
+            assert time.monotonic() < deadline, status
+            time.sleep(0.2)
+        assert _stage_counts(sessionmaker_, job) == {
+            s: 4 for s in ("probe", "critique", "refine", "solve")
+        }
+        after = httpx.get(f"{sim.url}/sim/stats").json()["by_stage_model"]
+        for stage in ("probe", "critique", "refine"):
+            assert after[stage] == before[stage], stage
+    finally:
+        sim.stop()
