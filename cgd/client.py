@@ -399,6 +399,7 @@ class CgdClient:
         reference_field: str | None = None,
         response_field: str | None = None,
         id_field: str | None = None,
+        solution_field: str | None = None,
         idempotency_key: str | None = None,
         filename: str | None = None,
         progress: ProgressCallback | None = None,
@@ -416,6 +417,7 @@ class CgdClient:
             reference_field=reference_field,
             response_field=response_field,
             id_field=id_field,
+            solution_field=solution_field,
         )
         key = idempotency_key or f"cgd-client-{uuid.uuid4()}"
         timeout = httpx.Timeout(self.timeout, read=self.transfer_timeout)
@@ -460,6 +462,24 @@ class CgdClient:
 
     def delete_dataset(self, dataset_id: str) -> None:
         self._send("DELETE", f"/v1/datasets/{dataset_id}")
+
+    # -- prompt templates -----------------------------------------------------------------------
+
+    def create_template(self, name: str, **parts: Any) -> dict[str, Any]:
+        """``POST /v1/templates``: version 1 of a team template (``critique=``, ``refine=``,
+        ``system=``, ``solve=``, ``solve_system=``, ``description=``; the rest keep ``cgd``)."""
+        return dict(self._json("POST", "/v1/templates", json={"name": name, **parts}))
+
+    def update_template(self, name: str, **parts: Any) -> dict[str, Any]:
+        """``PUT /v1/templates/{name}``: the next version (jobs keep the version they pinned)."""
+        return dict(self._json("PUT", f"/v1/templates/{name}", json=parts))
+
+    def get_template(self, name: str, version: int | None = None) -> dict[str, Any]:
+        params = _params(version=version)
+        return dict(self._json("GET", f"/v1/templates/{name}", params=params))
+
+    def list_templates(self, limit: int | None = None, cursor: str | None = None) -> Page:
+        return self._page("GET", "/v1/templates", params=_params(limit=limit, cursor=cursor))
 
     # -- generation jobs ------------------------------------------------------------------------
 

@@ -64,9 +64,11 @@ class EndpointConfig(BaseModel):
     base_url: str
     model: str
     api_key: SecretStr | None = None
-    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    # Greedy with a long budget by default, as the reference release decodes (a 2048-token cap
+    # silently dropped long problems). Sampling is opt-in.
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    max_tokens: int = Field(2048, ge=1)
+    max_tokens: int = Field(8192, ge=1)
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     seed: int | None = None

@@ -92,7 +92,7 @@ def test_curate_dedup_counts_and_keeps_samples(questions: list[str]) -> None:
     assert [s.triplet_id for s in q0] == ["q0000-0", "q0000-job2", "q0000-1", "q0000-2"]
 
     # Exact only: the near copies stay.
-    only_exact = curate(rows, {"dedup": {"exact": True}})
+    only_exact = curate(rows, {"dedup": {"exact": True}, "filters": {"no_meta_commentary": False}})
     assert only_exact.stats["dropped"] == {"incomplete": 0, "exact_duplicate": 6}
 
 

@@ -96,7 +96,10 @@ def test_row_shapes_and_cgd_input() -> None:
     }
     (al,) = iter_export_rows([t], "alpaca", "cgd")
     assert al == {"instruction": user, "input": "", "output": t["refined_response"]}
-    assert build_input("sft", t) == t["prompt"] and target("sft", t) == t["reference"]
+    # sft: a bare reference answer gets its box (issue 12: every target ends in \\boxed{}).
+    assert (
+        build_input("sft", t) == t["prompt"] and target("sft", t) == f"\\boxed{{{t['reference']}}}"
+    )
     assert target("cft", t) == t["critique"] and "Critique" not in build_input("cft", t)
     assert "Critique" not in build_input("no-critique", t)
     assert set(INPUT_TEMPLATES) == set(MODES)

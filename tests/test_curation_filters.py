@@ -9,6 +9,9 @@ from cgd.curation.filters import CurationSpec, VerdictRatio, verdict_quota
 from cgd.curation.snapshot import curate
 from cgd.curation.synthetic import make_triplet
 
+# The one filter on by default (meta_commentary), off where a test counts other steps exactly.
+OFF = {"no_meta_commentary": False}
+
 
 def _ids(result) -> set[str]:
     return {s.triplet_id for s in result.selected}
@@ -30,7 +33,8 @@ def test_empty_spec_keeps_completed_and_drops_incomplete() -> None:
         make_triplet(13, status="critiqued"),
     ]
     result = curate(rows, {})
-    assert result.stats["dropped"] == {"incomplete": 4}
+    # The one filter on by default shows too.
+    assert result.stats["dropped"] == {"incomplete": 4, "meta_commentary": 0}
     assert _ids(result) == {f"trip-{i:06d}-0" for i in range(5)}
     assert result.stats["train"] == 5 and result.stats["val"] == 0
     _check_totals(result)
@@ -54,7 +58,7 @@ def test_each_filter_counts_its_drops(filters: dict, planted: dict, reason: str)
     rows = [make_triplet(i) for i in range(6)] + [
         make_triplet(100 + i, **planted) for i in range(3)
     ]
-    result = curate(rows, {"filters": filters})
+    result = curate(rows, {"filters": {**filters, **OFF}})
     assert result.stats["dropped"] == {"incomplete": 0, reason: 3}
     assert _ids(result) == {f"trip-{i:06d}-0" for i in range(6)}
     assert {d["reason"] for d in result.dropped} == {reason}
@@ -68,7 +72,7 @@ def test_false_keeps_the_other_side() -> None:
         make_triplet(1, refined_correct=False),
         make_triplet(2, truncated=True),
     ]
-    result = curate(rows, {"filters": {"refined_correct": False, "no_truncation": False}})
+    result = curate(rows, {"filters": {"refined_correct": False, "no_truncation": False, **OFF}})
     assert _ids(result) == {"trip-000001-0"}  # no_truncation=false is "off", not "only truncated"
     assert result.stats["dropped"] == {"incomplete": 0, "refined_correct": 2}
 
@@ -77,7 +81,14 @@ def test_a_triplet_is_counted_under_the_first_failing_step_only() -> None:
     bad = make_triplet(1, truncated=True, refined_correct=False, refined_response="no box")
     result = curate(
         [make_triplet(0), bad],
-        {"filters": {"no_truncation": True, "refined_correct": True, "require_boxed": True}},
+        {
+            "filters": {
+                "no_truncation": True,
+                "refined_correct": True,
+                "require_boxed": True,
+                **OFF,
+            }
+        },
     )
     assert result.stats["dropped"] == {
         "incomplete": 0,

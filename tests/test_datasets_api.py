@@ -100,11 +100,18 @@ def test_math500_round_trips_exactly(client: httpx.Client) -> None:
     assert ds["num_items"] == 500 and ds["name"] == "math500"
     assert ds["fields"]["prompt_field"] == "problem"
     assert ds["fields"]["reference_field"] == "answer"  # `answer` wins over `solution`
+    assert ds["fields"]["solution_field"] == "solution"  # kept too: sft trains on it
+    assert ds["stats"]["share_with_solution"] == 1.0
     items = all_items(client, ds["id"], limit=73)  # odd page size: exercises the cursor
     source = [json.loads(line) for line in raw.splitlines()]
     assert [i["idx"] for i in items] == list(range(500))
     for item, row in zip(items, source, strict=True):
-        rebuilt = {"problem": item["prompt"], "answer": item["reference"], **item["extra"]}
+        rebuilt = {
+            "problem": item["prompt"],
+            "answer": item["reference"],
+            "solution": item["solution"],
+            **item["extra"],
+        }
         assert rebuilt == row
 
 

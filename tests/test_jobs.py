@@ -208,7 +208,7 @@ def test_samples_per_prompt(client, start_worker, simulator, gsm8k_slice) -> Non
     start_worker()
     ds = upload_slice(client, gsm8k_slice, 10)
     body = job_body(ds, sim, samples_per_prompt=3)
-    body["student"]["seed"] = 7
+    body["student"].update(seed=7, temperature=0.7)
     job_id = create_job(client, body)
     status = wait_job(client, job_id)
     assert status["counts"]["total"] == 30 and status["status"] == "completed"
@@ -358,7 +358,7 @@ def test_truncation_is_never_stored_as_good(
     )
     start_worker()
     ds = upload_slice(client, gsm8k_slice, 10)
-    job_id = create_job(client, job_body(ds, sim))
+    job_id = create_job(client, job_body(ds, sim, truncation="fail"))
     status = wait_job(client, job_id)
     assert status["status"] == "failed" and status["errors"] == {"truncated": 10}
     assert status["truncated"] == 10

@@ -65,9 +65,11 @@ def finished_job(api_server, sessionmaker_, tmp_path_factory) -> Iterator[dict[s
         assert ds.status_code == 201, ds.text
         body = {
             "dataset_id": ds.json()["id"],
-            "student": {"base_url": sim.base_url, "model": "student"},
+            # Sampled initial answers (greedy is the default; k samples need a temperature).
+            "student": {"base_url": sim.base_url, "model": "student", "temperature": 0.7},
             "teacher": {"base_url": sim.base_url, "model": "teacher"},
             "samples_per_prompt": 2,
+            "teacher_solution": True,  # every export mode, distill included, is available
         }
         job_id = client.post("/v1/jobs", json=body).json()["id"]
         deadline = time.monotonic() + 120
@@ -103,7 +105,8 @@ def test_every_filter_is_counted(finished_job) -> None:  # type: ignore[no-untyp
     done = [t for t in trips if t["status"] == "verified"]
     plain = snapshot(c, job)
     assert plain["stats"]["input"] == total
-    assert plain["stats"]["dropped"] == {"incomplete": total - len(done)}
+    # meta_commentary is the one filter on by default (the simulator's answers are clean).
+    assert plain["stats"]["dropped"] == {"incomplete": total - len(done), "meta_commentary": 0}
     assert plain["num_items"] == plain["stats"]["output"] == len(done)
 
     cases: list[tuple[dict[str, Any], str, int]] = [
@@ -230,8 +233,9 @@ def test_exports_load_in_datasets_row_for_row(finished_job, fmt: str) -> None:  
                 assert src["prompt"] in user["content"]
                 target = {
                     "cgd": src["refined_response"],
-                    "sft": src["reference"],
-                    "distill": src["refined_response"],
+                    # GSM8K's `#### n` becomes `\\boxed{n}`: every target ends in a box.
+                    "sft": src["reference"].replace("#### ", "\\boxed{") + "}",
+                    "distill": src["teacher_solution"],
                     "cft": src["critique"],
                     "no-critique": src["refined_response"],
                 }[mode]
@@ -257,7 +261,7 @@ def test_card_lineage_and_listing(finished_job) -> None:  # type: ignore[no-unty
     md = c.get(f"/v1/snapshots/{snap['id']}/card", params={"format": "markdown"}).text
     assert "gsm8k-cgd-v1" in md and snap["content_hash"] in md
     lineage = snap["lineage"][job]
-    assert lineage["teacher"]["model"] == "teacher" and lineage["template_version"] == "cgd-v1"
+    assert lineage["teacher"]["model"] == "teacher" and lineage["template_version"] == "cgd-v2"
     ids = [s["id"] for s in c.get("/v1/snapshots", params={"limit": 200}).json()["data"]]
     assert snap["id"] in ids
     assert c.delete(f"/v1/snapshots/{snap['id']}").status_code == 204

@@ -5,6 +5,10 @@ from __future__ import annotations
 import pytest
 
 from cgd.templates import TEMPLATES, extract_tagged, get_template, parse_verdict
+from cgd.templates.builtin import DEFAULT_SOURCES
+from cgd.templates.core import Template, TemplateSourceError, TemplateSources, validate_sources
+
+VERDICTS = " End with `Conclusion: right` or `Conclusion: wrong`."
 
 
 def test_refine_extends_the_critique_conversation() -> None:
@@ -20,7 +24,7 @@ def test_refine_extends_the_critique_conversation() -> None:
     assert t.probe("What is 2+2?") == [{"role": "user", "content": "What is 2+2?"}]
     assert extract_tagged(critique[1]["content"], "question") == "What is 2+2?"
     assert extract_tagged(critique[1]["content"], "student_answer") == "It is 5."
-    assert TEMPLATES["cgd"].version == "cgd-v1"
+    assert TEMPLATES["cgd"].version == "cgd-v2"  # v2: neutral system prompt, standalone refine
 
 
 @pytest.mark.parametrize(
@@ -44,3 +48,108 @@ def test_parse_verdict(text: str, verdict: str | None) -> None:
 def test_unknown_template() -> None:
     with pytest.raises(KeyError):
         get_template("nope")
+
+
+# --- issue 12: standalone refine, teacher_solution, the second built-in, sandboxed team texts ---
+
+
+def test_refine_asks_for_a_standalone_solution_under_a_neutral_system_prompt() -> None:
+    for name in ("cgd", "cgd-detailed"):
+        t = get_template(name)
+        refine = t.refine("Q?", "A.", "C.\nConclusion: wrong")
+        system, last = refine[0]["content"], refine[-1]["content"]
+        assert "student" not in system.lower() and "critique" not in system.lower()
+        assert "standalone" in last and "do not mention the student" in last
+        assert "\\boxed{}" in last
+    solve = get_template("cgd").solve("What is 2+2?")
+    assert [m["role"] for m in solve] == ["system", "user"]
+    assert extract_tagged(solve[1]["content"], "question") == "What is 2+2?"
+    assert extract_tagged(solve[1]["content"], "student_answer") is None
+
+
+def test_detailed_template_asks_for_a_step_by_step_critique_with_the_verdict_line() -> None:
+    critique = get_template("cgd-detailed").critique("Q?", "A.")[1]["content"]
+    assert "step by step" in critique and "correct reasoning" in critique
+    assert "`Conclusion: right`" in critique and "`Conclusion: wrong`" in critique
+    assert "Do not write a full corrected solution" not in critique
+
+
+def test_values_are_never_rendered_as_template_code() -> None:
+    t = get_template("cgd")
+    q = "What is {{ 7*7 }} and {% if true %}x{% endif %}?"
+    assert extract_tagged(t.critique(q, "{{ answer }}")[1]["content"], "question") == q
+
+
+def _sources(**over: str) -> TemplateSources:
+    return TemplateSources(**{**DEFAULT_SOURCES.as_dict(), **over})
+
+
+@pytest.mark.parametrize(
+    ("part", "source", "reason"),
+    [
+        ("critique", "{{ question }} {{ answer }} {{ secret }}" + VERDICTS, "unknown variable"),
+        ("critique", "{{ question }} Conclusion: right / Conclusion: wrong", "must use ['answer']"),
+        ("critique", "{{ question }} {{ answer }} end with a verdict", "verdict line"),
+        ("critique", "{{ question }} {{ answer }" + VERDICTS, "syntax error"),
+        ("critique", "{% for i in range(9) %}{{ question }}{% endfor %}{{ answer }}" + VERDICTS,
+         "For is not allowed"),
+        ("critique", "{{ question.__class__ }}{{ answer }}" + VERDICTS, "Getattr is not allowed"),
+        ("critique", "{{ question }}{{ answer }}{{ lipsum() }}" + VERDICTS, "Call is not allowed"),
+        ("critique", "{{ question * 99999 }}{{ answer }}" + VERDICTS, "Mul is not allowed"),
+        ("critique", "{% include 'x' %}{{ question }}{{ answer }}" + VERDICTS, "Include"),
+        ("critique", "{{ question | format('x') }}{{ answer }}" + VERDICTS, "filter 'format'"),
+        ("critique", "{% if false %}{{ question }}{% endif %}{{ answer }}" + VERDICTS,
+         "does not show 'question'"),
+        ("system", "You review {{ answer }}.", "unknown variable"),
+        ("solve", "Solve it.", "must use ['question']"),
+        ("refine", "x" * 20_001, "longer than"),
+    ],
+)  # fmt: skip
+def test_team_template_validation(part: str, source: str, reason: str) -> None:
+    with pytest.raises(TemplateSourceError) as exc:
+        validate_sources(_sources(**{part: source}))
+    assert exc.value.part == part and reason in exc.value.reason, exc.value.reason
+
+
+def test_a_valid_team_template_renders_with_filters_and_conditions() -> None:
+    t = Template(
+        name="mine",
+        version="mine@1",
+        sources=_sources(
+            critique="Q: {{ question | trim }}\nA: {{ answer }}\n{% if answer is string %}"
+            "ok{% endif %}" + VERDICTS,
+            refine="Rewrite {{ 'it' ~ '!' }}",
+        ),
+    )
+    assert t.critique("  2+2?  ", "4")[1]["content"].startswith("Q: 2+2?\nA: 4\nok")
+    assert t.refine("q", "a", "c")[-1]["content"] == "Rewrite it!"
+    for builtin in TEMPLATES.values():
+        validate_sources(builtin.sources)
+
+
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [
+        ("{% if question %}" * 1100 + "{{ question }}{{ answer }}", "nested too deeply"),
+        ("{{ " + "(" * 6000 + "question" + ")" * 6000 + " }}", "nested too deeply"),
+        ("{{ question }}\x00{{ answer }}" + VERDICTS, "NUL"),
+    ],
+)
+def test_hostile_sources_are_refused_not_crashed(source: str, reason: str) -> None:
+    with pytest.raises(TemplateSourceError) as exc:
+        validate_sources(_sources(critique=source))
+    assert reason in exc.value.reason
+
+
+def test_the_simulator_tells_every_stage_apart() -> None:
+    from cgd.simulator.answers import classify
+
+    for name in TEMPLATES:
+        t = get_template(name)
+        stages = [
+            classify(t.probe("Q?")).stage,
+            classify(t.critique("Q?", "A")).stage,
+            classify(t.refine("Q?", "A", "C")).stage,
+            classify(t.solve("Q?")).stage,
+        ]
+        assert stages == ["probe", "critique", "refine", "solve"]

@@ -83,12 +83,15 @@ def test_plain_prompt_without_chat_template(base_tok):
     assert text == "Question: What is 2 + 2?\n\nAnswer:"
     sample = SampleBuilder(base_tok, 4096, mode="sft").build(synthetic_rows(1)[0])
     target = sample.input_ids[sample.n_prompt :].tolist()
-    assert target == encode_target(base_tok, synthetic_rows(1)[0]["reference"])
+    # The bare reference gets its box (issue 12: every target ends in \\boxed{}).
+    reference = synthetic_rows(1)[0]["reference"]
+    assert target == encode_target(base_tok, f"\\boxed{{{reference}}}")
     assert target[-1] == base_tok.eos_token_id == base_tok.convert_tokens_to_ids("<|endoftext|>")
 
 
 def test_every_mode_keeps_supervised_tokens(tok):
-    row = synthetic_rows(1)[0]
+    # A job run with teacher_solution, so that distill has its target.
+    row = {**synthetic_rows(1)[0], "teacher_solution": "We add: \\boxed{3}."}
     for mode in formats.MODES:
         sample = SampleBuilder(tok, 4096, mode=mode).build(row)
         n_sup = int((sample.labels() != IGNORE_INDEX).sum())

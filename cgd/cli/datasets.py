@@ -50,6 +50,11 @@ def datasets_push(
         None, help="Column with pre-existing initial answers (for jobs with --no-student)"
     ),
     id_field: str | None = typer.Option(None, help="Column with stable item ids"),
+    solution_field: str | None = typer.Option(
+        None,
+        help="Worked-solution column kept beside a short reference answer; sft trains on it "
+        "(default: `solution` when it is not the reference)",
+    ),
     idempotency_key: str | None = typer.Option(
         None, help="Makes a repeated push return the first dataset instead of a new one"
     ),
@@ -71,6 +76,7 @@ def datasets_push(
             reference_field=reference_field,
             response_field=response_field,
             id_field=id_field,
+            solution_field=solution_field,
             idempotency_key=idempotency_key,
             progress=on_progress,
         )

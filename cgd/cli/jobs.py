@@ -106,7 +106,14 @@ def jobs_create(
     max_tokens: int | None = typer.Option(None, help="max_tokens for student and teacher"),
     verifier: Verifier | None = typer.Option(None, help="Answer checker [default: math]"),
     samples: int | None = typer.Option(None, help="Initial answers per prompt [default: 1]"),
-    template: str | None = typer.Option(None, help="Prompt template [default: cgd]"),
+    template: str | None = typer.Option(
+        None, help="Prompt template: cgd, cgd-detailed, a team template, name@N [default: cgd]"
+    ),
+    teacher_solution: bool = typer.Option(
+        False,
+        "--teacher-solution",
+        help="Also ask the teacher to answer each question directly (needed by mode distill)",
+    ),
     truncation: Truncation | None = typer.Option(None, help="On finish_reason=length"),
     chunk_size: int | None = typer.Option(None, help="Items per worker task"),
     idempotency_key: str | None = typer.Option(
@@ -162,6 +169,7 @@ def jobs_create(
             ("template", template),
             ("truncation", truncation.value if truncation else None),
             ("chunk_size", chunk_size),
+            ("teacher_solution", True if teacher_solution else None),
         ],
     )
     with api_client(ctx) as api:

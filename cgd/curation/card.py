@@ -13,7 +13,8 @@ import orjson
 
 from cgd.curation.export import LAYOUTS
 from cgd.curation.filters import CurationSpec
-from cgd.curation.formats import INPUT_TEMPLATES, MODES, TARGET_FIELDS
+from cgd.curation.formats import ANSWER_MODES, INPUT_TEMPLATES, MODES, TARGET_FIELDS, Mode
+from cgd.curation.targets import NOTES
 
 # Model settings shown on a card. An allow-list, not a deny-list: endpoint settings may hold
 # credentials (an api_key, a base_url with user:password, headers) and a card gets shared.
@@ -29,7 +30,7 @@ _MODEL_KEYS = (
     "frequency_penalty",
     "repetition_penalty",
 )
-_LINEAGE_KEYS = ("template", "template_version", "verifier")
+_LINEAGE_KEYS = ("template", "template_version", "verifier", "teacher_solution")
 
 
 def _model_summary(settings: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -70,15 +71,77 @@ def build_card(
         "curation": spec.options(),
         "lineage": lineage_summary(lineage),
         "modes": {
-            m: {"input_template": INPUT_TEMPLATES[m], "target_field": TARGET_FIELDS[m]}
+            m: {"input_template": INPUT_TEMPLATES[m], "target_field": _target_field(m)}
             for m in MODES
         },
+        "targets": stats.get("targets"),
+        "warnings": target_warnings(stats, lineage),
         "layouts": list(LAYOUTS),
     }
 
 
+def _target_field(mode: Mode) -> str:
+    return "solution, else reference" if mode == Mode.sft else TARGET_FIELDS[mode]
+
+
+def target_warnings(stats: Mapping[str, Any], lineage: Mapping[str, Any]) -> list[str]:
+    """What would mislead a comparison of modes trained on this snapshot."""
+    out = []
+    targets = stats.get("targets") or {}
+    bare = (targets.get("sft_source") or {}).get("bare_answer", 0)
+    if bare:
+        rows = (targets.get("sft") or {}).get("rows", 0)
+        out.append(
+            f"{bare} of {rows} sft targets are bare answers with no worked solution: sft would "
+            "train the student to answer without reasoning. Upload the data with its solution "
+            "column (solution_field) for a fair SFT baseline."
+        )
+    without = sorted(
+        str(j) for j, lin in lineage.items() if not (lin or {}).get("teacher_solution")
+    )
+    if without:
+        out.append(
+            "mode distill is unavailable: job(s) "
+            + ", ".join(without)
+            + ' ran without "teacher_solution": true (no teacher direct answers).'
+        )
+    for mode in ANSWER_MODES:
+        unboxed = (targets.get(mode) or {}).get("unboxed", 0)
+        if unboxed:
+            out.append(f"{unboxed} {mode} targets have no final answer to put in \\boxed{{}}.")
+    return out
+
+
 def _json_block(obj: Any) -> str:
     return "```json\n" + orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode() + "\n```"
+
+
+def _targets_markdown(targets: Mapping[str, Any] | None) -> list[str]:
+    if not targets:
+        return []
+    lines = [
+        "## Targets",
+        "",
+        "Every answer target ends in a `\\boxed{}` final answer; where the source had none it was"
+        " added (`cgd.curation.targets`: `hashes` = GSM8K's `#### X`, `bare` = a bare answer,"
+        " `appended` = `The final answer is \\boxed{X}.`).",
+        "",
+        "| mode | rows | " + " | ".join(NOTES) + " |",
+        "|---|---|" + "---|" * len(NOTES),
+    ]
+    for mode in ANSWER_MODES:
+        counts = targets.get(mode) or {}
+        cells = " | ".join(str(counts.get(n, 0)) for n in NOTES)
+        lines.append(f"| `{mode}` | {counts.get('rows', 0)} | {cells} |")
+    source = targets.get("sft_source") or {}
+    lines += [
+        "",
+        "sft targets: "
+        + (", ".join(f"{k} {v}" for k, v in source.items()) or "none")
+        + " (`bare_answer`: no reasoning).",
+        "",
+    ]
+    return lines
 
 
 def render_markdown(card: Mapping[str, Any]) -> str:
@@ -96,6 +159,7 @@ def render_markdown(card: Mapping[str, Any]) -> str:
         f" prompts: {counts['items']}",
         f"- from jobs: {', '.join(f'`{j}`' for j in card['job_ids']) or '-'}",
         "",
+        *(f"> **Warning:** {w}" + "\n" for w in card.get("warnings") or ()),
         "## Curation",
         "",
         f"Input triplets: {stats.get('input')}. Dropped, by reason (steps in this order:"
@@ -118,6 +182,7 @@ def render_markdown(card: Mapping[str, Any]) -> str:
         template = f"{e.get('template')} ({e.get('template_version')})"
         lines.append(f"| `{e['job_id']}` | {student} | {teacher} | {template} | {e['verifier']} |")
     lines += ["", "Sampling settings:", "", _json_block(card["lineage"]), ""]
+    lines += _targets_markdown(card.get("targets"))
     lines += ["## Training formats", ""]
     lines += [
         "Export layouts: " + ", ".join(f"`{x}`" for x in card["layouts"]) + ". The user turn of"

@@ -12,15 +12,18 @@ once, under the first step that drops it:
  5. ``verdict_agrees``  filters.verdict_agrees: (teacher verdict == verifier on the initial answer)
                         != wanted
  6. ``no_boxed``        filters.require_boxed: the refined answer has no ``\\boxed{}``
- 7. ``too_short``       filters.min_chars: refined answer shorter than that many characters
- 8. ``too_long``        filters.max_chars: refined answer longer than that many characters
- 9. ``contaminated``    decontaminate: the prompt shares an n-gram with an eval set / extra texts
-10. ``exact_duplicate`` dedup.exact: another item has the same normalised prompt
-11. ``near_duplicate``  dedup.near_threshold: another item's prompt is MinHash-similar
-12. ``no_verdict``      filters.verdict_ratio: the critique has no verdict, so it cannot be placed
-13. ``verdict_ratio``   filters.verdict_ratio: subsampled to the right:wrong ratio
-then the train/val split. 1-8 look at one triplet; 9-11 at prompts; 12-13 at the remaining set.
+ 7. ``meta_commentary`` filters.no_meta_commentary (ON by default): the refined answer talks about
+                        the student, the critique or an earlier answer (``cgd.curation.meta``)
+ 8. ``too_short``       filters.min_chars: refined answer shorter than that many characters
+ 9. ``too_long``        filters.max_chars: refined answer longer than that many characters
+10. ``contaminated``    decontaminate: the prompt shares an n-gram with an eval set / extra texts
+11. ``exact_duplicate`` dedup.exact: another item has the same normalised prompt
+12. ``near_duplicate``  dedup.near_threshold: another item's prompt is MinHash-similar
+13. ``no_verdict``      filters.verdict_ratio: the critique has no verdict, so it cannot be placed
+14. ``verdict_ratio``   filters.verdict_ratio: subsampled to the right:wrong ratio
+then the train/val split. 1-9 look at one triplet; 10-12 at prompts; 13-14 at the remaining set.
 Every enabled step shows in ``stats["dropped"]``, with 0 when it dropped nothing.
+``no_meta_commentary`` is the one filter on when absent; ``false`` or ``null`` turns it off.
 ``refined_correct``/``initial_correct``/``verdict_agrees`` set to ``true`` keep the triplets where
 the condition holds and ``false`` those where it does not; an unknown value (``null``
 correctness, no verdict) passes neither. ``no_truncation``/``require_boxed`` are switches:
@@ -37,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from cgd.answers import extract_boxed
 from cgd.curation.eval_sets import EVAL_SETS
+from cgd.curation.meta import meta_commentary
 
 # Item states that mean "all three calls done" (the worker ends in `verified`; `refined` is the
 # last state before verification and is final when the job's verifier is "none").
@@ -71,6 +75,7 @@ class Filters(_Strict):
     verdict_agrees: bool | None = None
     no_truncation: bool | None = None
     require_boxed: bool | None = None
+    no_meta_commentary: bool | None = True
     min_chars: int | None = Field(default=None, ge=0)
     max_chars: int | None = Field(default=None, ge=0)
     verdict_ratio: VerdictRatio | None = None
@@ -146,7 +151,7 @@ def _verdict_agrees(t: Mapping[str, Any]) -> bool | None:
 
 
 def row_filters(f: Filters) -> list[RowFilter]:
-    """The enabled per-triplet steps (1-8 above) as (reason, keep-predicate), in order."""
+    """The enabled per-triplet steps (1-9 above) as (reason, keep-predicate), in order."""
     steps: list[RowFilter] = [("incomplete", _is_completed)]
     if f.no_truncation:
         steps.append(("truncated", lambda t: not t.get("truncated")))
@@ -161,6 +166,13 @@ def row_filters(f: Filters) -> list[RowFilter]:
         steps.append(("verdict_agrees", lambda t: _verdict_agrees(t) is want_a))
     if f.require_boxed:
         steps.append(("no_boxed", lambda t: extract_boxed(t.get("refined_response")) is not None))
+    if f.no_meta_commentary:
+        steps.append(
+            (
+                "meta_commentary",
+                lambda t: not meta_commentary(t.get("refined_response"), t.get("prompt")),
+            )
+        )
     if f.min_chars is not None:
         lo = f.min_chars
         steps.append(("too_short", lambda t: len(t.get("refined_response") or "") >= lo))

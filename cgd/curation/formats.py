@@ -2,12 +2,14 @@
 
 Modes (docs/method.md, "Training format" and baselines):
 - ``cgd``: instruction + question + student's initial answer + critique -> refined answer
-- ``sft``: question -> reference answer
-- ``distill``: question -> refined (teacher) answer
+- ``sft``: question -> the dataset's worked solution (else its reference answer)
+- ``distill``: question -> the teacher's direct answer (jobs with ``teacher_solution``)
 - ``cft``: question + initial answer -> critique (Critique Fine-Tuning)
 - ``no-critique``: question + initial answer -> refined answer (CGD without the critique)
 
-At inference the student gets only the question, whatever mode it was trained in.
+Every target but ``cft``'s (a critique, ending in its verdict line) ends in a ``\\boxed{}`` final
+answer: see ``cgd.curation.targets``. At inference the student gets only the question, whatever
+mode it was trained in.
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from cgd.curation.targets import boxed_target
 from cgd.enums import ExportMode
 from cgd.templates import CGD_TRAIN_INSTRUCTION
 
 Mode = ExportMode
 MODES: tuple[Mode, ...] = tuple(ExportMode)
+# Modes whose target is an answer (ends in \boxed{}); cft's target is a critique.
+ANSWER_MODES: tuple[Mode, ...] = tuple(m for m in MODES if m != Mode.cft)
 
 # Same wording as CGD minus the critique, so the ablation differs from CGD in that one thing.
 NO_CRITIQUE_INSTRUCTION = (
@@ -45,11 +50,13 @@ INPUT_TEMPLATES: dict[Mode, str] = {
 }
 TARGET_FIELDS: dict[Mode, str] = {
     Mode.cgd: "refined_response",
-    Mode.sft: "reference",
-    Mode.distill: "refined_response",
+    Mode.sft: "solution",  # else "reference" (see target)
+    Mode.distill: "teacher_solution",
     Mode.cft: "critique",
     Mode.no_critique: "refined_response",
 }
+# Modes whose target is an answer to the question (boxed); cft's target is a critique.
+ANSWER_MODES: tuple[Mode, ...] = (Mode.cgd, Mode.sft, Mode.distill, Mode.no_critique)
 _INPUT_FIELDS: dict[Mode, tuple[str, ...]] = {
     Mode.cgd: ("prompt", "initial_response", "critique"),
     Mode.sft: ("prompt",),
@@ -70,10 +77,16 @@ def missing_field(mode: Mode | str, triplet: Mapping[str, Any]) -> str | None:
     """The first field the mode needs that the triplet lacks (``None``: usable)."""
     m = check_mode(mode)
     for field in (*_INPUT_FIELDS[m], TARGET_FIELDS[m]):
-        value = triplet.get(field)
-        if value is None or value == "":
+        if m == Mode.sft and field == "solution":
+            field = "solution" if _present(triplet, "solution") else "reference"
+        if not _present(triplet, field):
             return field
     return None
+
+
+def _present(triplet: Mapping[str, Any], field: str) -> bool:
+    value = triplet.get(field)
+    return value is not None and value != ""
 
 
 def build_input(mode: Mode | str, triplet: Mapping[str, Any]) -> str:
@@ -88,7 +101,22 @@ def build_input(mode: Mode | str, triplet: Mapping[str, Any]) -> str:
 
 def target(mode: Mode | str, triplet: Mapping[str, Any]) -> str:
     """The assistant-turn text the loss is computed on."""
-    return _text(triplet[TARGET_FIELDS[check_mode(mode)]])
+    return target_with_note(mode, triplet)[0]
+
+
+def target_with_note(mode: Mode | str, triplet: Mapping[str, Any]) -> tuple[str, str]:
+    """The target and how its boxed final answer came about (``cgd.curation.targets.NOTES``;
+    ``critique`` for cft, whose target is not an answer)."""
+    mode = check_mode(mode)
+    if mode == Mode.cft:
+        return _text(triplet["critique"]), "critique"
+    if mode == Mode.sft:
+        reference = triplet.get("reference")
+        if _present(triplet, "solution"):
+            ref = None if reference is None or reference == "" else _text(reference)
+            return boxed_target(_text(triplet["solution"]), ref)
+        return boxed_target(_text(reference))
+    return boxed_target(_text(triplet[TARGET_FIELDS[mode]]))
 
 
 def _text(value: Any) -> str:

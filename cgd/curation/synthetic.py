@@ -13,6 +13,7 @@ LINEAGE: dict[str, Any] = {
     "template": "cgd",
     "template_version": "cgd-v1",
     "verifier": "math",
+    "teacher_solution": True,
 }
 
 
@@ -25,10 +26,12 @@ def make_triplet(n: int = 0, **overrides: Any) -> dict[str, Any]:
         "sample": 0,
         "prompt": f"Tom has {n} apples and buys 7 more at the market. How many apples now?",
         "reference": f"{n + 7}",
+        "solution": None,
         "initial_response": f"Tom has {n} + 5 = {n + 5} apples. The answer is {n + 5}.",
         "critique": "The student added 5 instead of 7.\nConclusion: wrong",
         "verdict": "wrong",
         "refined_response": f"Tom has {n} + 7 = {n + 7} apples. \\boxed{{{n + 7}}}",
+        "teacher_solution": f"{n} + 7 = {n + 7}, so Tom has \\boxed{{{n + 7}}} apples.",
         "initial_correct": False,
         "refined_correct": True,
         "status": "verified",
@@ -86,6 +89,7 @@ def synthetic_triplets(
             "critique": critiques[(i * 7) % pool],
             "verdict": "wrong",
             "refined_response": answers[(i * 13 + 1) % pool] + f" \\boxed{{{i % 977}}}",
+            "teacher_solution": answers[(i * 17 + 3) % pool] + f" \\boxed{{{i % 977}}}",
             "initial_correct": False,
             "refined_correct": True,
             "status": "verified",

@@ -30,6 +30,8 @@ _EXTENSIONS = {
 }
 PROMPT_DEFAULTS = ("prompt", "question", "problem")
 REFERENCE_DEFAULTS = ("answer", "reference", "solution")
+# A worked solution kept beside a short answer (MATH: `answer` + `solution`): sft trains on it.
+SOLUTION_DEFAULTS = ("solution",)
 MAX_ID_CHARS = 500
 
 
@@ -50,6 +52,7 @@ class FieldMap:
     reference_field: str | None = None
     response_field: str | None = None
     id_field: str | None = None
+    solution_field: str | None = None
     resolved: bool = field(default=False, repr=False)
 
     def resolve(self, first: dict[str, Any], line: int) -> None:
@@ -62,6 +65,10 @@ class FieldMap:
                 )
         if self.reference_field is None:
             self.reference_field = next((f for f in REFERENCE_DEFAULTS if f in first), None)
+        if self.solution_field is None:
+            self.solution_field = next(
+                (f for f in SOLUTION_DEFAULTS if f in first and f != self.reference_field), None
+            )
         self.resolved = True
 
     def as_dict(self) -> dict[str, str | None]:
@@ -70,6 +77,7 @@ class FieldMap:
             "reference_field": self.reference_field,
             "response_field": self.response_field,
             "id_field": self.id_field,
+            "solution_field": self.solution_field,
         }
 
 
@@ -81,6 +89,7 @@ class Row:
     reference: str | None
     response: str | None
     extra: dict[str, Any] | None
+    solution: str | None = None
 
 
 def detect_format(filename: str | None) -> str:
@@ -264,12 +273,19 @@ def _to_row(record: dict[str, Any], line: int, fields: FieldMap, limits: Limits)
     _check_text(prompt, line, fields.prompt_field)
     reference = _optional_text(record, fields.reference_field, line)
     response = _optional_text(record, fields.response_field, line)
+    solution = _optional_text(record, fields.solution_field, line)
     item_id = _item_id(record, fields.id_field, line)
-    used = {fields.prompt_field, fields.reference_field, fields.response_field, fields.id_field}
+    used = {
+        fields.prompt_field,
+        fields.reference_field,
+        fields.response_field,
+        fields.id_field,
+        fields.solution_field,
+    }
     extra = {k: v for k, v in record.items() if k not in used} or None
     if extra is not None:
         _check_extra(extra, line, limits)
-    return Row(line, item_id, prompt, reference, response, extra)
+    return Row(line, item_id, prompt, reference, response, extra, solution)
 
 
 def _check_text(value: str, line: int, name: str | None) -> None:

@@ -130,12 +130,14 @@ class _StatsAccumulator:
         self.prompt_chars = array("l")
         self.with_reference = 0
         self.with_response = 0
+        self.with_solution = 0
 
     def observe(self, rows: Iterator[Row]) -> Iterator[Row]:
         for row in rows:
             self.prompt_chars.append(len(row.prompt))
             self.with_reference += row.reference is not None
             self.with_response += row.response is not None
+            self.with_solution += row.solution is not None
             yield row
 
     def result(self) -> dict[str, Any]:
@@ -157,6 +159,7 @@ class _StatsAccumulator:
             },
             "share_with_reference": round(self.with_reference / n, 4) if n else 0,
             "share_with_response": round(self.with_response / n, 4) if n else 0,
+            "share_with_solution": round(self.with_solution / n, 4) if n else 0,
         }
 
 

@@ -13,7 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from cgd.datasets.ingest import FieldMap
 
 # The multipart form fields of an upload, besides ``file``.
-FORM_FIELDS = ("name", "prompt_field", "reference_field", "response_field", "id_field")
+FORM_FIELDS = (
+    "name",
+    "prompt_field",
+    "reference_field",
+    "response_field",
+    "id_field",
+    "solution_field",
+)
 
 
 @dataclass(frozen=True)
@@ -33,9 +40,16 @@ class DatasetParams:
     reference_field: str | None = None
     response_field: str | None = None
     id_field: str | None = None
+    solution_field: str | None = None
 
     def fields(self) -> FieldMap:
-        return FieldMap(self.prompt_field, self.reference_field, self.response_field, self.id_field)
+        return FieldMap(
+            self.prompt_field,
+            self.reference_field,
+            self.response_field,
+            self.id_field,
+            self.solution_field,
+        )
 
 
 class DatasetOut(BaseModel):
@@ -77,5 +91,6 @@ class ItemOut(BaseModel):
     line: int = Field(description="1-based line (or row) in the uploaded file")
     prompt: str
     reference: str | None
+    solution: str | None = Field(None, description="A worked solution kept beside the answer")
     response: str | None
     extra: dict[str, Any] | None

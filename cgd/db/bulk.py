@@ -18,7 +18,17 @@ from cgd.datasets.errors import InvalidDataset
 from cgd.datasets.ingest import Row
 from cgd.db.models import DatasetItem
 
-_COLUMNS = ("dataset_id", "idx", "item_id", "line", "prompt", "reference", "response", "extra")
+_COLUMNS = (
+    "dataset_id",
+    "idx",
+    "item_id",
+    "line",
+    "prompt",
+    "reference",
+    "response",
+    "extra",
+    "solution",
+)
 _BATCH = 2000
 
 
@@ -69,6 +79,7 @@ def _copy_items(session: Session, dataset_id: uuid.UUID, rows: Iterable[Row]) ->
                         row.reference,
                         row.response,
                         _extra_json(row),
+                        row.solution,
                     )
                 )
     except psycopg.errors.UniqueViolation as exc:
@@ -91,6 +102,7 @@ def _insert_items(session: Session, dataset_id: uuid.UUID, rows: Iterable[Row]) 
                 "reference": row.reference,
                 "response": row.response,
                 "extra": row.extra,
+                "solution": row.solution,
             }
         )
         if len(batch) >= _BATCH:

@@ -122,8 +122,29 @@ class DatasetItem(Base):
     line: Mapped[int] = mapped_column(Integer)  # where it came from in the upload (1-based)
     prompt: Mapped[str] = mapped_column(Text)
     reference: Mapped[str | None] = mapped_column(Text)
+    # A worked solution when the source has one besides a short answer (MATH's `solution`).
+    solution: Mapped[str | None] = mapped_column(Text)
     response: Mapped[str | None] = mapped_column(Text)
     extra: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+
+# --- prompt templates --------------------------------------------------------------------------
+
+
+class PromptTemplate(Base):
+    """One version of a team's template. Rows are never edited: an update adds a version, and
+    a job points at the version it was created with."""
+
+    __tablename__ = "prompt_templates"
+    __table_args__ = (UniqueConstraint("team_id", "name", "version"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(40))
+    version: Mapped[int] = mapped_column(Integer)
+    description: Mapped[str | None] = mapped_column(Text)
+    sources: Mapped[dict[str, str]] = mapped_column(JSONType)  # part name -> Jinja source
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 # --- generation jobs ---------------------------------------------------------------------------
@@ -131,7 +152,7 @@ class DatasetItem(Base):
 # Item state machine: pending → probed → critiqued → refined → verified | failed(reason).
 ITEM_STATES: tuple[str, ...] = tuple(ItemState)
 TERMINAL_STATES: tuple[str, ...] = (ItemState.verified, ItemState.failed)
-STAGES = ("probe", "critique", "refine")
+STAGES = ("probe", "critique", "refine", "solve")  # solve: the optional teacher_solution call
 
 
 class Job(Base):
@@ -149,6 +170,8 @@ class Job(Base):
     dataset_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("datasets.id"))
     spec: Mapped[dict[str, Any]] = mapped_column(JSONType)  # validated JobSpec, secrets included
     template_version: Mapped[str] = mapped_column(String(50))
+    # The team template version the job pinned at creation (null: a built-in template).
+    template_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("prompt_templates.id"))
     total_items: Mapped[int] = mapped_column(Integer)  # dataset items × samples
     num_chunks: Mapped[int] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)  # a job-level failure, if any
@@ -277,10 +300,12 @@ class SnapshotRow(Base):
     split: Mapped[str] = mapped_column(String(10))
     prompt: Mapped[str] = mapped_column(Text)
     reference: Mapped[str | None] = mapped_column(Text)
+    solution: Mapped[str | None] = mapped_column(Text)
     initial_response: Mapped[str | None] = mapped_column(Text)
     critique: Mapped[str | None] = mapped_column(Text)
     verdict: Mapped[str | None] = mapped_column(String(10))
     refined_response: Mapped[str | None] = mapped_column(Text)
+    teacher_solution: Mapped[str | None] = mapped_column(Text)
     initial_correct: Mapped[bool | None] = mapped_column()
     refined_correct: Mapped[bool | None] = mapped_column()
     status: Mapped[str] = mapped_column(String(20))

@@ -27,7 +27,7 @@ from cgd.db.models import TERMINAL_STATES, utcnow
 from cgd.generation import store
 from cgd.generation.store import ChunkWork, StageResult, WorkItem
 from cgd.llm_client import CallResult, EndpointConfig, LLMClient, LLMError
-from cgd.templates import Template, get_template, parse_verdict
+from cgd.templates import Template, parse_verdict
 from cgd.verify import Verdict, VerifierPool
 
 log = logging.getLogger("cgd.generation")
@@ -133,7 +133,7 @@ class ChunkRun:
         self.deps = deps
         self.work = work
         self.spec = work.spec
-        self.template: Template = get_template(self.spec.template)
+        self.template: Template = work.template
         self.stop = asyncio.Event()
         self.stop_reason: str | None = None
         self.writer = _Writer(deps, work.job_id)
@@ -231,6 +231,8 @@ class ChunkRun:
             refined = res.text
             item.state = "refined"
             self.writer.add(item, self.generation_row(item, "refine", res), verdict=verdict)
+        if self.spec.teacher_solution:
+            await self._teacher_solution(item, verdict)
         # 4. verify
         initial_v, refined_v = await self._verify(initial, refined, item.reference)
         agrees = None
@@ -247,6 +249,15 @@ class ChunkRun:
             refined_correct=refined_v.correct,
             verdict_agrees=agrees,
         )
+
+    async def _teacher_solution(self, item: WorkItem, verdict: str | None) -> None:
+        """The optional ``solve`` stage: the teacher answers the question directly, with no
+        student answer or critique in sight (the target of the distilled-SFT baseline)."""
+        if "solve" in item.done:
+            return
+        messages = self.template.solve(item.prompt)
+        res = await self.call(item, "solve", self.spec.teacher, messages)
+        self.writer.add(item, self.generation_row(item, "solve", res), verdict=verdict)
 
     async def _verify(
         self, initial: str, refined: str, reference: str | None

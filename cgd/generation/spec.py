@@ -11,7 +11,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from cgd.enums import Truncation, Verifier
 from cgd.errors import InvalidRequest
 from cgd.llm_client import EndpointConfig
-from cgd.templates import TEMPLATES
 
 
 class JobSpec(BaseModel):
@@ -24,9 +23,20 @@ class JobSpec(BaseModel):
     teacher: EndpointConfig = Field(..., description="The teacher endpoint (critique, refine)")
     verifier: Verifier = Verifier.math
     samples_per_prompt: int = Field(1, ge=1, le=64, description="Initial answers per prompt")
-    template: str = Field("cgd", description="Prompt template name")
+    template: str = Field(
+        "cgd",
+        max_length=60,
+        description="Prompt template: a built-in (`cgd`, `cgd-detailed`) or a team template's "
+        "name; `name@N` pins version N, else the latest version is pinned at creation",
+    )
+    teacher_solution: bool = Field(
+        False,
+        description="Also ask the teacher to answer each question directly (its own template "
+        "part, `solve`): the target of mode `distill`",
+    )
     truncation: Truncation = Field(
-        Truncation.fail, description="On finish_reason=length: fail the item, or retry once larger"
+        Truncation.retry_larger,
+        description="On finish_reason=length: retry once with twice max_tokens (default), or fail",
     )
     chunk_size: int = Field(256, ge=1, le=10_000, description="Dataset items per worker task")
 
@@ -48,9 +58,14 @@ class JobSpec(BaseModel):
 
 
 def check_spec(spec: JobSpec, allowlist: str) -> None:
-    if spec.template not in TEMPLATES:
+    if spec.student is not None and spec.samples_per_prompt > 1 and spec.student.temperature == 0:
+        # Greedy decoding is the default: k greedy samples would be k identical (billed) answers.
         raise InvalidRequest(
-            {"field": "template", "reason": f"unknown template; known: {sorted(TEMPLATES)}"}
+            {
+                "field": "student.temperature",
+                "reason": "samples_per_prompt > 1 needs a student temperature > 0; greedy "
+                "decoding (temperature 0, the default) gives identical samples",
+            }
         )
     for role in ("student", "teacher"):
         cfg: EndpointConfig | None = getattr(spec, role)

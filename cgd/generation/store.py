@@ -27,6 +27,8 @@ from cgd.db.models import (
 )
 from cgd.generation.spec import JobSpec
 from cgd.tasks import ChunkRef
+from cgd.templates import Template
+from cgd.templates.ops import template_for_job
 
 
 @dataclass
@@ -56,6 +58,7 @@ class ChunkWork:
     chunk_no: int
     spec: JobSpec
     template_version: str
+    template: Template  # the version the job pinned
     items: list[WorkItem]
 
 
@@ -159,6 +162,7 @@ def load_chunk(session: Session, job_id: uuid.UUID, chunk_no: int) -> ChunkWork 
         chunk_no=chunk_no,
         spec=JobSpec.model_validate(job.spec),
         template_version=job.template_version,
+        template=template_for_job(session, job),
         items=list(items.values()),
     )
 

@@ -32,7 +32,7 @@ from cgd.jobs.errors import JobNotCancellable, JobNotFound, JobNotRetryable
 from cgd.jobs.schemas import JobCreated, JobRetried, JobStatusOut, TripletOut
 from cgd.pagination import Page, created_page, decode_created_cursor, decode_cursor, page
 from cgd.tasks import ChunkRef, Message, chunk_messages
-from cgd.templates import get_template
+from cgd.templates import ops as templates
 
 
 def spec_hash(spec: JobSpec) -> str:
@@ -84,12 +84,14 @@ def create_job(
                     "to use as the initial answer",
                 }
             )
+    template_id, template_version = templates.resolve(session, team_id, spec.template)
     n_chunks = max(1, math.ceil(dataset.num_items / spec.chunk_size))
     job = Job(
         team_id=team_id,
         dataset_id=dataset.id,
         spec=spec.stored(),
-        template_version=get_template(spec.template).version,
+        template_version=template_version,
+        template_id=template_id,
         total_items=dataset.num_items * spec.samples_per_prompt,
         num_chunks=n_chunks,
         idempotency_key=idempotency_key,
@@ -364,6 +366,7 @@ def list_triplets(
         probe = texts.get((item.idx, item.sample, "probe"))
         critique = texts.get((item.idx, item.sample, "critique"))
         refine = texts.get((item.idx, item.sample, "refine"))
+        solve = texts.get((item.idx, item.sample, "solve"))
         out.append(
             {
                 "item_id": src.item_id,
@@ -371,10 +374,12 @@ def list_triplets(
                 "sample": item.sample,
                 "prompt": src.prompt,
                 "reference": src.reference,
+                "solution": src.solution,
                 "initial_response": probe.text if probe else src.response,
                 "critique": critique.text if critique else None,
                 "verdict": item.verdict,
                 "refined_response": refine.text if refine else None,
+                "teacher_solution": solve.text if solve else None,
                 "initial_answer": item.initial_answer,
                 "refined_answer": item.refined_answer,
                 "initial_correct": item.initial_correct,

@@ -124,10 +124,14 @@ class TripletOut(BaseModel):
     sample: int = Field(description="Which of the samples_per_prompt initial answers")
     prompt: str
     reference: str | None
+    solution: str | None = Field(None, description="The dataset's worked solution, if any")
     initial_response: str | None
     critique: str | None
     verdict: str | None = Field(description="right, wrong, or null when none was parsable")
     refined_response: str | None
+    teacher_solution: str | None = Field(
+        None, description="The teacher's direct answer (jobs with teacher_solution: true)"
+    )
     initial_answer: str | None = Field(description="The final answer extracted for verification")
     refined_answer: str | None
     initial_correct: bool | None

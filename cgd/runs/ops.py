@@ -25,6 +25,7 @@ from cgd.errors import InvalidRequest, NotFound, Unauthorized
 from cgd.pagination import Page, created_page, decode_created_cursor, decode_cursor, page
 from cgd.runs.errors import TrainingRunFinished, TrainingRunNotFound
 from cgd.runs.schemas import EventAck, EventIn, EventOut, RunOut, TrainingRunSpec
+from cgd.snapshots.ops import check_mode
 from cgd.tasks import Message, train_run_message
 
 
@@ -55,6 +56,7 @@ def create_run(
         raise NotFound({"snapshot_id": str(spec.snapshot_id), "reason": "snapshot not found"})
     if snap.status != "ready":
         raise InvalidRequest({"field": "snapshot_id", "reason": f"snapshot is {snap.status}"})
+    check_mode(snap, spec.mode)
     check_eval_sets(session, team_id, spec.eval.sets)
     token = secrets.token_urlsafe(32)
     run = TrainingRun(

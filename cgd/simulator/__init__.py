@@ -7,11 +7,12 @@ end without a GPU:
 * **Capacity.** ``slots`` requests run at once; each holds its slot for ``latency_s`` seconds and
   the rest wait FIFO, as vLLM queues (it has no admission control, so nothing is rejected). The
   capacity is therefore ``slots / latency_s`` calls per second.
-* **Stages.** The request's message structure (see :mod:`cgd.templates`) tells probe, critique and
-  refine apart. With ``--dataset`` files it knows each question's reference final answer: a probe
-  is right with probability ``accuracy`` (a stable hash of model, question and request seed), a
+* **Stages.** The request's message structure (see :mod:`cgd.templates`) tells probe, critique,
+  refine and solve (the ``teacher_solution`` call) apart. With ``--dataset`` files it knows
+  each question's reference final answer: a probe is right with probability ``accuracy`` (a
+  stable hash of model, question and request seed), a
   critique's verdict is right iff the student's last ``\\boxed{}`` matches the reference, and a
-  refine always ends in ``\\boxed{<reference>}``.
+  refine or solve always ends in ``\\boxed{<reference>}``.
 * **Faults.** 429 (with ``Retry-After``), 500, hangs, truncation, dropped connections and poison
   substrings, settable on the command line and at runtime through ``POST /sim/config``, so a test
   can start a 429 storm in the middle of a job.

@@ -126,7 +126,9 @@ class ParsedRequest:
 
 
 def classify(messages: list[dict[str, Any]]) -> ParsedRequest:
-    """Tell probe / critique / refine apart by message structure (cgd.templates' contract)."""
+    """Tell probe / critique / refine / solve apart by message structure (cgd.templates'
+    contract: tagged question and student answer; ``solve`` is the teacher_solution call, a
+    tagged question without a student answer)."""
     roles = [m.get("role") for m in messages]
     contents = [m.get("content") or "" for m in messages]
     if roles == ["user"]:
@@ -139,6 +141,8 @@ def classify(messages: list[dict[str, Any]]) -> ParsedRequest:
                 return ParsedRequest("critique", question.strip(), answer)
             if roles[2:] == ["assistant", "user"]:
                 return ParsedRequest("refine", question.strip(), answer)
+        if question is not None and len(roles) == 2:
+            return ParsedRequest("solve", question.strip())
         if len(roles) == 2:
             # A system prompt plus the question (e.g. evaluation): answered like a probe.
             return ParsedRequest("probe", contents[1].strip())
@@ -193,8 +197,8 @@ class Answerer:
         if parsed.stage == "critique":
             return self._critique(parsed, model, cfg)
         reference = self.reference(parsed.question)
-        if parsed.stage == "refine":
-            return _solution(reference, "refine", model, parsed.question)
+        if parsed.stage in ("refine", "solve"):
+            return _solution(reference, parsed.stage, model, parsed.question)
         right = _stable_unit("probe", model, parsed.question, seed) < cfg.accuracy
         final = reference if right else wrong_answer(reference)
         return _solution(final, "probe", model, parsed.question, seed)

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-Stage = Literal["probe", "critique", "refine", "other"]
+Stage = Literal["probe", "critique", "refine", "solve", "other"]
 DEFAULT_MODEL = "sim-model"
 READY_PREFIX = "simulator listening on "
 

@@ -15,3 +15,7 @@ class SnapshotNotReady(Conflict):
 
 class SnapshotInUse(Conflict):
     """Training runs use this snapshot; it cannot be deleted while they exist."""
+
+
+class ModeUnavailable(Conflict):
+    """The snapshot's jobs did not produce what this training mode needs."""

@@ -29,6 +29,7 @@ from cgd.curation.export import (
 )
 from cgd.curation.filters import CurationSpec
 from cgd.curation.snapshot import curate
+from cgd.curation.target_stats import TargetStats
 from cgd.db.bulk import is_postgres
 from cgd.db.models import (
     DatasetItem,
@@ -44,7 +45,12 @@ from cgd.db.queries import team_newest_first
 from cgd.errors import InvalidRequest, NotFound
 from cgd.generation.spec import JobSpec
 from cgd.pagination import Page, created_page, decode_created_cursor
-from cgd.snapshots.errors import SnapshotInUse, SnapshotNotFound, SnapshotNotReady
+from cgd.snapshots.errors import (
+    ModeUnavailable,
+    SnapshotInUse,
+    SnapshotNotFound,
+    SnapshotNotReady,
+)
 from cgd.snapshots.schemas import CardOut, SnapshotDetail, SnapshotOut
 from cgd.tasks import Message, build_snapshot_message
 
@@ -144,6 +150,7 @@ def job_lineage(job: Job) -> dict[str, Any]:
         "samples_per_prompt": spec.samples_per_prompt,
         "template": spec.template,
         "template_version": job.template_version,
+        "teacher_solution": spec.teacher_solution,
     }
 
 
@@ -153,7 +160,7 @@ def iter_triplets(
     """Every (item, sample) of the jobs as a triplet dict, streamed from the database."""
     lineages = {j.id: job_lineage(j) for j in jobs}
     datasets = {j.id: j.dataset_id for j in jobs}
-    g_probe, g_crit, g_ref = (aliased(Generation) for _ in range(3))
+    g_probe, g_crit, g_ref, g_solve = (aliased(Generation) for _ in range(4))
 
     def gen_join(g: Any, stage: str) -> Any:
         return and_(
@@ -170,10 +177,12 @@ def iter_triplets(
                 DatasetItem.item_id,
                 DatasetItem.prompt,
                 DatasetItem.reference,
+                DatasetItem.solution,
                 DatasetItem.response,
                 g_probe.text,
                 g_crit.text,
                 g_ref.text,
+                g_solve.text,
             )
             .join(
                 DatasetItem,
@@ -182,11 +191,23 @@ def iter_triplets(
             .outerjoin(g_probe, gen_join(g_probe, "probe"))
             .outerjoin(g_crit, gen_join(g_crit, "critique"))
             .outerjoin(g_ref, gen_join(g_ref, "refine"))
+            .outerjoin(g_solve, gen_join(g_solve, "solve"))
             .where(JobItem.job_id == job.id)
             .order_by(JobItem.idx, JobItem.sample)
             .execution_options(yield_per=2000)
         )
-        for ji, item_id, prompt, reference, response, probe, crit, ref in session.execute(q):
+        for (
+            ji,
+            item_id,
+            prompt,
+            reference,
+            solution,
+            response,
+            probe,
+            crit,
+            ref,
+            solve,
+        ) in session.execute(q):
             yield {
                 "triplet_id": f"{job.id}:{ji.idx}:{ji.sample}",
                 "job_id": str(job.id),
@@ -194,10 +215,12 @@ def iter_triplets(
                 "sample": ji.sample,
                 "prompt": prompt,
                 "reference": reference,
+                "solution": solution,
                 "initial_response": probe if probe is not None else response,
                 "critique": crit,
                 "verdict": ji.verdict,
                 "refined_response": ref,
+                "teacher_solution": solve,
                 "initial_correct": ji.initial_correct,
                 "refined_correct": ji.refined_correct,
                 "status": ji.state,
@@ -233,10 +256,12 @@ def build(session: Session, snapshot_id: uuid.UUID) -> Snapshot:
     session.execute(delete(SnapshotRow).where(SnapshotRow.snapshot_id == snap.id))
     batch: list[dict[str, Any]] = []
     pos = 0
+    targets = TargetStats()
     for t in iter_triplets(session, jobs, prefix):
         split = splits.get(t["triplet_id"])
         if split is None:
             continue
+        targets.observe(t)
         batch.append(_row(snap.id, pos, t, split))
         pos += 1
         if len(batch) >= _COPY_BATCH:
@@ -245,7 +270,7 @@ def build(session: Session, snapshot_id: uuid.UUID) -> Snapshot:
     if batch:
         session.execute(insert(SnapshotRow), batch)
     snap.num_items = pos
-    snap.stats = result.stats
+    snap.stats = {**result.stats, "targets": targets.result()}
     snap.dropped = result.dropped
     snap.lineage = {str(k): v for k, v in result.lineage.items()}
     snap.content_hash = result.content_hash
@@ -331,6 +356,31 @@ def delete_snapshot(session: Session, snap: Snapshot) -> None:
     session.execute(delete(SnapshotRow).where(SnapshotRow.snapshot_id == snap.id))
     session.delete(snap)
     session.flush()
+
+
+# Modes whose target comes from an optional job stage: the job option that produces it.
+_MODE_NEEDS = {"distill": "teacher_solution"}
+
+
+def check_mode(snap: Snapshot, mode: str) -> None:
+    """Refuse a mode whose targets the snapshot's jobs never produced (rather than export an
+    empty file or train on nothing): ``distill`` needs jobs run with ``teacher_solution``."""
+    option = _MODE_NEEDS.get(str(mode))
+    if option is None:
+        return
+    lacking = sorted(j for j, lin in snap.lineage.items() if not (lin or {}).get(option))
+    if lacking:
+        raise ModeUnavailable(
+            {
+                "reason": f"mode {mode} trains on the teacher's direct answers, but job(s) "
+                f"{', '.join(lacking)} of snapshot {snap.id} ran without "
+                f'"{option}": true; run a job with it and build a new snapshot',
+                "snapshot_id": str(snap.id),
+                "mode": str(mode),
+                "field": option,
+                "job_ids": lacking,
+            }
+        )
 
 
 def card_out(snap: Snapshot) -> CardOut:

@@ -20,7 +20,7 @@ from cgd.ttl_cache import TTLCache
 from services.api.errors import install_error_handlers
 from services.api.metrics import MetricsMiddleware
 from services.api.openapi import DESCRIPTION, install_openapi
-from services.api.routes import datasets, jobs, ops, runs, snapshots
+from services.api.routes import datasets, jobs, ops, runs, snapshots, templates
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)
+    app.include_router(templates.router)
     app.include_router(snapshots.router)
     app.include_router(runs.router)
     app.include_router(runs.trainer_router)

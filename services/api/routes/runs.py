@@ -19,6 +19,7 @@ from cgd.runs import ops
 from cgd.runs.errors import TrainingRunFinished, TrainingRunNotFound
 from cgd.runs.schemas import EventAck, EventIn, EventOut, RunCreated, RunOut, TrainingRunSpec
 from cgd.snapshots import ops as snapshots
+from cgd.snapshots.errors import ModeUnavailable
 from services.api.deps import SessionDep, TeamDep
 from services.api.errors import JSONBody, error_responses
 
@@ -32,7 +33,7 @@ TokenHeader = Annotated[str | None, Header(alias="Authorization", include_in_sch
     "",
     status_code=202,
     response_model=RunCreated,
-    responses=error_responses(NotFound, DatasetNotFound, InvalidRequest),
+    responses=error_responses(NotFound, DatasetNotFound, InvalidRequest, ModeUnavailable),
 )
 def create_run(
     request: Request, spec: TrainingRunSpec, session: SessionDep, team_id: TeamDep

@@ -13,7 +13,12 @@ from cgd.enums import CardFormat, ExportFormat, ExportLayout, ExportMode, Parque
 from cgd.errors import InvalidRequest, NotFound
 from cgd.pagination import Page
 from cgd.snapshots import ops
-from cgd.snapshots.errors import SnapshotInUse, SnapshotNotFound, SnapshotNotReady
+from cgd.snapshots.errors import (
+    ModeUnavailable,
+    SnapshotInUse,
+    SnapshotNotFound,
+    SnapshotNotReady,
+)
 from cgd.snapshots.schemas import CardOut, CurationSpec, SnapshotDetail, SnapshotOut
 from services.api.deps import SessionDep, SettingsDep, TeamDep
 from services.api.errors import JSONBody, error_responses
@@ -114,7 +119,7 @@ def snapshot_card(
                 },
             },
         },
-        **error_responses(SnapshotNotFound, SnapshotNotReady),
+        **error_responses(SnapshotNotFound, SnapshotNotReady, ModeUnavailable),
     },
 )
 def export_snapshot(
@@ -136,6 +141,8 @@ def export_snapshot(
     snap = ops.get_snapshot(session, team_id, snapshot_id)
     if snap.status != "ready":
         raise SnapshotNotReady({"snapshot_id": str(snap.id), "status": snap.status})
+    if layout != ExportLayout.native:  # native rows carry every field, whatever the mode
+        ops.check_mode(snap, mode)
     name = f"{(snap.name or 'snapshot').replace('/', '_')}-{layout}-{mode}-{split}.{format}"
     media = "application/vnd.apache.parquet" if format == "parquet" else "application/x-ndjson"
     body = ops.stream_export(

@@ -1,0 +1,235 @@
+"""What a prompt template is and how one is rendered safely.
+
+A template is five texts in a small subset of Jinja: the system prompt of the critique
+conversation, the critique request (``question``, ``answer``), the refine turn (``question``,
+``answer``, ``critique``), and the system prompt and request of the optional ``teacher_solution``
+call (``question``). Teams bring their own over the API, and a deployment's teams do not trust
+each other, so every template is rendered by Jinja's ``SandboxedEnvironment`` *and* limited to
+output expressions, ``if`` blocks, ``~`` and a few string filters: no loops, calls, macros,
+includes or arithmetic, so rendering stays linear in the size of the question and answers and
+cannot reach Python objects.
+
+Refine is a *continuation* of the critique conversation: its messages are the critique
+request's messages, the critique itself as the assistant turn, and one short user turn. The
+teacher server's prefix cache then serves everything but that last turn. The system prompt is
+rendered without variables so that prefix is the same for every item.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError, meta, nodes
+from jinja2.sandbox import SandboxedEnvironment
+
+Message = dict[str, str]
+
+# The verdict lines `parse_verdict` reads; a critique prompt must ask for both, verbatim.
+VERDICT_LINES = ("Conclusion: right", "Conclusion: wrong")
+MAX_SOURCE_CHARS = 20_000
+
+# Which variables each part may use, and which it must use (a critique that never shows the
+# student's answer is a mistake, not a choice).
+PART_VARIABLES: dict[str, tuple[str, ...]] = {
+    "system": (),
+    "critique": ("question", "answer"),
+    "refine": ("question", "answer", "critique"),
+    "solve_system": (),
+    "solve": ("question",),
+}
+REQUIRED_VARIABLES: dict[str, tuple[str, ...]] = {
+    "critique": ("question", "answer"),
+    "solve": ("question",),
+}
+_ALLOWED_NODES = (
+    nodes.Template,
+    nodes.Output,
+    nodes.TemplateData,
+    nodes.Name,
+    nodes.Const,
+    nodes.If,
+    nodes.Filter,
+    nodes.Test,
+    nodes.Compare,
+    nodes.Operand,
+    nodes.Not,
+    nodes.And,
+    nodes.Or,
+    nodes.Concat,
+    nodes.CondExpr,
+)
+_ALLOWED_FILTERS = frozenset({"trim", "lower", "upper", "capitalize"})
+_ALLOWED_TESTS = frozenset({"defined", "none", "string"})
+
+_ENV = SandboxedEnvironment(
+    autoescape=False,
+    undefined=StrictUndefined,
+    keep_trailing_newline=True,
+    auto_reload=False,
+)
+
+
+class TemplateSourceError(ValueError):
+    """A template text that cannot be used; ``part`` says which text."""
+
+    def __init__(self, part: str, reason: str) -> None:
+        super().__init__(f"{part}: {reason}")
+        self.part = part
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class TemplateSources:
+    system: str
+    critique: str
+    refine: str
+    solve_system: str
+    solve: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {p: getattr(self, p) for p in PART_VARIABLES}
+
+
+def _check_nodes(part: str, ast: nodes.Template) -> None:
+    for node in ast.find_all(nodes.Node):
+        if not isinstance(node, _ALLOWED_NODES):
+            raise TemplateSourceError(
+                part,
+                f"{type(node).__name__} is not allowed: templates may use {{{{ variables }}}}, "
+                "if blocks, ~ and the filters " + ", ".join(sorted(_ALLOWED_FILTERS)),
+            )
+        if isinstance(node, nodes.Filter) and node.name not in _ALLOWED_FILTERS:
+            raise TemplateSourceError(part, f"filter {node.name!r} is not allowed")
+        if isinstance(node, nodes.Test) and node.name not in _ALLOWED_TESTS:
+            raise TemplateSourceError(part, f"test {node.name!r} is not allowed")
+
+
+def compile_part(part: str, source: str) -> Any:
+    """The compiled Jinja template of one part; raises TemplateSourceError."""
+    if len(source) > MAX_SOURCE_CHARS:
+        raise TemplateSourceError(part, f"longer than {MAX_SOURCE_CHARS} characters")
+    if "\x00" in source:  # Postgres text and JSON cannot hold NUL
+        raise TemplateSourceError(part, "contains a NUL character")
+    try:
+        ast = _ENV.parse(source)
+    except TemplateError as exc:
+        raise TemplateSourceError(part, f"syntax error: {exc}") from None
+    except RecursionError:  # thousands of nested blocks or brackets
+        raise TemplateSourceError(part, "nested too deeply") from None
+    _check_nodes(part, ast)
+    known = PART_VARIABLES[part]
+    used = meta.find_undeclared_variables(ast)
+    unknown = sorted(used - set(known))
+    if unknown:
+        raise TemplateSourceError(
+            part, f"unknown variable(s) {unknown}; known here: {list(known) or 'none'}"
+        )
+    missing = sorted(set(REQUIRED_VARIABLES.get(part, ())) - used)
+    if missing:
+        raise TemplateSourceError(part, f"must use {missing}")
+    return _ENV.from_string(source)
+
+
+_SAMPLE = {
+    "question": "\u27e6QUESTION\u27e7",
+    "answer": "\u27e6ANSWER\u27e7",
+    "critique": "\u27e6CRITIQUE\u27e7",
+}
+
+
+def _render(part: str, compiled: Any, values: dict[str, str]) -> str:
+    try:
+        return str(compiled.render(**values))
+    except (TemplateError, RecursionError) as exc:
+        raise TemplateSourceError(part, f"does not render: {exc}") from None
+
+
+def validate_sources(sources: TemplateSources) -> dict[str, Any]:
+    """Compile every part and render it with sample values; the critique request must ask for
+    the verdict line the parser reads. Returns the compiled parts."""
+    compiled = {p: compile_part(p, getattr(sources, p)) for p in PART_VARIABLES}
+    for part, tpl in compiled.items():
+        values = {k: _SAMPLE[k] for k in PART_VARIABLES[part]}
+        text = _render(part, tpl, values)
+        if not text.strip() and part not in ("system", "solve_system"):
+            raise TemplateSourceError(part, "renders to an empty text")
+        for name in REQUIRED_VARIABLES.get(part, ()):
+            if _SAMPLE[name] not in text:  # e.g. hidden behind an if that is never true
+                raise TemplateSourceError(part, f"does not show {name!r} when rendered")
+    critique = _render("critique", compiled["critique"], _SAMPLE)
+    for line in VERDICT_LINES:
+        if line not in critique:
+            raise TemplateSourceError(
+                "critique",
+                f"must ask the teacher to end with the verdict line, verbatim: "
+                f"{' / '.join(repr(v) for v in VERDICT_LINES)} (missing {line!r})",
+            )
+    return compiled
+
+
+@dataclass(frozen=True)
+class Template:
+    """A named, versioned template; ``version`` is stored with every call it produced."""
+
+    name: str
+    version: str
+    sources: TemplateSources
+    _compiled: dict[str, Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_compiled", validate_sources(self.sources))
+
+    def _text(self, part: str, **values: str) -> str:
+        return str(self._compiled[part].render(**values))
+
+    def probe(self, question: str) -> list[Message]:
+        # The reference release: the question is the only user turn.
+        return [{"role": "user", "content": question}]
+
+    def critique(self, question: str, answer: str) -> list[Message]:
+        return [
+            {"role": "system", "content": self._text("system")},
+            {"role": "user", "content": self._text("critique", question=question, answer=answer)},
+        ]
+
+    def refine(self, question: str, answer: str, critique: str) -> list[Message]:
+        turn = self._text("refine", question=question, answer=answer, critique=critique)
+        return [
+            *self.critique(question, answer),
+            {"role": "assistant", "content": critique},
+            {"role": "user", "content": turn},
+        ]
+
+    def solve(self, question: str) -> list[Message]:
+        """The ``teacher_solution`` call: the teacher answers the question directly."""
+        return [
+            {"role": "system", "content": self._text("solve_system")},
+            {"role": "user", "content": self._text("solve", question=question)},
+        ]
+
+
+# `Conclusion: right` / `**Conclusion:** Wrong.` / `conclusion - correct` … the last one wins.
+_VERDICT_RE = re.compile(r"conclusion\W{0,6}\s*(right|wrong|correct|incorrect)\b", re.IGNORECASE)
+_VERDICT_MAP = {"right": "right", "correct": "right", "wrong": "wrong", "incorrect": "wrong"}
+
+
+def parse_verdict(critique: str) -> str | None:
+    """The critique's verdict, ``"right"``/``"wrong"``, or ``None`` when it has no verdict line."""
+    matches = _VERDICT_RE.findall(critique or "")
+    if not matches:
+        return None
+    return _VERDICT_MAP[matches[-1].lower()]
+
+
+_TAG_RE = {
+    tag: re.compile(rf"<{tag}>\n(.*?)\n</{tag}>", re.DOTALL)
+    for tag in ("question", "student_answer")
+}
+
+
+def extract_tagged(text: str, tag: str) -> str | None:
+    """The text inside ``<tag>…</tag>`` of a critique prompt (used by the simulator)."""
+    m = _TAG_RE[tag].search(text)
+    return m.group(1) if m else None
