@@ -23,8 +23,6 @@ from cgd.templates import CGD_TRAIN_INSTRUCTION
 
 Mode = ExportMode
 MODES: tuple[Mode, ...] = tuple(ExportMode)
-# Modes whose target is an answer (ends in \boxed{}); cft's target is a critique.
-ANSWER_MODES: tuple[Mode, ...] = tuple(m for m in MODES if m != Mode.cft)
 
 # Same wording as CGD minus the critique, so the ablation differs from CGD in that one thing.
 NO_CRITIQUE_INSTRUCTION = (
