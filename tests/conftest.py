@@ -127,6 +127,8 @@ WORKER_ENV = {
     "CGD_SNAPSHOT_INLINE_MAX": "150",  # larger snapshots go through the curation queue
     "CGD_TRAINER_HEARTBEAT_S": "1",
     "CGD_TRAINER_LOST_AFTER_S": "6",
+    # Jobs call the loopback simulators (any port); nothing else is allowed.
+    "CGD_ENDPOINT_ALLOWLIST": "http://127.0.0.1:*/",
 }
 
 

@@ -135,6 +135,10 @@ def run_for_token(session: Session, run_id: uuid.UUID, authorization: str | None
     if scheme.lower() != "bearer" or not hmac.compare_digest(expected, _hash(token.strip())):
         raise Unauthorized("invalid run token")
     assert run is not None
+    if run.status in TERMINAL:
+        # A token is good for the life of its run only: afterwards it can neither read the
+        # data nor rewrite the run's results.
+        raise Unauthorized({"reason": f"run token expired: the run is {run.status}"})
     return run
 
 

@@ -20,6 +20,7 @@ from starlette.requests import Request
 
 from cgd.datasets.schemas import Upload
 from cgd.errors import InvalidRequest, PayloadTooLarge
+from services.api.startup import spool_prefix
 
 MAX_FIELD_BYTES = 64 * 1024
 _SLACK_BYTES = 1024 * 1024  # multipart framing and small fields on top of the file itself
@@ -80,7 +81,7 @@ class _Collector:
             if self._file is not None or self.form.upload is not None:
                 raise InvalidRequest({"field": "file", "reason": "only one file per upload"})
             self._filename = os.path.basename(filename.decode("utf-8", "replace"))
-            fd, path = tempfile.mkstemp(prefix="cgd-upload-", dir=self.tmp_dir)
+            fd, path = tempfile.mkstemp(prefix=spool_prefix(), dir=self.tmp_dir)
             self._path = Path(path)
             self._file = os.fdopen(fd, "wb")
 
