@@ -91,9 +91,9 @@ def seal_spec(spec: dict[str, Any], settings: Settings | None = None) -> dict[st
     out = dict(spec)
     for role in ROLES:
         cfg = out.get(role)
-        if isinstance(cfg, dict) and isinstance(cfg.get("api_key"), str):
-            if not is_sealed(cfg["api_key"]):
-                out[role] = {**cfg, "api_key": seal(cfg["api_key"], settings)}
+        key = cfg.get("api_key") if isinstance(cfg, dict) else None
+        if isinstance(cfg, dict) and isinstance(key, str) and not is_sealed(key):
+            out[role] = {**cfg, "api_key": seal(key, settings)}
     return out
 
 

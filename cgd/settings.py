@@ -28,7 +28,9 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(64, description="Deepest accepted nesting in a JSON row")
     max_parquet_columns: int = Field(1024, description="Most columns a Parquet file may declare")
     max_parquet_row_group_bytes: int = Field(
-        1024**3, description="Largest uncompressed row group a Parquet file may declare"
+        256 * 1024**2,
+        description="Largest uncompressed row group a Parquet file may declare (a page is "
+        "decompressed whole: this bounds the API's memory per upload)",
     )
     max_decompressed_bytes: int = Field(
         4 * 1024**3, description="Most bytes an upload may decode to (gzip, Parquet pages)"

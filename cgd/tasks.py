@@ -36,10 +36,12 @@ def chunk_messages(refs: list[ChunkRef]) -> list[Message]:
 
 
 def build_snapshot_message(snapshot_id: str) -> Message:
-    return (BUILD_SNAPSHOT, [snapshot_id], CURATION_QUEUE)
+    args: list[object] = [snapshot_id]
+    return (BUILD_SNAPSHOT, args, CURATION_QUEUE)
 
 
 def train_run_message(run_id: str, token: str) -> Message:
     """The run token is the trainer's only credential for this run: it travels in a message
     header, so no log line (Celery's included) ever shows it."""
-    return (TRAIN_RUN, [run_id], TRAIN_QUEUE, {RUN_TOKEN_HEADER: token})
+    args: list[object] = [run_id]
+    return (TRAIN_RUN, args, TRAIN_QUEUE, {RUN_TOKEN_HEADER: token})

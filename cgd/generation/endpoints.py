@@ -23,7 +23,10 @@ def check_endpoint(cfg: EndpointConfig, role: str, allowlist: str) -> None:
         raise InvalidRequest({"field": f"{role}.base_url", "reason": str(exc)}) from None
     if not cfg.model or len(cfg.model) > MAX_MODEL_CHARS or "\x00" in cfg.model:
         raise InvalidRequest(
-            {"field": f"{role}.model", "reason": f"must be 1 to {MAX_MODEL_CHARS} characters, no NUL"}
+            {
+                "field": f"{role}.model",
+                "reason": f"must be 1 to {MAX_MODEL_CHARS} characters, no NUL",
+            }
         )
     depth = _depth(cfg.extra)
     if depth > MAX_EXTRA_DEPTH:

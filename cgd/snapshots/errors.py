@@ -15,3 +15,7 @@ class SnapshotNotReady(Conflict):
 
 class SnapshotInUse(Conflict):
     """Training runs use this snapshot; it cannot be deleted while they exist."""
+
+
+class JobUnfinished(Conflict):
+    """A job of the snapshot is still queued or running (send allow_partial to build anyway)."""

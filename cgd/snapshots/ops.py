@@ -44,7 +44,12 @@ from cgd.db.queries import team_newest_first
 from cgd.errors import InvalidRequest, NotFound
 from cgd.generation.spec import JobSpec
 from cgd.pagination import Page, created_page, decode_created_cursor
-from cgd.snapshots.errors import SnapshotInUse, SnapshotNotFound, SnapshotNotReady
+from cgd.snapshots.errors import (
+    JobUnfinished,
+    SnapshotInUse,
+    SnapshotNotFound,
+    SnapshotNotReady,
+)
 from cgd.snapshots.schemas import CardOut, SnapshotDetail, SnapshotOut
 from cgd.tasks import Message, build_snapshot_message
 
@@ -86,9 +91,29 @@ def validate_inputs(session: Session, team_id: uuid.UUID, spec: CurationSpec) ->
     for raw in spec.job_ids:
         job = _team_job(session, team_id, raw)
         jobs.append(job)
+    if not spec.allow_partial:
+        _check_finished(session, jobs)
     for raw in spec.decontaminate.dataset_ids or ():
         _team_dataset_id(session, team_id, raw)
     return jobs
+
+
+def _check_finished(session: Session, jobs: list[Job]) -> None:
+    """A job still queued or running would give a snapshot of whatever happens to be done now
+    (nothing, for a job that never ran): refuse unless the caller asks for that."""
+    from cgd.jobs.ops import job_statuses
+
+    for job, status in zip(jobs, job_statuses(session, jobs), strict=True):
+        if status.status in ("queued", "running"):
+            raise JobUnfinished(
+                {
+                    "reason": f"job {job.id} is {status.status}; wait for it to finish or send "
+                    '"allow_partial": true',
+                    "field": "job_ids",
+                    "job_id": str(job.id),
+                    "status": status.status,
+                }
+            )
 
 
 def _team_job(session: Session, team_id: uuid.UUID, raw: str) -> Job:

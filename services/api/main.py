@@ -18,10 +18,10 @@ from cgd.settings import Settings, get_settings
 from cgd.tasks import Message
 from cgd.ttl_cache import TTLCache
 from services.api.errors import install_error_handlers
-from services.api.startup import check_startup
 from services.api.metrics import MetricsMiddleware
 from services.api.openapi import DESCRIPTION, install_openapi
 from services.api.routes import datasets, jobs, ops, runs, snapshots
+from services.api.startup import check_startup
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

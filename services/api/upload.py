@@ -91,7 +91,11 @@ class _Collector:
             self._size += len(chunk)
             if self._size > self.max_file_bytes:
                 raise PayloadTooLarge(
-                    {"reason": f"file is larger than the limit of {self.max_file_bytes} bytes"}
+                    {
+                        "reason": f"file is larger than the limit of {self.max_file_bytes} bytes "
+                        "(CGD_MAX_UPLOAD_BYTES)",
+                        "setting": "CGD_MAX_UPLOAD_BYTES",
+                    }
                 )
             self._sha.update(chunk)
             self._file.write(chunk)
@@ -128,7 +132,11 @@ async def spool_multipart(
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_file_bytes + _SLACK_BYTES:
         raise PayloadTooLarge(
-            {"reason": f"body of {declared} bytes is over the limit of {max_file_bytes} bytes"}
+            {
+                "reason": f"body of {declared} bytes is over the limit of {max_file_bytes} bytes "
+                "(CGD_MAX_UPLOAD_BYTES)",
+                "setting": "CGD_MAX_UPLOAD_BYTES",
+            }
         )
     collector = _Collector(max_file_bytes, tmp_dir)
     parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]

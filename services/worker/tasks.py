@@ -80,6 +80,7 @@ def build_worker_app(settings: Settings) -> Celery:
         return run_chunk(self.request.id, job_id, chunk_no)
 
     app.task(name=contract.BUILD_SNAPSHOT)(build_snapshot)
+
     # No Celery time limit: a training run takes as long as it takes (the solo pool could not
     # enforce one anyway); a lost trainer is detected by its missing heartbeat instead.
     @app.task(name=contract.TRAIN_RUN, bind=True, time_limit=None, soft_time_limit=None)

@@ -12,8 +12,14 @@ from cgd.datasets.errors import DatasetNotFound
 from cgd.enums import CardFormat, ExportFormat, ExportLayout, ExportMode, ParquetCompression, Split
 from cgd.errors import InvalidRequest, NotFound
 from cgd.pagination import Page
+from cgd.security.names import content_disposition
 from cgd.snapshots import ops
-from cgd.snapshots.errors import SnapshotInUse, SnapshotNotFound, SnapshotNotReady
+from cgd.snapshots.errors import (
+    JobUnfinished,
+    SnapshotInUse,
+    SnapshotNotFound,
+    SnapshotNotReady,
+)
 from cgd.snapshots.schemas import CardOut, CurationSpec, SnapshotDetail, SnapshotOut
 from services.api.deps import SessionDep, SettingsDep, TeamDep
 from services.api.errors import JSONBody, error_responses
@@ -30,7 +36,7 @@ router = APIRouter(prefix="/v1/snapshots", tags=["snapshots"])
             "description": "Accepted: a large snapshot is being built on the curation queue",
             "model": SnapshotOut,
         },
-        **error_responses(NotFound, DatasetNotFound, InvalidRequest),
+        **error_responses(NotFound, DatasetNotFound, InvalidRequest, JobUnfinished),
     },
 )
 def create_snapshot(
@@ -136,7 +142,7 @@ def export_snapshot(
     snap = ops.get_snapshot(session, team_id, snapshot_id)
     if snap.status != "ready":
         raise SnapshotNotReady({"snapshot_id": str(snap.id), "status": snap.status})
-    name = f"{(snap.name or 'snapshot').replace('/', '_')}-{layout}-{mode}-{split}.{format}"
+    name = f"{snap.name or 'snapshot'}-{layout}-{mode}-{split}.{format}"
     media = "application/vnd.apache.parquet" if format == "parquet" else "application/x-ndjson"
     body = ops.stream_export(
         request.app.state.sessionmaker,
@@ -151,7 +157,7 @@ def export_snapshot(
         body,
         media_type=media,
         headers={
-            "Content-Disposition": f'attachment; filename="{name}"',
+            "Content-Disposition": content_disposition(name),
             "X-Content-Hash": snap.content_hash or "",
         },
     )
