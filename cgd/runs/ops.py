@@ -55,6 +55,8 @@ def create_run(
         raise NotFound({"snapshot_id": str(spec.snapshot_id), "reason": "snapshot not found"})
     if snap.status != "ready":
         raise InvalidRequest({"field": "snapshot_id", "reason": f"snapshot is {snap.status}"})
+    if snap.num_items == 0:
+        raise InvalidRequest({"field": "snapshot_id", "reason": "snapshot has no rows to train on"})
     check_eval_sets(session, team_id, spec.eval.sets)
     token = secrets.token_urlsafe(32)
     run = TrainingRun(

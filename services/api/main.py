@@ -17,6 +17,7 @@ from cgd.logs import setup_logging
 from cgd.settings import Settings, get_settings
 from cgd.tasks import Message
 from cgd.ttl_cache import TTLCache
+from services.api.body_limit import JsonBodyLimit
 from services.api.errors import install_error_handlers
 from services.api.metrics import MetricsMiddleware
 from services.api.openapi import DESCRIPTION, install_openapi
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware)
+    app.add_middleware(JsonBodyLimit, max_bytes=settings.max_json_bytes)
     app.include_router(ops.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)
