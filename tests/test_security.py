@@ -11,6 +11,7 @@ import gzip
 import io
 import json
 import os
+import secrets
 import time
 import uuid
 from collections.abc import Iterator
@@ -346,3 +347,200 @@ def test_stale_spool_files_are_removed_at_start(api_server, tmp_path) -> None:  
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+# --- secrets -----------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_endpoint_keys_are_sealed_at_rest_and_never_shown(  # type: ignore[no-untyped-def]
+    client, dataset, sim, sessionmaker_, api_server
+) -> None:
+    from sqlalchemy import select
+
+    from cgd.db.models import Job
+
+    key = "sk-" + secrets.token_hex(16)
+    r = client.post("/v1/jobs", json=_job(dataset, sim.base_url, api_key=key))
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    with sessionmaker_() as s:
+        stored = s.scalar(select(Job.spec).where(Job.id == uuid.UUID(job_id)))
+    assert key not in json.dumps(stored)
+    assert stored["teacher"]["api_key"].startswith("cgd-sealed:v1:")
+    for path in (f"/v1/jobs/{job_id}", "/v1/jobs"):
+        assert key not in client.get(path).text
+    # Idempotent replays still match (keys compared by keyed digest, not by ciphertext).
+    h = {"Idempotency-Key": "sealed-1"}
+    body = _job(dataset, sim.base_url, api_key=key)
+    a = client.post("/v1/jobs", json=body, headers=h).json()["id"]
+    assert client.post("/v1/jobs", json=body, headers=h).json()["id"] == a
+    # The worker opens it with the same secret (cgd.secrets.open_spec), nothing else can.
+    from cgd.secrets import SecretUnavailable, open_spec
+    from cgd.settings import Settings
+
+    opened = open_spec(stored, Settings(secret_key=api_server.env["CGD_SECRET_KEY"]))
+    assert opened["teacher"]["api_key"] == key
+    with pytest.raises(SecretUnavailable):
+        open_spec(stored, Settings(secret_key=None))
+
+
+@pytest.mark.integration
+def test_api_refuses_to_start_with_stored_keys_and_no_secret(  # type: ignore[no-untyped-def]
+    client, dataset, sim, api_server
+) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+
+    body = _job(dataset, sim.base_url, api_key="sk-" + secrets.token_hex(8))
+    assert client.post("/v1/jobs", json=body).status_code == 202
+    env = {k: v for k, v in api_server.env.items() if k != "CGD_SECRET_KEY"}
+    out = subprocess.run(
+        [sys.executable, "-m", "services.cli", "api", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0
+    assert "CGD_SECRET_KEY is not set" in out.stdout + out.stderr, out.stderr[-2000:]
+
+
+@pytest.mark.integration
+def test_userinfo_is_stripped_from_public_specs() -> None:
+    from cgd.generation.spec import JobSpec
+
+    spec = JobSpec.model_validate(
+        {
+            "dataset_id": str(uuid.uuid4()),
+            "student": None,
+            "teacher": {"base_url": "http://user:pw@old-host:8000/v1", "model": "t"},
+        }
+    )
+    assert "pw" not in json.dumps(spec.public())  # jobs stored before URLs were checked
+
+
+# --- run tokens --------------------------------------------------------------------------------
+
+
+def _ready_snapshot(sessionmaker_, team_id: uuid.UUID) -> uuid.UUID:  # type: ignore[no-untyped-def]
+    from cgd.db.models import Snapshot
+
+    with sessionmaker_() as s:
+        snap = Snapshot(team_id=team_id, name="s", status="ready", job_ids=[], spec={}, num_items=1)
+        s.add(snap)
+        s.commit()
+        return snap.id
+
+
+def _team_id(sessionmaker_, client: httpx.Client) -> uuid.UUID:  # type: ignore[no-untyped-def]
+    from cgd.auth import authenticate
+
+    with sessionmaker_() as s:
+        return authenticate(s, client.headers["Authorization"])
+
+
+def _new_run(sessionmaker_, team_id: uuid.UUID) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    from cgd.db.engine import session_scope
+    from cgd.runs.ops import create_run
+    from cgd.runs.schemas import TrainingRunSpec
+
+    snap = _ready_snapshot(sessionmaker_, team_id)
+    spec = TrainingRunSpec.model_validate(
+        {"snapshot_id": str(snap), "base_model": "/nonexistent/model", "eval": {"sets": []}}
+    )
+    with session_scope(sessionmaker_) as s:
+        run, token = create_run(s, team_id, spec)
+        return str(run.id), token
+
+
+@pytest.mark.integration
+def test_run_token_dies_with_its_run(client, sessionmaker_, api_server) -> None:  # type: ignore[no-untyped-def]
+    run_id, token = _new_run(sessionmaker_, _team_id(sessionmaker_, client))
+    trainer = httpx.Client(
+        base_url=api_server.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    )
+    base = f"/v1/training-runs/{run_id}"
+    assert trainer.get(f"{base}/spec").status_code == 200
+    # Events are typed: a string step or a list of accuracies is a 422, not a 500.
+    for data in ({"step": "three"}, {"accuracy": [0.9]}, {"step": 1, "total_steps": "x"}):
+        kind = "eval" if "accuracy" in data else "step"
+        r = trainer.post(f"{base}/events", json={"type": kind, "data": data})
+        assert r.status_code == 422, (data, r.text)
+    ok = trainer.post(f"{base}/events", json={"type": "eval", "data": {"accuracy": {"m": 0.31}}})
+    assert ok.status_code == 200, ok.text
+    done = {"type": "status", "data": {"status": "completed"}}
+    assert trainer.post(f"{base}/events", json=done).status_code == 200
+    # The run is over: the token neither reads the data nor rewrites the results.
+    assert trainer.get(f"{base}/data").status_code == 401
+    assert trainer.get(f"{base}/spec").status_code == 401
+    forged = {"type": "eval", "data": {"accuracy": {"m": 0.99}}}
+    r = trainer.post(f"{base}/events", json=forged)
+    assert r.status_code == 401 and "expired" in r.text, r.text
+    r = trainer.post(f"{base}/events", json={"type": "artifact", "data": {"kind": "model"}})
+    assert r.status_code == 401
+    run = client.get(base).json()
+    assert run["eval"]["m"]["accuracy"] == 0.31 and "model_path" not in run["artifacts"], run
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_run_token_is_in_no_log_line(client, sessionmaker_, start_worker, api_server) -> None:  # type: ignore[no-untyped-def]
+    from cgd.runs.ops import create as create_run_message
+    from cgd.runs.schemas import TrainingRunSpec
+    from cgd.settings import Settings
+    from services.worker.celery_app import make_celery, send
+
+    team = _team_id(sessionmaker_, client)
+    snap = _ready_snapshot(sessionmaker_, team)
+    spec = TrainingRunSpec.model_validate(
+        {"snapshot_id": str(snap), "base_model": "/nonexistent/model", "eval": {"sets": []}}
+    )
+    from cgd.db.engine import session_scope
+
+    with session_scope(sessionmaker_) as s:
+        run, messages = create_run_message(s, team, spec)
+    token = messages[0][3]["cgd_run_token"]  # type: ignore[misc]
+    assert token not in json.dumps(messages[0][1])  # not an argument
+    worker = start_worker("trainer", CGD_LOG_LEVEL="DEBUG")
+    send(make_celery(Settings(broker_url=api_server.env["CGD_BROKER_URL"])), messages)
+    deadline = time.monotonic() + 90
+    while client.get(f"/v1/training-runs/{run.id}").json()["status"] not in ("failed",):
+        assert time.monotonic() < deadline, worker.log.read_text()[-3000:]
+        time.sleep(0.5)
+    log = worker.log.read_text()
+    assert "received" in log and str(run.id) in log, log[-3000:]  # the trainer did get it
+    assert token not in log
+
+
+# --- snapshots and exports ---------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_snapshot_of_an_unfinished_job_is_409(client, dataset, sim) -> None:  # type: ignore[no-untyped-def]
+    job = client.post("/v1/jobs", json=_job(dataset, sim.base_url)).json()["id"]  # no worker
+    r = client.post("/v1/snapshots", json={"job_ids": [job, job]})
+    assert r.status_code == 409, r.text
+    detail = r.json()["detail"]
+    assert detail["job_id"] == job and detail["status"] == "queued", detail
+    r = client.post(
+        "/v1/snapshots", json={"job_ids": [job, job], "allow_partial": True, "name": "数据集-v1"}
+    )
+    assert r.status_code == 201, r.text
+    snap = r.json()
+    assert snap["job_ids"] == [job] and snap["num_items"] == 0, snap  # deduplicated
+    # Nothing to train on.
+    r = client.post("/v1/training-runs", json={"snapshot_id": snap["id"], "base_model": "m"})
+    assert r.status_code == 422 and r.json()["detail"]["field"] == "snapshot_id", r.text
+    # A non-ASCII name exports with an RFC 6266 header; a hostile one can't add parameters.
+    r = client.get(f"/v1/snapshots/{snap['id']}/export")
+    assert r.status_code == 200, r.text
+    assert "filename*=UTF-8''%E6%95%B0" in r.headers["content-disposition"]
+    evil = client.post(
+        "/v1/snapshots",
+        json={"job_ids": [job], "allow_partial": True, "name": 'a"; filename="evil.exe'},
+    ).json()
+    header = client.get(f"/v1/snapshots/{evil['id']}/export").headers["content-disposition"]
+    assert header.count("filename=") == 1 and 'filename="evil.exe"' not in header, header
