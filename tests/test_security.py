@@ -544,3 +544,40 @@ def test_snapshot_of_an_unfinished_job_is_409(client, dataset, sim) -> None:  # 
     ).json()
     header = client.get(f"/v1/snapshots/{evil['id']}/export").headers["content-disposition"]
     assert header.count("filename=") == 1 and 'filename="evil.exe"' not in header, header
+
+
+# --- operator key management -------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_admin_lists_and_revokes_keys(api_server, sessionmaker_) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    from tests.conftest import make_key
+
+    team = f"team-{secrets.token_hex(4)}"
+    key = make_key(sessionmaker_, team)
+    key_id = key.split("_")[1]
+
+    def cgd(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "services.cli", "admin", *args],
+            env=api_server.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    listed = cgd("list-keys", "--team", team)
+    assert listed.returncode == 0 and key_id in listed.stdout, listed.stderr
+    assert key.split("_")[2] not in listed.stdout  # never the secret
+    headers = {"Authorization": f"Bearer {key}"}
+    assert httpx.get(f"{api_server.url}/v1/jobs", headers=headers).status_code == 200
+    revoked = cgd("revoke-key", key_id)
+    assert revoked.returncode == 0 and "revoked" in revoked.stdout, revoked.stderr
+    deadline = time.monotonic() + float(api_server.env.get("CGD_KEY_CACHE_TTL_S", "10")) + 5
+    while httpx.get(f"{api_server.url}/v1/jobs", headers=headers).status_code != 401:
+        assert time.monotonic() < deadline, "revoked key still accepted after the cache TTL"
+        time.sleep(0.5)
+    assert cgd("revoke-key", key_id).returncode == 1  # already revoked
