@@ -89,6 +89,18 @@ def test_content_disposition_is_rfc6266() -> None:
     assert "filename*=UTF-8''%E6%95%B0" in header
 
 
+def test_blank_lines_are_skipped_but_kept_inside_quoted_csv_cells() -> None:
+    from cgd.datasets.ingest import FieldMap, Limits, iter_rows
+
+    path = Path(__import__("tempfile").mkdtemp()) / "d.csv"
+    path.write_bytes(b'prompt,answer\n\n\n"two\n\nlines",1\n\n\nplain,2\n')
+    rows = list(iter_rows(path, "csv", FieldMap(), Limits()))
+    assert [(r.line, r.prompt) for r in rows] == [(6, "two\n\nlines"), (9, "plain")]
+    jsonl = path.with_suffix(".jsonl")
+    jsonl.write_bytes(b"\n \r\n\t\n" * 1000 + b'{"prompt": "p"}\n\n')
+    assert [r.line for r in iter_rows(jsonl, "jsonl", FieldMap(), Limits())] == [3001]
+
+
 # --- API: endpoints ----------------------------------------------------------------------------
 
 
@@ -334,16 +346,21 @@ def test_stale_spool_files_are_removed_at_start(api_server, tmp_path) -> None:  
     live = spool / f"cgd-upload-{os.getpid()}-abc"  # a live process's (this test's)
     live.write_bytes(b"y")
     port = free_port()
-    env = {**api_server.env, "CGD_UPLOAD_TMP_DIR": str(spool)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "api", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    # ... and a `*` allow-list is an explicit opt-in the API warns about.
+    env = {**api_server.env, "CGD_UPLOAD_TMP_DIR": str(spool), "CGD_ENDPOINT_ALLOWLIST": "*"}
+    log = tmp_path / "api.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "api", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         _wait_http(f"http://127.0.0.1:{port}/healthz", proc)
         assert not dead.exists() and live.exists()
+        text = log.read_text()
+        assert "CGD_ENDPOINT_ALLOWLIST is *" in text and "removed 1 upload spool" in text, text
     finally:
         proc.terminate()
         proc.wait(10)
