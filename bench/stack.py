@@ -67,6 +67,7 @@ def bench_stack(port: int, **env: str) -> Iterator[Stack]:
         CGD_DATABASE_URL=db_url.replace("postgresql://", "postgresql+psycopg://"),
         CGD_HOME=tempfile.mkdtemp(),
         CGD_LOG_LEVEL="WARNING",
+        CGD_ENDPOINT_ALLOWLIST="http://127.0.0.1:*/",  # the loopback simulators, any port
         **env,
     )
     stack = Stack(db_url=db_url, env=full_env, key="")

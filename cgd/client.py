@@ -45,6 +45,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, TypedDict, cast
+from urllib.parse import unquote
 
 import httpx
 
@@ -664,7 +665,9 @@ class CgdClient:
             response.close()
         filename = None
         disposition = response.headers.get("content-disposition", "")
-        if 'filename="' in disposition:
+        if "filename*=UTF-8''" in disposition:  # RFC 6266: the exact name, percent-encoded
+            filename = unquote(disposition.split("filename*=UTF-8''", 1)[1].split(";", 1)[0])
+        elif 'filename="' in disposition:
             filename = disposition.split('filename="', 1)[1].split('"', 1)[0]
         return ExportResult(
             path=str(dest),

@@ -27,6 +27,7 @@ import email.utils
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any, Literal
@@ -37,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from yarl import URL
 
 from cgd.enums import Truncation
+from cgd.security.text import server_text
 
 log = logging.getLogger("cgd.llm_client")
 
@@ -254,6 +256,7 @@ class LLMClient:
         truncation: TruncationPolicy = Truncation.fail,
         truncation_max_tokens: int = 16384,
         rng: random.Random | None = None,
+        url_guard: Callable[[str], None] | None = None,
     ) -> None:
         if max_inflight_per_endpoint < 1 or max_attempts < 1:
             raise ValueError("max_inflight_per_endpoint and max_attempts must be >= 1")
@@ -269,6 +272,9 @@ class LLMClient:
         self.truncation = truncation
         self.truncation_max_tokens = truncation_max_tokens
         self._rng = rng or random.Random()
+        # Called with the URL before every attempt (retries included); raises to refuse it, so
+        # an endpoint the operator has since disallowed is never called again.
+        self.url_guard = url_guard
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._endpoints: dict[str, _Endpoint] = {}
@@ -439,6 +445,11 @@ class LLMClient:
         self, endpoint: EndpointConfig, ep: _Endpoint, body: bytes
     ) -> tuple[_Response, float]:
         session = self._ensure_session()
+        if self.url_guard is not None:
+            try:
+                self.url_guard(endpoint.chat_url)
+            except ValueError as exc:
+                raise _AttemptError("client_error", f"endpoint refused: {exc}", False) from None
         headers = {"Content-Type": "application/json"}
         if endpoint.api_key is not None:
             headers["Authorization"] = f"Bearer {endpoint.api_key.get_secret_value()}"
@@ -451,7 +462,11 @@ class LLMClient:
             started = time.monotonic()
             try:
                 async with session.post(
-                    endpoint.chat_url, data=body, headers=headers, timeout=timeout
+                    endpoint.chat_url,
+                    data=body,
+                    headers=headers,
+                    timeout=timeout,
+                    allow_redirects=False,  # a redirect could lead past the allow-list
                 ) as resp:
                     raw = await resp.read()
                     status, resp_headers = resp.status, resp.headers
@@ -470,19 +485,13 @@ class LLMClient:
         return _parse_response(raw), latency
 
 
-def _scrub(text: str, endpoint: EndpointConfig) -> str:
-    """Error text from a server, shortened and with the API key removed should it echo it."""
-    text = text[:300]
-    if endpoint.api_key is not None:
-        secret = endpoint.api_key.get_secret_value()
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
 def _status_error(status: int, raw: bytes, headers: Any, endpoint: EndpointConfig) -> _AttemptError:
-    detail = _scrub(raw.decode("utf-8", "replace"), endpoint)
-    message = f"HTTP {status}: {detail}"
+    if 300 <= status < 400:
+        return _AttemptError(
+            "client_error", f"HTTP {status}: redirects are not followed", False, status
+        )
+    secret = endpoint.api_key.get_secret_value() if endpoint.api_key is not None else None
+    message = f"HTTP {status}: {server_text(raw, secret)}"
     if status == 429:
         retry_after = parse_retry_after(headers.get("Retry-After"))
         return _AttemptError("rate_limited", message, True, status, retry_after)

@@ -103,6 +103,8 @@ def run(root: Path, items: int, train_steps: int, keep: bool = False) -> dict[st
         CGD_HOME=str(root / "home"),  # SQLite file, broker folder, trainer runs
         CGD_API_URL=f"http://127.0.0.1:{api_port}",
         CGD_WORKER_CONCURRENCY="2",
+        # Jobs may call the local simulator and nothing else.
+        CGD_ENDPOINT_ALLOWLIST=f"http://127.0.0.1:{sim_port}/",
         CGD_SWEEP_INTERVAL_S="2",
         CGD_TRAINER_DIR=str(root / "home" / "trainer"),
         HF_HUB_OFFLINE="1",

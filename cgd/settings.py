@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_HOME = Path.home() / ".cgd"
@@ -28,8 +28,14 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(64, description="Deepest accepted nesting in a JSON row")
     max_parquet_columns: int = Field(1024, description="Most columns a Parquet file may declare")
     max_parquet_row_group_bytes: int = Field(
-        1024**3, description="Largest uncompressed row group a Parquet file may declare"
+        256 * 1024**2,
+        description="Largest uncompressed row group a Parquet file may declare (a page is "
+        "decompressed whole: this bounds the API's memory per upload)",
     )
+    max_decompressed_bytes: int = Field(
+        4 * 1024**3, description="Most bytes an upload may decode to (gzip, Parquet pages)"
+    )
+    max_dataset_items: int = Field(5_000_000, description="Most rows one dataset may hold")
     upload_tmp_dir: Path | None = Field(None, description="Spool directory for uploads")
 
     # Generation.
@@ -69,8 +75,16 @@ class Settings(BaseSettings):
         "(a revoked key stops working within this time)",
     )
     endpoint_allowlist: str = Field(
-        "*", description="Comma-separated URL prefixes allowed as endpoints; * allows all (dev)"
+        "",
+        description="Comma-separated endpoint URL prefixes jobs may call (host:* = any port); "
+        "empty (the default) allows none; * allows all (logged as a warning at start)",
     )
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Fernet key that encrypts endpoint API keys at rest "
+        "(cgd admin gen-secret makes one); never logged",
+    )
+    max_json_bytes: int = Field(1024**2, description="Largest accepted JSON request body")
 
     @property
     def trainer_dir(self) -> Path:

@@ -24,7 +24,10 @@ ROUTES = {
     "cgd.train.*": {"queue": TRAIN_QUEUE},
 }
 
-Message = tuple[str, list[object], str]  # (task name, args, queue)
+# (task name, args, queue) or, for a credential, (…, headers): Celery logs a task's args in its
+# "received" line, never its message headers.
+Message = tuple[str, list[object], str] | tuple[str, list[object], str, dict[str, str]]
+RUN_TOKEN_HEADER = "cgd_run_token"
 ChunkRef = tuple[str, int]  # (job id, chunk number)
 
 
@@ -33,9 +36,12 @@ def chunk_messages(refs: list[ChunkRef]) -> list[Message]:
 
 
 def build_snapshot_message(snapshot_id: str) -> Message:
-    return (BUILD_SNAPSHOT, [snapshot_id], CURATION_QUEUE)
+    args: list[object] = [snapshot_id]
+    return (BUILD_SNAPSHOT, args, CURATION_QUEUE)
 
 
 def train_run_message(run_id: str, token: str) -> Message:
-    """The run token is the trainer's only credential for this run."""
-    return (TRAIN_RUN, [run_id, token], TRAIN_QUEUE)
+    """The run token is the trainer's only credential for this run: it travels in a message
+    header, so no log line (Celery's included) ever shows it."""
+    args: list[object] = [run_id]
+    return (TRAIN_RUN, args, TRAIN_QUEUE, {RUN_TOKEN_HEADER: token})

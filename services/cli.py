@@ -52,6 +52,50 @@ def create_key(
     typer.echo(key)
 
 
+@admin_app.command("list-keys")
+def list_keys(team: str | None = typer.Option(None, help="Only this team's keys")) -> None:
+    """List API keys: key id, team, label, created, revoked (never the secret)."""
+    from cgd.admin_keys import list_keys as _list
+    from cgd.db.engine import make_engine, make_sessionmaker
+
+    engine = make_engine(get_settings().effective_database_url)
+    with make_sessionmaker(engine)() as session:
+        rows = _list(session, team)
+    engine.dispose()
+    typer.echo(
+        "key_id        team                 name                 created              revoked"
+    )
+    for r in rows:
+        typer.echo(
+            f"{r.key_id:<13} {r.team:<20} {r.name or '-':<20} {r.created:<20} {r.revoked or '-'}"
+        )
+
+
+@admin_app.command("revoke-key")
+def revoke_key(key_id: str = typer.Argument(..., help="The key id (cgd_<key id>_…)")) -> None:
+    """Revoke an API key. It stops working within CGD_KEY_CACHE_TTL_S (API key cache)."""
+    from cgd.admin_keys import revoke_key as _revoke
+    from cgd.db.engine import make_engine, make_sessionmaker, session_scope
+
+    settings = get_settings()
+    engine = make_engine(settings.effective_database_url)
+    with session_scope(make_sessionmaker(engine)) as session:
+        found = _revoke(session, key_id)
+    engine.dispose()
+    if not found:
+        typer.echo(f"no active key with id {key_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"key {key_id} revoked; it stops working within {settings.key_cache_ttl_s:g}s")
+
+
+@admin_app.command("gen-secret")
+def gen_secret() -> None:
+    """Print a new CGD_SECRET_KEY (a Fernet key) for sealing endpoint API keys."""
+    from cgd.secrets import generate_key
+
+    typer.echo(generate_key())
+
+
 @app.command()
 def api(
     host: str = typer.Option("127.0.0.1", help="Interface to bind"),

@@ -99,6 +99,8 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30) -
 TEST_LIMITS = {
     "CGD_MAX_UPLOAD_BYTES": str(60 * 1024**2),
     "CGD_MAX_LINE_BYTES": str(1024**2),
+    "CGD_MAX_DECOMPRESSED_BYTES": str(64 * 1024**2),
+    "CGD_MAX_DATASET_ITEMS": "200000",
 }
 
 
@@ -111,6 +113,12 @@ def broker_url() -> str:
     url = f"{REDIS_URL}/{index}"
     redis.Redis.from_url(url).flushdb()
     return url
+
+
+def _fernet_key() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
 
 
 # Short leases and fast retries so failure scenarios play out in seconds.
@@ -127,6 +135,10 @@ WORKER_ENV = {
     "CGD_SNAPSHOT_INLINE_MAX": "150",  # larger snapshots go through the curation queue
     "CGD_TRAINER_HEARTBEAT_S": "1",
     "CGD_TRAINER_LOST_AFTER_S": "6",
+    # Jobs call the loopback simulators (any port); nothing else is allowed.
+    "CGD_ENDPOINT_ALLOWLIST": "http://127.0.0.1:*/",
+    # Endpoint API keys are sealed with this (a fresh key per test run).
+    "CGD_SECRET_KEY": os.environ.get("CGD_TEST_SECRET_KEY") or _fernet_key(),
 }
 
 

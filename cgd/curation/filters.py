@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from cgd.answers import extract_boxed
 from cgd.curation.eval_sets import EVAL_SETS
 from cgd.curation.meta import meta_commentary
+from cgd.security.names import CONTROL_CHARS as _CONTROL
 
 # Item states that mean "all three calls done" (the worker ends in `verified`; `refined` is the
 # last state before verification and is final when the job's verifier is "none").
@@ -105,11 +106,20 @@ class Split(_Strict):
     seed: int | None = None
 
 
+MAX_JOB_IDS = 100
+
+
 class CurationSpec(_Strict):
     """Body of ``POST /v1/snapshots``; ``name``/``job_ids`` name the inputs, the rest curates."""
 
-    name: str | None = None
-    job_ids: list[str] | None = None
+    name: str | None = Field(None, max_length=300)
+    job_ids: list[str] | None = Field(
+        None,
+        description=f"Jobs whose triplets are curated (duplicates ignored; at most {MAX_JOB_IDS})",
+    )
+    allow_partial: bool = Field(
+        False, description="Build even when a job is still queued or running (else 409)"
+    )
     # Shared default instances are safe: every section is frozen.
     filters: Filters = Filters()
     dedup: Dedup = Dedup()
@@ -124,6 +134,23 @@ class CurationSpec(_Strict):
             return {k: v for k, v in data.items() if v is not None}
         return data
 
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or _CONTROL.search(value)):
+            raise ValueError("name must be non-blank, without control characters")
+        return value
+
+    @field_validator("job_ids")
+    @classmethod
+    def _dedup_job_ids(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        unique = list(dict.fromkeys(value))  # the same job twice would count its rows twice
+        if len(unique) > MAX_JOB_IDS:
+            raise ValueError(f"at most {MAX_JOB_IDS} distinct jobs per snapshot")
+        return unique
+
     @model_validator(mode="after")
     def _min_le_max(self) -> CurationSpec:
         f = self.filters
@@ -133,7 +160,7 @@ class CurationSpec(_Strict):
 
     def options(self) -> dict[str, Any]:
         """The curation options as canonical JSON-able data (what the content hash covers)."""
-        return self.model_dump(mode="json", exclude={"name", "job_ids"})
+        return self.model_dump(mode="json", exclude={"name", "job_ids", "allow_partial"})
 
 
 RowFilter = tuple[str, Callable[[Mapping[str, Any]], bool]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cgd.errors import CgdError, Conflict, NotFound
+from cgd.errors import CgdError, Conflict, NotFound, PayloadTooLarge
 
 
 class DatasetNotFound(NotFound):
@@ -25,3 +25,10 @@ class InvalidDataset(CgdError):
 
 class DatasetInUse(Conflict):
     """Generation jobs use this dataset; it cannot be deleted while they exist."""
+
+
+class DatasetTooLarge(PayloadTooLarge):
+    """The upload is over a size limit; ``detail.setting`` names the setting that sets it."""
+
+    def __init__(self, reason: str, setting: str, line: int | None = None) -> None:
+        super().__init__({"reason": f"{reason} ({setting})", "setting": setting, "line": line})

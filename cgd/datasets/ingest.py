@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from cgd.datasets.errors import InvalidDataset
+from cgd.datasets.errors import DatasetTooLarge, InvalidDataset
 
 FORMATS = ("jsonl", "jsonl.gz", "csv", "parquet")
 _EXTENSIONS = {
@@ -39,9 +40,26 @@ MAX_ID_CHARS = 500
 class Limits:
     max_line_bytes: int = 8 * 1024**2
     max_json_depth: int = 64
-    max_items: int = 10_000_000
+    max_items: int = 5_000_000
     max_parquet_columns: int = 1024
-    max_parquet_row_group_bytes: int = 1024**3
+    max_parquet_row_group_bytes: int = 256 * 1024**2
+    max_decompressed_bytes: int = 4 * 1024**3
+
+
+class _Budget:
+    """Counts decoded bytes against ``CGD_MAX_DECOMPRESSED_BYTES`` as they are produced."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def spend(self, n: int) -> None:
+        self.used += n
+        if self.used > self.limit:
+            raise DatasetTooLarge(
+                f"the upload decodes to more than {self.limit} bytes",
+                setting="CGD_MAX_DECOMPRESSED_BYTES",
+            )
 
 
 @dataclass
@@ -116,7 +134,9 @@ def iter_rows(path: Path, fmt: str, fields: FieldMap, limits: Limits) -> Iterato
     for line, record in records:
         count += 1
         if count > limits.max_items:
-            raise InvalidDataset(f"more than {limits.max_items} rows", line=line)
+            raise DatasetTooLarge(
+                f"more than {limits.max_items} rows", setting="CGD_MAX_DATASET_ITEMS", line=line
+            )
         if not fields.resolved:
             fields.resolve(record, line)
         yield _to_row(record, line, fields, limits)
@@ -127,30 +147,80 @@ def iter_rows(path: Path, fmt: str, fields: FieldMap, limits: Limits) -> Iterato
 # --- record sources: (line, dict) pairs ------------------------------------------------------
 
 
-def _read_lines(stream: Any, limits: Limits) -> Iterator[tuple[int, bytes]]:
-    """Physical lines, each checked against the size limit before it is held whole."""
-    line_no = 0
+_READ_BYTES = 1024 * 1024
+_NON_BLANK = re.compile(rb"[^ \t\r\n]")
+
+
+def _read_lines(
+    stream: Any, limits: Limits, csv_quotes: bool = False
+) -> Iterator[tuple[int, bytes]]:
+    """Non-blank physical lines with their 1-based numbers, read in 1 MiB blocks.
+
+    Every decoded byte counts against the decompression budget, and no line is held whole
+    before it is checked against the line limit. Runs of blank lines are skipped with C-level
+    searches, so a file of newlines costs what any other bytes cost. With ``csv_quotes``, blank
+    lines inside a quoted CSV cell (an odd number of quotes so far) are kept: they are data.
+    """
+    budget = _Budget(limits.max_decompressed_bytes)
+    buf = b""
+    pos = 0
+    line_no = 1  # the number of the line that starts at ``pos``
+    eof = False
+    quotes = 0
     while True:
-        line_no += 1
-        try:
-            raw = stream.readline(limits.max_line_bytes + 1)
-        except (OSError, EOFError, zlib.error) as exc:  # corrupt gzip surfaces here
-            raise InvalidDataset(f"corrupt compressed stream: {exc}", line=line_no) from None
-        if not raw:
+        start = pos
+        if not (csv_quotes and quotes % 2):
+            m = _NON_BLANK.search(buf, pos)
+            if m is None:
+                line_no += buf.count(b"\n", pos)
+                buf, pos = b"", 0
+                if eof:
+                    return
+                buf, eof = _more(stream, budget, buf)
+                continue
+            nl = buf.rfind(b"\n", pos, m.start())
+            if nl >= 0:
+                line_no += buf.count(b"\n", pos, nl + 1)
+                start = nl + 1
+        end = buf.find(b"\n", start)
+        if end < 0 and not eof:
+            if len(buf) - start > limits.max_line_bytes:
+                raise InvalidDataset(
+                    f"line is longer than the limit of {limits.max_line_bytes} bytes",
+                    line=line_no,
+                )
+            buf, eof = _more(stream, budget, buf[start:])
+            pos = 0
+            continue
+        stop = len(buf) if end < 0 else end + 1
+        if stop == start:
             return
-        if len(raw) > limits.max_line_bytes:
+        if stop - start > limits.max_line_bytes:
             raise InvalidDataset(
                 f"line is longer than the limit of {limits.max_line_bytes} bytes", line=line_no
             )
-        yield line_no, raw
+        line = buf[start:stop]
+        if csv_quotes:
+            quotes += line.count(b'"')
+        yield line_no, line
+        line_no += 1
+        pos = stop
+
+
+def _more(stream: Any, budget: _Budget, keep: bytes) -> tuple[bytes, bool]:
+    """``keep`` plus the next block of the stream, and whether the stream is exhausted."""
+    try:
+        block = stream.read(_READ_BYTES)
+    except (OSError, EOFError, zlib.error) as exc:  # corrupt gzip surfaces here
+        raise InvalidDataset(f"corrupt compressed stream: {exc}", line=None) from None
+    budget.spend(len(block))
+    return keep + block, not block
 
 
 def _jsonl_lines(stream: Any, limits: Limits) -> Iterator[tuple[int, dict[str, Any]]]:
     for line_no, raw in _read_lines(stream, limits):
         if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
             raw = raw[3:]
-        if not raw.strip():
-            continue  # blank lines (a trailing newline, say) carry no row
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -185,7 +255,8 @@ def _jsonl_gz_records(path: Path, limits: Limits) -> Iterator[tuple[int, dict[st
 def _csv_records(path: Path, limits: Limits) -> Iterator[tuple[int, dict[str, Any]]]:
     csv.field_size_limit(limits.max_line_bytes)
     with open(path, "rb") as f:
-        lines = _decoded_lines(_read_lines(f, limits))
+        where = [1]  # the file line of the last line the reader took (blank runs are skipped)
+        lines = _decoded_lines(_read_lines(f, limits, csv_quotes=True), where)
         reader = csv.reader(lines, strict=True)
         try:
             header = next(reader, None)
@@ -200,16 +271,17 @@ def _csv_records(path: Path, limits: Limits) -> Iterator[tuple[int, dict[str, An
                     continue
                 if len(row) != len(header):
                     raise InvalidDataset(
-                        f"expected {len(header)} columns, got {len(row)}", line=reader.line_num
+                        f"expected {len(header)} columns, got {len(row)}", line=where[0]
                     )
                 # CSV has no null: an empty cell is an absent value.
-                yield reader.line_num, {k: v for k, v in zip(header, row, strict=True) if v != ""}
+                yield where[0], {k: v for k, v in zip(header, row, strict=True) if v != ""}
         except csv.Error as exc:
-            raise InvalidDataset(f"malformed CSV: {exc}", line=reader.line_num) from None
+            raise InvalidDataset(f"malformed CSV: {exc}", line=where[0]) from None
 
 
-def _decoded_lines(lines: Iterator[tuple[int, bytes]]) -> Iterator[str]:
+def _decoded_lines(lines: Iterator[tuple[int, bytes]], where: list[int]) -> Iterator[str]:
     for line_no, raw in lines:
+        where[0] = line_no
         try:
             yield raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -219,39 +291,9 @@ def _decoded_lines(lines: Iterator[tuple[int, bytes]]) -> Iterator[str]:
 
 
 def _parquet_records(path: Path, limits: Limits) -> Iterator[tuple[int, dict[str, Any]]]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from cgd.datasets.parquet_rows import parquet_records
 
-    try:
-        pf = pq.ParquetFile(path)
-        meta = pf.metadata
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise InvalidDataset(f"not a valid Parquet file: {exc}", line=None) from None
-    # Bound what the file may claim before reading any data (memory bombs).
-    if meta.num_columns > limits.max_parquet_columns:
-        raise InvalidDataset(
-            f"Parquet file declares {meta.num_columns} columns (limit "
-            f"{limits.max_parquet_columns})",
-            line=None,
-        )
-    if meta.num_rows > limits.max_items:
-        raise InvalidDataset(f"Parquet file declares {meta.num_rows} rows", line=None)
-    for i in range(meta.num_row_groups):
-        size = meta.row_group(i).total_byte_size
-        if size > limits.max_parquet_row_group_bytes:
-            raise InvalidDataset(
-                f"Parquet row group {i} declares {size} bytes uncompressed (limit "
-                f"{limits.max_parquet_row_group_bytes})",
-                line=None,
-            )
-    row_no = 0
-    try:
-        for batch in pf.iter_batches(batch_size=2048):
-            for record in batch.to_pylist():
-                row_no += 1
-                yield row_no, {k: v for k, v in record.items() if v is not None}
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise InvalidDataset(f"corrupt Parquet data: {exc}", line=row_no + 1) from None
+    return parquet_records(path, limits)
 
 
 # --- record → row ------------------------------------------------------------------------------

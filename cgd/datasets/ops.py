@@ -26,6 +26,7 @@ from cgd.db.engine import session_scope
 from cgd.db.models import Dataset, DatasetItem, Job
 from cgd.db.queries import team_newest_first
 from cgd.pagination import Page, created_page, decode_created_cursor, decode_cursor, page
+from cgd.security.names import MAX_FILENAME_CHARS, MAX_NAME_CHARS, check_name
 
 
 def request_hash(upload: Upload, params: DatasetParams) -> str:
@@ -80,11 +81,13 @@ def create_dataset(
     limits: Limits,
     idempotency_key: str | None = None,
 ) -> Dataset:
+    check_name(params.name, "name")
+    check_name(upload.filename, "file", MAX_FILENAME_CHARS)  # the part's filename
     fmt = detect_format(upload.filename)
     fields = params.fields()
     dataset = Dataset(
         team_id=team_id,
-        name=params.name or Path(upload.filename or "dataset").name,
+        name=params.name or Path(upload.filename or "dataset").name[:MAX_NAME_CHARS],
         format=fmt,
         filename=upload.filename,
         size_bytes=upload.size_bytes,

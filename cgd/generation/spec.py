@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from cgd.enums import Truncation, Verifier
 from cgd.errors import InvalidRequest
-from cgd.llm_client import EndpointConfig
+from cgd.generation.endpoints import check_endpoint
+from cgd.llm_client import EndpointConfig, safe_url
+from cgd.secrets import fingerprint, seal_spec
+from cgd.security.urls import url_allowed
+
+__all__ = ["JobSpec", "check_spec", "url_allowed"]
 
 
 class JobSpec(BaseModel):
@@ -41,15 +45,29 @@ class JobSpec(BaseModel):
     chunk_size: int = Field(256, ge=1, le=10_000, description="Dataset items per worker task")
 
     def public(self) -> dict[str, Any]:
-        """The spec as shown to users: API keys masked."""
+        """The spec as shown to users, written to lineage and cards: API keys masked, user info
+        removed from URLs (older jobs may have one)."""
         out = self.model_dump(mode="json")
         for role in ("student", "teacher"):
-            if out.get(role) and out[role].get("api_key"):
-                out[role]["api_key"] = "***"
+            if out.get(role):
+                out[role]["base_url"] = safe_url(out[role]["base_url"])
+                if out[role].get("api_key"):
+                    out[role]["api_key"] = "***"
         return out
 
     def stored(self) -> dict[str, Any]:
-        """The spec as stored (the worker needs the keys to call the endpoints)."""
+        """The spec as stored: API keys sealed (cgd.secrets); the worker opens them."""
+        return seal_spec(self._with_keys())
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The spec with keys replaced by keyed digests: equal specs compare equal."""
+        out = self._with_keys()
+        for role in ("student", "teacher"):
+            if out.get(role) and out[role].get("api_key"):
+                out[role]["api_key"] = fingerprint(out[role]["api_key"])
+        return out
+
+    def _with_keys(self) -> dict[str, Any]:
         out = self.model_dump(mode="json")
         for role, cfg in (("student", self.student), ("teacher", self.teacher)):
             if cfg is not None and cfg.api_key is not None:
@@ -71,43 +89,4 @@ def check_spec(spec: JobSpec, allowlist: str) -> None:
         cfg: EndpointConfig | None = getattr(spec, role)
         if cfg is None:
             continue
-        if not cfg.base_url.startswith(("http://", "https://")):
-            raise InvalidRequest({"field": f"{role}.base_url", "reason": "must be http(s)"})
-        if not url_allowed(cfg.base_url, allowlist):
-            raise InvalidRequest(
-                {"field": f"{role}.base_url", "reason": "endpoint is not in the allow-list"}
-            )
-
-
-def url_allowed(url: str, allowlist: str) -> bool:
-    """Whether ``url`` is under one of the allow-list's entries (``*`` allows everything).
-
-    Compared after parsing, scheme, host and port exactly and the path as a prefix, so that
-    ``http://teacher:8000@evil/v1`` or ``http://teacher:8000.evil/v1`` never pass for
-    ``http://teacher:8000``.
-    """
-    entries = [p.strip() for p in allowlist.split(",") if p.strip()]
-    if "*" in entries:
-        return True
-    target = _parts(url)
-    if target is None:
-        return False
-    for entry in entries:
-        allowed = _parts(entry)
-        if allowed is None or allowed[:3] != target[:3]:
-            continue
-        prefix = allowed[3].rstrip("/")
-        if target[3] == prefix or target[3].startswith(prefix + "/"):
-            return True
-    return False
-
-
-def _parts(url: str) -> tuple[str, str, int, str] | None:
-    try:
-        u = urlsplit(url)
-        port = u.port or {"http": 80, "https": 443}.get(u.scheme)
-    except ValueError:
-        return None
-    if u.scheme not in ("http", "https") or not u.hostname or u.username or u.password:
-        return None
-    return u.scheme, u.hostname.lower(), int(port or 0), u.path.rstrip("/")
+        check_endpoint(cfg, role, allowlist)

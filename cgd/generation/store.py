@@ -26,6 +26,7 @@ from cgd.db.models import (
     utcnow,
 )
 from cgd.generation.spec import JobSpec
+from cgd.secrets import open_spec
 from cgd.tasks import ChunkRef
 from cgd.templates import Template
 from cgd.templates.ops import template_for_job
@@ -160,7 +161,7 @@ def load_chunk(session: Session, job_id: uuid.UUID, chunk_no: int) -> ChunkWork 
     return ChunkWork(
         job_id=job_id,
         chunk_no=chunk_no,
-        spec=JobSpec.model_validate(job.spec),
+        spec=JobSpec.model_validate(open_spec(job.spec)),
         template_version=job.template_version,
         template=template_for_job(session, job),
         items=list(items.values()),

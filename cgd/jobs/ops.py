@@ -36,7 +36,7 @@ from cgd.templates import ops as templates
 
 
 def spec_hash(spec: JobSpec) -> str:
-    return idempotency.request_hash(spec.stored())
+    return idempotency.request_hash(spec.fingerprint())
 
 
 def find_replay(session: Session, team_id: uuid.UUID, key: str | None, req_hash: str) -> Job | None:

@@ -56,6 +56,8 @@ def create_run(
         raise NotFound({"snapshot_id": str(spec.snapshot_id), "reason": "snapshot not found"})
     if snap.status != "ready":
         raise InvalidRequest({"field": "snapshot_id", "reason": f"snapshot is {snap.status}"})
+    if snap.num_items == 0:
+        raise InvalidRequest({"field": "snapshot_id", "reason": "snapshot has no rows to train on"})
     check_mode(snap, spec.mode)
     check_eval_sets(session, team_id, spec.eval.sets)
     token = secrets.token_urlsafe(32)
@@ -158,6 +160,10 @@ def run_for_token(session: Session, run_id: uuid.UUID, authorization: str | None
     if scheme.lower() != "bearer" or not hmac.compare_digest(expected, _hash(token.strip())):
         raise Unauthorized("invalid run token")
     assert run is not None
+    if run.status in TERMINAL:
+        # A token is good for the life of its run only: afterwards it can neither read the
+        # data nor rewrite the run's results.
+        raise Unauthorized({"reason": f"run token expired: the run is {run.status}"})
     return run
 
 

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cgd.enums import EventType, ExportMode, RunStatus, TrainMethod
 
@@ -116,6 +116,29 @@ class EventIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: EventType
     data: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_fields_typed(self) -> EventIn:
+        # The fields the API reads must have the types it reads them as (a string step would
+        # otherwise fail deep inside the handler).
+        d = self.data
+        for name in ("step", "total_steps"):
+            if name in d and (isinstance(d[name], bool) or not isinstance(d[name], int)):
+                raise ValueError(f"data.{name} must be an integer")
+        for name in ("status", "state", "error", "kind", "path"):
+            if name in d and d[name] is not None and not isinstance(d[name], str):
+                raise ValueError(f"data.{name} must be a string")
+        for name in ("accuracy", "n"):
+            value = d.get(name)
+            if value is None:
+                continue
+            if not isinstance(value, dict) or not all(
+                (isinstance(v, int | float) and not isinstance(v, bool))
+                or (v is None and name == "n")
+                for v in value.values()
+            ):
+                raise ValueError(f"data.{name} must map set names to numbers")
+        return self
 
 
 class EventAck(BaseModel):

@@ -218,6 +218,15 @@ def _completion(
     return _json(payload)
 
 
+async def redirect_chat(request: web.Request) -> web.Response:
+    target = request.query.get("to", "http://169.254.169.254/latest/meta-data/")
+    return web.Response(status=307, headers={"Location": target})
+
+
+async def noisy_error(request: web.Request) -> web.Response:
+    return web.Response(status=400, text="bad\x1b[31m\r\nrequest " + "S" * 5000)
+
+
 async def list_models(request: web.Request) -> web.Response:
     st = request.app[STATE]
     created = int(st.started)
@@ -289,6 +298,10 @@ def build_app(config: SimConfig) -> web.Application:
     app[STATE] = SimState(config)
     app.router.add_get("/v1/models", list_models)
     app.router.add_post("/v1/chat/completions", chat_completions)
+    # A misbehaving (or hostile) server: every call is redirected to ?to=<url> (security tests).
+    app.router.add_post("/redirect/v1/chat/completions", redirect_chat)
+    # A server that echoes a long body with control characters in its error.
+    app.router.add_post("/noisy/v1/chat/completions", noisy_error)
     app.router.add_get("/sim/stats", get_stats)
     app.router.add_get("/sim/config", get_config)
     app.router.add_post("/sim/config", post_config)

@@ -19,3 +19,7 @@ class SnapshotInUse(Conflict):
 
 class ModeUnavailable(Conflict):
     """The snapshot's jobs did not produce what this training mode needs."""
+
+
+class JobUnfinished(Conflict):
+    """A job of the snapshot is still queued or running (send allow_partial to build anyway)."""

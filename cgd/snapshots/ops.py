@@ -46,6 +46,7 @@ from cgd.errors import InvalidRequest, NotFound
 from cgd.generation.spec import JobSpec
 from cgd.pagination import Page, created_page, decode_created_cursor
 from cgd.snapshots.errors import (
+    JobUnfinished,
     ModeUnavailable,
     SnapshotInUse,
     SnapshotNotFound,
@@ -92,9 +93,29 @@ def validate_inputs(session: Session, team_id: uuid.UUID, spec: CurationSpec) ->
     for raw in spec.job_ids:
         job = _team_job(session, team_id, raw)
         jobs.append(job)
+    if not spec.allow_partial:
+        _check_finished(session, jobs)
     for raw in spec.decontaminate.dataset_ids or ():
         _team_dataset_id(session, team_id, raw)
     return jobs
+
+
+def _check_finished(session: Session, jobs: list[Job]) -> None:
+    """A job still queued or running would give a snapshot of whatever happens to be done now
+    (nothing, for a job that never ran): refuse unless the caller asks for that."""
+    from cgd.jobs.ops import job_statuses
+
+    for job, status in zip(jobs, job_statuses(session, jobs), strict=True):
+        if status.status in ("queued", "running"):
+            raise JobUnfinished(
+                {
+                    "reason": f"job {job.id} is {status.status}; wait for it to finish or send "
+                    '"allow_partial": true',
+                    "field": "job_ids",
+                    "job_id": str(job.id),
+                    "status": status.status,
+                }
+            )
 
 
 def _team_job(session: Session, team_id: uuid.UUID, raw: str) -> Job:

@@ -17,10 +17,12 @@ from cgd.logs import setup_logging
 from cgd.settings import Settings, get_settings
 from cgd.tasks import Message
 from cgd.ttl_cache import TTLCache
+from services.api.body_limit import JsonBodyLimit
 from services.api.errors import install_error_handlers
 from services.api.metrics import MetricsMiddleware
 from services.api.openapi import DESCRIPTION, install_openapi
 from services.api.routes import datasets, jobs, ops, runs, snapshots, templates
+from services.api.startup import check_startup
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -47,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # computed at most once per job per second. Entries: (team id, status body).
         app.state.status_cache = TTLCache[uuid.UUID, tuple[uuid.UUID, dict[str, Any]]](ttl_s=1.0)
         app.state.status_pending = {}
+        check_startup(settings, app.state.sessionmaker)
         logging.getLogger("cgd.api").info("api started", extra={"version": __version__})
         try:
             yield
@@ -63,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware)
+    app.add_middleware(JsonBodyLimit, max_bytes=settings.max_json_bytes)
     app.include_router(ops.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)

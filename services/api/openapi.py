@@ -64,7 +64,74 @@ def finish_document(doc: dict[str, Any]) -> dict[str, Any]:
                         content["example"] = example
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
+    _add_links(doc)
     return doc
+
+
+# Which operations a created resource's id feeds (OpenAPI links): clients and stateful fuzzers
+# (schemathesis) follow them to call each operation with ids that exist.
+_LINKS: dict[tuple[str, str], tuple[str, list[tuple[str, str]]]] = {
+    ("/v1/datasets", "post"): (
+        "dataset_id",
+        [
+            ("/v1/datasets/{dataset_id}", "get"),
+            ("/v1/datasets/{dataset_id}/items", "get"),
+            ("/v1/datasets/{dataset_id}", "delete"),
+        ],
+    ),
+    ("/v1/jobs", "post"): (
+        "job_id",
+        [
+            ("/v1/jobs/{job_id}", "get"),
+            ("/v1/jobs/{job_id}/triplets", "get"),
+            ("/v1/jobs/{job_id}/cancel", "post"),
+            ("/v1/jobs/{job_id}/retry-failed", "post"),
+        ],
+    ),
+    ("/v1/snapshots", "post"): (
+        "snapshot_id",
+        [
+            ("/v1/snapshots/{snapshot_id}", "get"),
+            ("/v1/snapshots/{snapshot_id}/card", "get"),
+            ("/v1/snapshots/{snapshot_id}/export", "get"),
+            ("/v1/snapshots/{snapshot_id}", "delete"),
+        ],
+    ),
+    ("/v1/training-runs", "post"): (
+        "run_id",
+        [
+            ("/v1/training-runs/{run_id}", "get"),
+            ("/v1/training-runs/{run_id}/events", "get"),
+            ("/v1/training-runs/{run_id}/cancel", "post"),
+        ],
+    ),
+}
+
+
+def _add_links(doc: dict[str, Any]) -> None:
+    paths = doc.get("paths", {})
+    for (path, method), (param, targets) in _LINKS.items():
+        operation = paths.get(path, {}).get(method)
+        if operation is None:
+            continue
+        links = {
+            f"{target_method}{target.replace('/', '_').replace('{', '').replace('}', '')}": {
+                "operationRef": "#/paths/"
+                + target.replace("~", "~0").replace("/", "~1")
+                + f"/{target_method}",
+                "parameters": {param: "$response.body#/id"},
+            }
+            for target, target_method in targets
+            if target_method in paths.get(target, {})
+        }
+        if path == "/v1/datasets":  # a new dataset feeds a job
+            links["post_v1_jobs"] = {
+                "operationRef": "#/paths/~1v1~1jobs/post",
+                "requestBody": {"dataset_id": "$response.body#/id"},
+            }
+        for status, response in operation.get("responses", {}).items():
+            if status in _SUCCESS:
+                response["links"] = links
 
 
 def _error_example(status: str, description: str) -> dict[str, Any]:

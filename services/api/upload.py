@@ -20,6 +20,7 @@ from starlette.requests import Request
 
 from cgd.datasets.schemas import Upload
 from cgd.errors import InvalidRequest, PayloadTooLarge
+from services.api.startup import spool_prefix
 
 MAX_FIELD_BYTES = 64 * 1024
 _SLACK_BYTES = 1024 * 1024  # multipart framing and small fields on top of the file itself
@@ -80,7 +81,7 @@ class _Collector:
             if self._file is not None or self.form.upload is not None:
                 raise InvalidRequest({"field": "file", "reason": "only one file per upload"})
             self._filename = os.path.basename(filename.decode("utf-8", "replace"))
-            fd, path = tempfile.mkstemp(prefix="cgd-upload-", dir=self.tmp_dir)
+            fd, path = tempfile.mkstemp(prefix=spool_prefix(), dir=self.tmp_dir)
             self._path = Path(path)
             self._file = os.fdopen(fd, "wb")
 
@@ -90,7 +91,11 @@ class _Collector:
             self._size += len(chunk)
             if self._size > self.max_file_bytes:
                 raise PayloadTooLarge(
-                    {"reason": f"file is larger than the limit of {self.max_file_bytes} bytes"}
+                    {
+                        "reason": f"file is larger than the limit of {self.max_file_bytes} bytes "
+                        "(CGD_MAX_UPLOAD_BYTES)",
+                        "setting": "CGD_MAX_UPLOAD_BYTES",
+                    }
                 )
             self._sha.update(chunk)
             self._file.write(chunk)
@@ -127,7 +132,11 @@ async def spool_multipart(
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_file_bytes + _SLACK_BYTES:
         raise PayloadTooLarge(
-            {"reason": f"body of {declared} bytes is over the limit of {max_file_bytes} bytes"}
+            {
+                "reason": f"body of {declared} bytes is over the limit of {max_file_bytes} bytes "
+                "(CGD_MAX_UPLOAD_BYTES)",
+                "setting": "CGD_MAX_UPLOAD_BYTES",
+            }
         )
     collector = _Collector(max_file_bytes, tmp_dir)
     parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]

@@ -62,5 +62,7 @@ def embedded_broker_options(settings: Settings) -> dict[str, object]:
 
 def send(app: Celery, messages: list[Message]) -> None:
     """Enqueue tasks (ids only). Call only after the rows they name are committed."""
-    for name, args, queue in messages:
-        app.send_task(name, args=args, queue=queue)
+    for message in messages:
+        name, args, queue = message[:3]
+        headers = message[3] if len(message) > 3 else None
+        app.send_task(name, args=args, queue=queue, headers=headers)

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from cgd.db.engine import make_engine, make_sessionmaker, session_scope
 from cgd.generation.pipeline import PipelineDeps
 from cgd.llm_client import LLMClient
+from cgd.security.urls import check_url
 from cgd.settings import Settings
 from cgd.verify import VerifierPool
 
@@ -39,6 +40,9 @@ class WorkerRuntime:
             max_attempts=settings.llm_max_attempts,
             backoff_base_s=settings.llm_backoff_base_s,
             backoff_max_s=settings.llm_backoff_max_s,
+            # The worker's own allow-list, checked before every attempt: a job accepted under an
+            # older list (retry-failed, a redelivered chunk) can't reach what it now forbids.
+            url_guard=lambda url: check_url(url, settings.endpoint_allowlist),
         )
         self.verifier = VerifierPool(
             processes=settings.verify_processes, timeout_s=settings.verify_timeout_s

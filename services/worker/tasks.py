@@ -54,10 +54,13 @@ def build_snapshot(snapshot_id: str) -> str:
         return "failed"
 
 
-def train_run(run_id: str, token: str) -> str:
+def train_run(run_id: str, token: str | None) -> str:
     """One training run on this (GPU) host; progress goes to the API as events."""
     from services.worker.trainer import run_training_job
 
+    if not token:
+        log.error("training run %s: the message carries no run token; skipped", run_id)
+        return "skipped"
     return run_training_job(run_id, token, get_settings())
 
 
@@ -77,9 +80,14 @@ def build_worker_app(settings: Settings) -> Celery:
         return run_chunk(self.request.id, job_id, chunk_no)
 
     app.task(name=contract.BUILD_SNAPSHOT)(build_snapshot)
+
     # No Celery time limit: a training run takes as long as it takes (the solo pool could not
     # enforce one anyway); a lost trainer is detected by its missing heartbeat instead.
-    app.task(name=contract.TRAIN_RUN, time_limit=None, soft_time_limit=None)(train_run)
+    @app.task(name=contract.TRAIN_RUN, bind=True, time_limit=None, soft_time_limit=None)
+    def _train_run(self, run_id: str) -> str:  # type: ignore[no-untyped-def]
+        # The token is a message header (never an argument: Celery logs arguments).
+        return train_run(run_id, getattr(self.request, contract.RUN_TOKEN_HEADER, None))
+
     app.task(name=contract.PING)(ping)
     return app
 

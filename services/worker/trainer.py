@@ -31,6 +31,8 @@ class RunReporter:
 
     def spec(self) -> dict[str, Any]:
         r = self.http.get(f"/v1/training-runs/{self.run_id}/spec")
+        if r.status_code == 401:  # token expired: the run ended (cancelled while queued, say)
+            return {"status": "ended", "cancel_requested": True}
         r.raise_for_status()
         return r.json()  # type: ignore[no-any-return]
 
@@ -40,6 +42,9 @@ class RunReporter:
                 r = self.http.post(
                     f"/v1/training-runs/{self.run_id}/events", json={"type": kind, "data": data}
                 )
+                if r.status_code == 401:  # the run is over (token expired): stop reporting
+                    self.cancelled.set()
+                    return
                 r.raise_for_status()
                 if r.json().get("cancel"):
                     self.cancelled.set()

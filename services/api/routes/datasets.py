@@ -50,6 +50,8 @@ def _limits(settings: Settings) -> Limits:
         max_json_depth=settings.max_json_depth,
         max_parquet_columns=settings.max_parquet_columns,
         max_parquet_row_group_bytes=settings.max_parquet_row_group_bytes,
+        max_items=settings.max_dataset_items,
+        max_decompressed_bytes=settings.max_decompressed_bytes,
     )
 
 

@@ -117,13 +117,19 @@ def cancel_job(
     "/{job_id}/retry-failed",
     status_code=202,
     response_model=JobRetried,
-    responses=error_responses(JobNotFound, JobNotRetryable),
+    responses=error_responses(JobNotFound, JobNotRetryable, InvalidRequest),
 )
 def retry_failed(
-    request: Request, session: SessionDep, team_id: TeamDep, job_id: uuid.UUID
+    request: Request,
+    session: SessionDep,
+    team_id: TeamDep,
+    settings: SettingsDep,
+    job_id: uuid.UUID,
 ) -> JobRetried:
-    """Put the job's failed items back to pending and run them again."""
+    """Put the job's failed items back to pending and run them again (its endpoints must still
+    be allowed: the allow-list may have changed since the job was created)."""
     job = ops.get_job(session, team_id, job_id)
+    check_spec(JobSpec.model_validate(job.spec), settings.endpoint_allowlist)
     retried, messages = ops.retry(session, job)
     request.app.state.status_cache.pop(job.id)
     request.state.outbox.extend(messages)

@@ -12,8 +12,10 @@ from cgd.datasets.errors import DatasetNotFound
 from cgd.enums import CardFormat, ExportFormat, ExportLayout, ExportMode, ParquetCompression, Split
 from cgd.errors import InvalidRequest, NotFound
 from cgd.pagination import Page
+from cgd.security.names import content_disposition
 from cgd.snapshots import ops
 from cgd.snapshots.errors import (
+    JobUnfinished,
     ModeUnavailable,
     SnapshotInUse,
     SnapshotNotFound,
@@ -35,7 +37,7 @@ router = APIRouter(prefix="/v1/snapshots", tags=["snapshots"])
             "description": "Accepted: a large snapshot is being built on the curation queue",
             "model": SnapshotOut,
         },
-        **error_responses(NotFound, DatasetNotFound, InvalidRequest),
+        **error_responses(NotFound, DatasetNotFound, InvalidRequest, JobUnfinished),
     },
 )
 def create_snapshot(
@@ -143,7 +145,7 @@ def export_snapshot(
         raise SnapshotNotReady({"snapshot_id": str(snap.id), "status": snap.status})
     if layout != ExportLayout.native:  # native rows carry every field, whatever the mode
         ops.check_mode(snap, mode)
-    name = f"{(snap.name or 'snapshot').replace('/', '_')}-{layout}-{mode}-{split}.{format}"
+    name = f"{snap.name or 'snapshot'}-{layout}-{mode}-{split}.{format}"
     media = "application/vnd.apache.parquet" if format == "parquet" else "application/x-ndjson"
     body = ops.stream_export(
         request.app.state.sessionmaker,
@@ -158,7 +160,7 @@ def export_snapshot(
         body,
         media_type=media,
         headers={
-            "Content-Disposition": f'attachment; filename="{name}"',
+            "Content-Disposition": content_disposition(name),
             "X-Content-Hash": snap.content_hash or "",
         },
     )
