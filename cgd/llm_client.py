@@ -27,6 +27,7 @@ import email.utils
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any, Literal
@@ -270,6 +271,9 @@ class LLMClient:
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._endpoints: dict[str, _Endpoint] = {}
+        # Told the outcome of every attempt: (endpoint key, error kind or None, message). The
+        # worker's circuit breaker (cgd.generation.breaker) listens here.
+        self.observer: Callable[[str, str | None, str], None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -395,6 +399,8 @@ class LLMClient:
             try:
                 response, latency = await self._attempt(endpoint, ep, body)
             except _AttemptError as err:
+                if self.observer is not None:
+                    self.observer(endpoint.key, err.kind, err.message)
                 delay = self._retry_delay(err, attempt)
                 if delay is None:
                     self._count_error(ep, err.kind)
@@ -410,6 +416,8 @@ class LLMClient:
                 )
                 await asyncio.sleep(delay)
                 continue
+            if self.observer is not None:
+                self.observer(endpoint.key, None, "")
             return _Outcome(response, latency, total, params)
         raise AssertionError("unreachable")  # the last attempt always returns or raises
 

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cgd.enums import Truncation, Verifier
+from cgd.enums import Priority, Truncation, Verifier
 from cgd.errors import InvalidRequest
 from cgd.llm_client import EndpointConfig
 from cgd.templates import TEMPLATES
@@ -29,6 +29,12 @@ class JobSpec(BaseModel):
         Truncation.fail, description="On finish_reason=length: fail the item, or retry once larger"
     )
     chunk_size: int = Field(256, ge=1, le=10_000, description="Dataset items per worker task")
+    priority: Priority = Field(
+        Priority.normal, description="Order among the team's own jobs (teams share fairly)"
+    )
+    preflight: bool = Field(
+        True, description="Check each endpoint answers GET /models with the model before accepting"
+    )
 
     def public(self) -> dict[str, Any]:
         """The spec as shown to users: API keys masked."""

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from sqlalchemy.orm import Session
 
 from cgd.db.engine import make_engine, make_sessionmaker, session_scope
+from cgd.generation.breaker import Breaker, TeamLimits
 from cgd.generation.pipeline import PipelineDeps
 from cgd.llm_client import LLMClient
 from cgd.settings import Settings
@@ -40,6 +41,9 @@ class WorkerRuntime:
             backoff_base_s=settings.llm_backoff_base_s,
             backoff_max_s=settings.llm_backoff_max_s,
         )
+        self.breaker = Breaker(settings.breaker_failures)
+        self.client.observer = self.breaker.record
+        self.team_limits = TeamLimits(settings.team_max_inflight_per_endpoint)
         self.verifier = VerifierPool(
             processes=settings.verify_processes, timeout_s=settings.verify_timeout_s
         )
@@ -61,6 +65,9 @@ class WorkerRuntime:
             verifier=self.verifier,
             lease_s=s.lease_s,
             heartbeat_s=s.heartbeat_s,
+            breaker=self.breaker,
+            team_limits=self.team_limits,
+            team_max_running_chunks=s.team_max_running_chunks,
         )
 
     def run(self, coro: Coroutine[Any, Any, T], timeout_s: float) -> T:
