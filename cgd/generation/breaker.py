@@ -1,12 +1,16 @@
 """Circuit breaker per endpoint, and per-team in-flight bounds (one of each per worker process).
 
-After ``failures`` consecutive failed attempts against an endpoint (connection errors, 5xx,
-timeouts, malformed answers), the breaker opens: every chunk of this process that uses the
-endpoint stops at once, leaves its items where they are and parks its job as ``paused``
-(instead of burning every item's attempts against a dead server). Any answer closes it again.
-Attempts run concurrently, so a hanging endpoint trips the breaker after about one request
-timeout when several calls are in flight, and after ``failures`` timeouts at worst: that bounds
-how long it holds a worker slot.
+The breaker counts a *streak*: failed attempts against an endpoint (connection errors, 5xx,
+timeouts, malformed answers) with no answer from it in between. It opens when the streak holds
+``failures`` attempts of which at least one was a retry, or two retries (a lone call failing
+three times running), and a tiny probe call to the endpoint fails too (so one poisoned request
+that always gets a 500 fails alone, as before, on a healthy server): every chunk of this
+process that uses the endpoint then stops at once,
+leaves its items where they are and parks its job as ``paused`` (instead of burning every
+item's attempts against a dead server). Any answer closes it again. Requiring a failed retry
+keeps a burst of first-attempt failures on a busy but healthy server (a few requests hung at
+once, each retried successfully) from pausing anything. A hanging endpoint therefore holds a
+worker slot for about two request timeouts when several calls are in flight, three at most.
 
 Rate limits (429) and client errors (4xx) do not count: the server is there and answering.
 The sweeper probes a paused job's endpoint and resumes the job when it answers
@@ -34,39 +38,57 @@ Listener = Callable[[str, str], None]  # (endpoint, last error)
 @dataclass
 class _State:
     consecutive: int = 0
+    retries_failed: int = 0
     last_error: str = ""
     opened_at: float | None = None
+    confirming: bool = False
     listeners: set[Listener] = field(default_factory=set)
 
 
 class Breaker:
-    def __init__(self, failures: int) -> None:
+    def __init__(self, failures: int, probe_timeout_s: float = 5.0) -> None:
         self.failures = failures
+        self.probe_timeout_s = probe_timeout_s
         self._states: dict[str, _State] = {}
 
     def _state(self, key: str) -> _State:
         return self._states.setdefault(key, _State())
 
-    def record(self, key: str, kind: str | None, message: str = "") -> None:
-        """One attempt's outcome (``kind`` None = answered). Called by the LLM client."""
-        st = self._state(key)
+    def record(
+        self, endpoint: EndpointConfig, kind: str | None, message: str = "", attempt: int = 1
+    ) -> None:
+        """One attempt's outcome (``kind`` None = answered). Called by the LLM client, on the
+        event loop."""
+        st = self._state(endpoint.key)
         if kind is None or kind not in ENDPOINT_DOWN_KINDS:
-            st.consecutive, st.opened_at = 0, None
+            st.consecutive, st.retries_failed, st.opened_at = 0, 0, None
             return
         st.consecutive += 1
+        st.retries_failed += attempt > 1
         st.last_error = f"{kind}: {message}"[:500]
-        if st.consecutive >= self.failures:
-            # Half-open after a resume: one more failure re-opens it at once.
-            st.opened_at = time.monotonic()
-            for listener in list(st.listeners):
-                listener(safe_url(key), st.last_error)
+        tripped = (st.consecutive >= self.failures and st.retries_failed) or st.retries_failed >= 2
+        if tripped and not st.confirming:
+            st.confirming = True
+            asyncio.get_running_loop().create_task(self._confirm(endpoint, st))
+
+    async def _confirm(self, endpoint: EndpointConfig, st: _State) -> None:
+        try:
+            error = await asyncio.to_thread(probe, endpoint, self.probe_timeout_s)
+        finally:
+            st.confirming = False
+        if error is None:  # the server answers: the failures were the requests', not its own
+            st.consecutive, st.retries_failed = 0, 0
+            return
+        st.opened_at = time.monotonic()
+        for listener in list(st.listeners):
+            listener(safe_url(endpoint.key), st.last_error)
 
     def is_open(self, key: str) -> bool:
         return self._state(key).opened_at is not None
 
     def reset(self, key: str) -> None:
         st = self._state(key)
-        st.consecutive, st.opened_at = 0, None
+        st.consecutive, st.retries_failed, st.opened_at = 0, 0, None
 
     def subscribe(self, key: str, listener: Listener) -> None:
         self._state(key).listeners.add(listener)

@@ -41,7 +41,7 @@ class WorkerRuntime:
             backoff_base_s=settings.llm_backoff_base_s,
             backoff_max_s=settings.llm_backoff_max_s,
         )
-        self.breaker = Breaker(settings.breaker_failures)
+        self.breaker = Breaker(settings.breaker_failures, settings.preflight_timeout_s)
         self.client.observer = self.breaker.record
         self.team_limits = TeamLimits(settings.team_max_inflight_per_endpoint)
         self.verifier = VerifierPool(
