@@ -20,6 +20,7 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
+from cgd.client import CgdApiError, CgdClient
 from cgd.db.models import Job, JobChunk, Snapshot, TrainingRun, utcnow
 from tests import test_jobs
 from tests.conftest import free_port, make_key
@@ -265,6 +266,17 @@ def test_quotas_answer_429_naming_the_quota(team, api_server, simulator, gsm8k_s
     assert r.status_code == 429 and r.json()["detail"]["quota"] == "stored_items"
     assert admin(api_server, "set-quota", "--team", name, "--reset").returncode == 0
     assert a.post("/v1/jobs", json=job_body(ds, sim)).status_code == 202
+    # The Python client (and `cgd jobs resume|delete`) over the same endpoints.
+    key = a.headers["Authorization"].split()[1]
+    with CgdClient(api_server.url, key) as api:
+        job = a.get("/v1/jobs").json()["data"][0]["id"]
+        with pytest.raises(CgdApiError) as e:
+            api.resume_job(job)
+        assert e.value.status == 409 and e.value.kind == "JobNotPaused"
+        api.delete_job(job)
+        with pytest.raises(CgdApiError) as e:
+            api.get_job(job)
+        assert e.value.status == 404
     assert (
         admin(api_server, "set-quota", "--team", "no-such-team", "--queued-jobs", "1").returncode
         == 1
