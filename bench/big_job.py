@@ -71,7 +71,12 @@ def main() -> None:
         job_id = job.json()["id"]
         print(f"POST /v1/jobs ({args.items} items x {args.samples} samples): {create_s:.2f} s")
         stack.start("worker")
-        while client.get(f"/v1/jobs/{job_id}").json()["counts"]["completed"] < 1000:
+        while True:
+            r = client.get(f"/v1/jobs/{job_id}")
+            if r.status_code != 200:
+                print(f"status answered {r.status_code}: {r.text[:300]}")
+            elif r.json()["counts"]["completed"] >= 1000:
+                break
             time.sleep(1)
         out = subprocess.run(
             ["wrk", "-t2", f"-c{args.connections}", f"-d{args.seconds}s", "--latency",

@@ -72,8 +72,12 @@ class Settings(BaseSettings):
     team_max_running_chunks: int = Field(
         8, ge=1, description="Chunks of one team running at once, deployment-wide"
     )
-    team_max_inflight_per_endpoint: int = Field(
-        64, ge=1, description="In-flight calls of one team per endpoint, per worker process"
+    team_max_inflight_per_endpoint: int | None = Field(
+        None,
+        ge=1,
+        description="In-flight calls of one team per endpoint, per worker process; unset = the "
+        "endpoint's whole window (set it below CGD_MAX_INFLIGHT_PER_ENDPOINT to keep room for "
+        "other teams)",
     )
     dispatch_tokens: int = Field(
         16, ge=1, description="Run tokens queued at most at once (about the worker slots)"

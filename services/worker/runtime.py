@@ -43,7 +43,8 @@ class WorkerRuntime:
         )
         self.breaker = Breaker(settings.breaker_failures, settings.preflight_timeout_s)
         self.client.observer = self.breaker.record
-        self.team_limits = TeamLimits(settings.team_max_inflight_per_endpoint)
+        per_team = settings.team_max_inflight_per_endpoint
+        self.team_limits = TeamLimits(per_team) if per_team else None
         self.verifier = VerifierPool(
             processes=settings.verify_processes, timeout_s=settings.verify_timeout_s
         )
