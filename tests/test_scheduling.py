@@ -21,7 +21,7 @@ import redis
 from sqlalchemy import func, select
 
 from cgd.client import CgdApiError, CgdClient
-from cgd.db.models import Job, JobChunk, Snapshot, TrainingRun, utcnow
+from cgd.db.models import Job, JobChunk, JobItem, JobItemCount, Snapshot, TrainingRun, utcnow
 from tests import test_jobs
 from tests.conftest import free_port, make_key
 from tests.test_jobs import create_job, job_body, upload_slice, wait_job
@@ -210,7 +210,7 @@ def test_hanging_endpoint_pauses_its_jobs_and_leaves_others_alone(
 
 
 @pytest.mark.slow
-def test_resume_by_hand(team, start_worker, simulator, gsm8k_slice) -> None:  # type: ignore[no-untyped-def]
+def test_resume_by_hand(team, start_worker, simulator, gsm8k_slice, sessionmaker_) -> None:  # type: ignore[no-untyped-def]
     sim = simulator("--latency", "0.02", "--rate-500", "1.0")
     _, a = team()
     ds = upload_slice(a, gsm8k_slice, 20)
@@ -228,6 +228,30 @@ def test_resume_by_hand(team, start_worker, simulator, gsm8k_slice) -> None:  # 
     a.post(f"/v1/jobs/{job}/retry-failed")
     s = wait_job(a, job, timeout_s=60)
     assert s["status"] == "completed" and s["counts"]["completed"] == 20
+    # The maintained counts (trigger) equal a fresh aggregate of the items, after items went
+    # pending → … → failed → pending (retry) → … → verified.
+    assert_counts_match(sessionmaker_, job)
+
+
+def assert_counts_match(sessionmaker_, job: str) -> None:  # type: ignore[no-untyped-def]
+    jid = uuid.UUID(job)
+    with sessionmaker_() as s:
+        fresh = s.execute(
+            select(JobItem.state, func.count(), func.sum(JobItem.prompt_tokens))
+            .where(JobItem.job_id == jid)
+            .group_by(JobItem.state)
+        ).all()
+        kept = s.execute(
+            select(
+                JobItemCount.state, func.sum(JobItemCount.n), func.sum(JobItemCount.prompt_tokens)
+            )
+            .where(JobItemCount.job_id == jid)
+            .group_by(JobItemCount.state)
+            .having(func.sum(JobItemCount.n) > 0)
+        ).all()
+    assert sorted((st, int(n), int(t)) for st, n, t in fresh) == sorted(
+        (st, int(n), int(t)) for st, n, t in kept
+    )
 
 
 # --- quotas ----------------------------------------------------------------------------------
@@ -337,8 +361,13 @@ def test_sweeper_resends_lost_train_messages_but_not_waiting_ones(
     sim = simulator()
     _, a = team()
     ds = upload_slice(a, gsm8k_slice, 30)
-    create_job(a, job_body(ds, sim, chunk_size=10))  # 3 chunks → 3 tokens
+    job = create_job(a, job_body(ds, sim, chunk_size=10))  # 3 chunks → 3 tokens
     assert len(_queue(url, "generation")) == 3
+    # Item rows are written when a chunk first runs; until then the status counts them pending.
+    with sessionmaker_() as s:
+        assert s.scalar(select(func.count()).where(JobItem.job_id == uuid.UUID(job))) == 0
+    st = a.get(f"/v1/jobs/{job}").json()
+    assert st["status"] == "queued" and st["by_stage"]["pending"] == st["counts"]["pending"] == 30
     with sessionmaker_() as s, s.begin():
         team_id = s.scalar(select(Job.team_id).order_by(Job.created_at.desc()).limit(1))
         snap = Snapshot(team_id=team_id, status="ready", job_ids=[], spec={})
