@@ -27,7 +27,7 @@ from cgd.db.models import TERMINAL_STATES, utcnow
 from cgd.generation import dispatch, store
 from cgd.generation.breaker import Breaker, TeamLimits
 from cgd.generation.store import ChunkWork, StageResult, WorkItem
-from cgd.llm_client import CallResult, EndpointConfig, LLMClient, LLMError
+from cgd.llm_client import CallResult, EndpointConfig, LLMClient, LLMError, safe_url
 from cgd.templates import Template, get_template, parse_verdict
 from cgd.verify import Verdict, VerifierPool
 
@@ -181,18 +181,25 @@ class ChunkRun:
     ) -> CallResult:
         if self.stop.is_set():
             raise _Stopped
-        limits = self.deps.team_limits
-        if limits is None:
-            result = await self.deps.client.chat(endpoint, messages, self.spec.truncation)
-        else:
-            async with limits.slot(self.work.team_id, endpoint.key):
-                if self.stop.is_set():
-                    raise _Stopped
-                result = await self.deps.client.chat(endpoint, messages, self.spec.truncation)
+        try:
+            result = await self._chat(endpoint, messages)
+        except LLMError as exc:
+            # The item's error names the stage and the endpoint it could not get an answer from.
+            exc.args = (f"{stage} at {safe_url(endpoint.base_url)}: {exc}",)
+            raise
         item.prompt_tokens += result.prompt_tokens
         item.completion_tokens += result.completion_tokens
         item.done[stage] = StageResult(result.text, result.finish_reason)
         return result
+
+    async def _chat(self, endpoint: EndpointConfig, messages: list[dict[str, str]]) -> CallResult:
+        limits = self.deps.team_limits
+        if limits is None:
+            return await self.deps.client.chat(endpoint, messages, self.spec.truncation)
+        async with limits.slot(self.work.team_id, endpoint.key):
+            if self.stop.is_set():
+                raise _Stopped
+            return await self.deps.client.chat(endpoint, messages, self.spec.truncation)
 
     def generation_row(self, item: WorkItem, stage: str, result: CallResult) -> dict[str, Any]:
         return {
