@@ -506,6 +506,14 @@ class CgdClient:
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         return dict(self._json("POST", f"/v1/jobs/{job_id}/cancel"))
 
+    def resume_job(self, job_id: str) -> dict[str, Any]:
+        """Resumes a paused job now; → ``{id, status}`` (409 when it is not paused)."""
+        return dict(self._json("POST", f"/v1/jobs/{job_id}/resume"))
+
+    def delete_job(self, job_id: str) -> None:
+        """Cancels the job and deletes it with its triplets (snapshots keep theirs)."""
+        self._send("DELETE", f"/v1/jobs/{job_id}")
+
     def retry_failed(self, job_id: str) -> dict[str, Any]:
         """Re-runs the job's failed items from their last completed stage; → ``{id, retried}``."""
         return dict(self._json("POST", f"/v1/jobs/{job_id}/retry-failed"))

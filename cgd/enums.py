@@ -70,9 +70,21 @@ class Truncation(StrEnum):
 class JobStatus(StrEnum):
     queued = "queued"
     running = "running"
+    paused = "paused"
     completed = "completed"
     failed = "failed"
     cancelled = "cancelled"
+
+
+class Priority(StrEnum):
+    """A job's priority among its own team's jobs (teams are served round-robin regardless)."""
+
+    low = "low"
+    normal = "normal"
+    high = "high"
+
+
+PRIORITY_RANK = {Priority.low: 0, Priority.normal: 1, Priority.high: 2}
 
 
 class ItemState(StrEnum):

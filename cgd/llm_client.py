@@ -278,6 +278,9 @@ class LLMClient:
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._endpoints: dict[str, _Endpoint] = {}
+        # Told the outcome of every attempt: (endpoint, error kind or None, message, attempt
+        # number within its call). The worker's circuit breaker (cgd.generation.breaker) listens.
+        self.observer: Callable[[EndpointConfig, str | None, str, int], None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -403,6 +406,8 @@ class LLMClient:
             try:
                 response, latency = await self._attempt(endpoint, ep, body)
             except _AttemptError as err:
+                if self.observer is not None:
+                    self.observer(endpoint, err.kind, err.message, attempt)
                 delay = self._retry_delay(err, attempt)
                 if delay is None:
                     self._count_error(ep, err.kind)
@@ -418,6 +423,8 @@ class LLMClient:
                 )
                 await asyncio.sleep(delay)
                 continue
+            if self.observer is not None:
+                self.observer(endpoint, None, "", attempt)
             return _Outcome(response, latency, total, params)
         raise AssertionError("unreachable")  # the last attempt always returns or raises
 

@@ -74,6 +74,40 @@ class Settings(BaseSettings):
         description="How long the API trusts a checked API key without asking the database "
         "(a revoked key stops working within this time)",
     )
+    # Fair dispatch (docs/scheduling.md).
+    team_max_running_chunks: int = Field(
+        8, ge=1, description="Chunks of one team running at once, deployment-wide"
+    )
+    team_max_inflight_per_endpoint: int | None = Field(
+        None,
+        ge=1,
+        description="In-flight calls of one team per endpoint, per worker process; unset = the "
+        "endpoint's whole window (set it below CGD_MAX_INFLIGHT_PER_ENDPOINT to keep room for "
+        "other teams)",
+    )
+    dispatch_tokens: int = Field(
+        16, ge=1, description="Run tokens queued at most at once (about the worker slots)"
+    )
+    # Circuit breaker and preflight.
+    breaker_failures: int = Field(
+        5, ge=1, description="Consecutive failed calls to an endpoint that pause its jobs"
+    )
+    breaker_probe_interval_s: float = Field(
+        30.0, description="How often the sweeper probes the endpoint of a paused job"
+    )
+    preflight_timeout_s: float = Field(5.0, description="Preflight check of each endpoint")
+    # Quotas per team (defaults; `cgd admin set-quota` overrides per team).
+    quota_queued_jobs: int = Field(1000, description="Jobs not yet finished, per team")
+    quota_stored_items: int = Field(
+        100_000_000, description="Job items (prompts × samples) kept, per team"
+    )
+    quota_inflight_items: int = Field(20_000_000, description="Items of unfinished jobs, per team")
+    quota_retry_after_s: int = Field(60, description="Retry-After sent with a 429 over quota")
+    # Retention (`cgd admin gc`); 0 keeps forever.
+    job_retention_days: float = Field(0, description="Delete finished jobs older than this")
+    dataset_retention_days: float = Field(
+        0, description="Delete datasets older than this that no job uses any more"
+    )
     endpoint_allowlist: str = Field(
         "",
         description="Comma-separated endpoint URL prefixes jobs may call (host:* = any port); "

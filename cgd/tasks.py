@@ -12,6 +12,8 @@ CURATION_QUEUE = "curation"
 TRAIN_QUEUE = "train"
 QUEUES = (GENERATION_QUEUE, CURATION_QUEUE, TRAIN_QUEUE)
 
+# A token for "run the next chunk": the worker picks which one, in fair order
+# (cgd.generation.dispatch). Arguments, if any (messages of older versions), are ignored.
 RUN_CHUNK = "cgd.generation.run_chunk"
 BUILD_SNAPSHOT = "cgd.curation.build_snapshot"
 TRAIN_RUN = "cgd.train.run"
@@ -31,8 +33,8 @@ RUN_TOKEN_HEADER = "cgd_run_token"
 ChunkRef = tuple[str, int]  # (job id, chunk number)
 
 
-def chunk_messages(refs: list[ChunkRef]) -> list[Message]:
-    return [(RUN_CHUNK, [job_id, chunk_no], GENERATION_QUEUE) for job_id, chunk_no in refs]
+def run_tokens(n: int) -> list[Message]:
+    return [(RUN_CHUNK, [], GENERATION_QUEUE) for _ in range(max(0, n))]
 
 
 def build_snapshot_message(snapshot_id: str) -> Message:

@@ -88,6 +88,71 @@ def revoke_key(key_id: str = typer.Argument(..., help="The key id (cgd_<key id>_
     typer.echo(f"key {key_id} revoked; it stops working within {settings.key_cache_ttl_s:g}s")
 
 
+@admin_app.command("set-quota")
+def set_quota(
+    team: str = typer.Option(..., help="Team name"),
+    queued_jobs: int | None = typer.Option(None, min=0, help="Jobs not yet finished"),
+    stored_items: int | None = typer.Option(None, min=0, help="Job items kept (all jobs)"),
+    inflight_items: int | None = typer.Option(None, min=0, help="Items of unfinished jobs"),
+    running_chunks: int | None = typer.Option(
+        None, min=1, help="Chunks running at once (overrides CGD_TEAM_MAX_RUNNING_CHUNKS)"
+    ),
+    reset: bool = typer.Option(False, help="Back to the defaults from settings first"),
+) -> None:
+    """Set TEAM's quotas; options not given keep their value (--reset: the defaults)."""
+    from cgd.db.engine import make_engine, make_sessionmaker, session_scope
+    from cgd.errors import NotFound
+    from cgd.quotas import QUOTA_FIELDS, limits_for
+    from cgd.quotas import set_quota as _set
+
+    given = {
+        "queued_jobs": queued_jobs,
+        "stored_items": stored_items,
+        "inflight_items": inflight_items,
+        "team_max_running_chunks": running_chunks,
+    }
+    values = {k: v for k, v in given.items() if v is not None}
+    if reset:
+        values = {name: values.get(name) for name in QUOTA_FIELDS}
+    settings = get_settings()
+    engine = make_engine(settings.effective_database_url)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            row = _set(session, team, values)
+            limits = limits_for(session, row.team_id, settings)
+    except NotFound:
+        typer.echo(f"no team named {team!r}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+    typer.echo(f"team {team}: {limits}")
+
+
+@admin_app.command("gc")
+def gc(
+    job_days: float | None = typer.Option(
+        None, help="Delete finished jobs older than this (default CGD_JOB_RETENTION_DAYS)"
+    ),
+    dataset_days: float | None = typer.Option(
+        None, help="Delete unused datasets older than this (default CGD_DATASET_RETENTION_DAYS)"
+    ),
+) -> None:
+    """Delete what the retention settings no longer keep; prints what it deleted."""
+    from cgd.db.engine import make_engine, make_sessionmaker, session_scope
+    from cgd.lifecycle import gc as _gc
+
+    settings = get_settings()
+    engine = make_engine(settings.effective_database_url)
+    with session_scope(make_sessionmaker(engine)) as session:
+        report = _gc(
+            session,
+            settings.job_retention_days if job_days is None else job_days,
+            settings.dataset_retention_days if dataset_days is None else dataset_days,
+        )
+    engine.dispose()
+    typer.echo(f"deleted {report.jobs} job(s), {report.datasets} dataset(s)")
+
+
 @admin_app.command("gen-secret")
 def gen_secret() -> None:
     """Print a new CGD_SECRET_KEY (a Fernet key) for sealing endpoint API keys."""

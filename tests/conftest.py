@@ -217,12 +217,14 @@ def data_file(name: str) -> Path:
 class WorkerProcess:
     """A real ``cgd worker`` (Celery, threads pool) on this run's database and broker."""
 
-    def __init__(self, env: dict[str, str], log: Path, command: str = "worker") -> None:
+    def __init__(
+        self, env: dict[str, str], log: Path, command: str = "worker", args: tuple[str, ...] = ()
+    ) -> None:
         self.env = env
         self.log = log
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", command],
+                [sys.executable, "-m", "services.cli", command, *args],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -262,10 +264,12 @@ def start_worker(api_server: ApiServer, tmp_path: Path) -> Iterator:  # type: ig
     """Starts workers on demand; every one is SIGKILLed at the end of the test."""
     workers: list[WorkerProcess] = []
 
-    def start(command: str = "worker", **extra_env: str) -> WorkerProcess:
+    def start(
+        command: str = "worker", args: tuple[str, ...] = (), **extra_env: str
+    ) -> WorkerProcess:
         log = tmp_path / f"{command}{len(workers)}.log"
         w = WorkerProcess(
-            {**api_server.env, "CGD_API_URL": api_server.url, **extra_env}, log, command
+            {**api_server.env, "CGD_API_URL": api_server.url, **extra_env}, log, command, args
         )
         workers.append(w)
         return w

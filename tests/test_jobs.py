@@ -407,6 +407,7 @@ def test_poison_item_fails_alone_then_retry_failed(
     assert status["errors"] == {"server_error": 1}
     [failed] = triplets(client, job_id, status="failed")
     assert failed["idx"] == 3 and "500" in failed["error"]
+    assert failed["error"].startswith(f"probe at {sim.base_url}: ")  # names stage and endpoint
     before = db_counts(sessionmaker_, job_id)
     # The poison is gone now; retry only the failed item.
     httpx.post(f"{sim.url}/sim/config", json={"poison": []}).raise_for_status()

@@ -202,6 +202,9 @@ def _job_line(status: dict[str, Any]) -> str:
     )
     if errors:
         line += "  errors " + _errors(errors, ", ")
+    if status.get("paused"):
+        p = status["paused"]
+        line += f"  paused: {p.get('endpoint')} failing ({p.get('error')})"
     return line
 
 
@@ -328,6 +331,22 @@ def jobs_cancel(ctx: typer.Context, job_id: str) -> None:
     with api_client(ctx) as api:
         res = api.cancel_job(job_id)
     out.print(f"job {res['id']} {res['status']}")
+
+
+@app.command("resume")
+def jobs_resume(ctx: typer.Context, job_id: str) -> None:
+    """Resume a paused job now (it also resumes by itself once its endpoint answers)."""
+    with api_client(ctx) as api:
+        res = api.resume_job(job_id)
+    out.print(f"job {res['id']} {res['status']}")
+
+
+@app.command("delete")
+def jobs_delete(ctx: typer.Context, job_id: str) -> None:
+    """Cancel a job and delete it with its triplets; snapshots built from it keep theirs."""
+    with api_client(ctx) as api:
+        api.delete_job(job_id)
+    out.print(f"job {job_id} deleted")
 
 
 @app.command("retry-failed")

@@ -68,6 +68,22 @@ class Team(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # When a chunk of this team's was last handed out: the fair dispatcher's round-robin order.
+    last_dispatch_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class TeamQuota(Base):
+    """An operator's per-team overrides of the quota defaults (null = the setting's default)."""
+
+    __tablename__ = "team_quotas"
+
+    team_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True
+    )
+    queued_jobs: Mapped[int | None] = mapped_column(Integer)
+    stored_items: Mapped[int | None] = mapped_column(BigIntType)
+    inflight_items: Mapped[int | None] = mapped_column(BigIntType)
+    team_max_running_chunks: Mapped[int | None] = mapped_column(Integer)
 
 
 class ApiKey(Base):
@@ -177,18 +193,25 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text)  # a job-level failure, if any
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_hash: Mapped[str | None] = mapped_column(String(64))
+    priority: Mapped[int] = mapped_column(Integer, default=1)  # PRIORITY_RANK of spec.priority
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Circuit breaker: set while the job waits for a failing endpoint (see generation.breaker).
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    pause_endpoint: Mapped[str | None] = mapped_column(String(500))
+    pause_error: Mapped[str | None] = mapped_column(Text)
+    pause_probed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class JobChunk(Base):
     """A slice of a job's items, the unit of work of one task. The lease tells whether a live
-    runner holds it; the sweeper re-enqueues chunks whose lease expired or whose message was
-    lost."""
+    runner holds it; the fair dispatcher (generation.dispatch) hands out chunks nobody holds.
+    Item rows are written when the chunk first runs, not when the job is created."""
 
     __tablename__ = "job_chunks"
+    __table_args__ = (Index("ix_job_chunks_status", "status"),)
 
     job_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
@@ -229,6 +252,26 @@ class JobItem(Base):
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class JobItemCount(Base):
+    """Item counts per (job, bucket of 256 idx, state, error kind, truncated), maintained by a
+    Postgres trigger on ``job_items`` in the same transaction as every item write, so a job's
+    status sums a few rows instead of scanning millions. Buckets keep concurrent chunks of one
+    job from all queueing on one counter row."""
+
+    __tablename__ = "job_item_counts"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    state: Mapped[str] = mapped_column(String(20), primary_key=True)
+    error_kind: Mapped[str] = mapped_column(String(40), primary_key=True)  # "" = none
+    truncated: Mapped[bool] = mapped_column(primary_key=True)
+    n: Mapped[int] = mapped_column(BigIntType, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigIntType, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigIntType, default=0)
 
 
 class Generation(Base):
@@ -328,6 +371,8 @@ class TrainingRun(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSONType)
     status: Mapped[str] = mapped_column(String(20), default="queued")
     token_hash: Mapped[str] = mapped_column(String(64))  # the trainer's per-run token
+    # When the run's message was (last) sent: the sweeper re-sends one that was lost.
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     progress: Mapped[float] = mapped_column(default=0.0)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)  # latest step
     eval: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

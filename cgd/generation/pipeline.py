@@ -20,13 +20,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from cgd.db.models import TERMINAL_STATES, utcnow
-from cgd.generation import store
+from cgd.generation import dispatch, store
+from cgd.generation.breaker import Breaker, TeamLimits
 from cgd.generation.store import ChunkWork, StageResult, WorkItem
-from cgd.llm_client import CallResult, EndpointConfig, LLMClient, LLMError
+from cgd.llm_client import CallResult, EndpointConfig, LLMClient, LLMError, safe_url
 from cgd.templates import Template, parse_verdict
 from cgd.verify import Verdict, VerifierPool
 
@@ -44,6 +45,9 @@ class PipelineDeps:
     lease_s: float = 60.0
     heartbeat_s: float = 10.0
     flush_interval_s: float = 0.5  # idle wake-up; results themselves are flushed at once
+    breaker: Breaker | None = None  # per process: pauses jobs whose endpoint is down
+    team_limits: TeamLimits | None = None  # per process: a team's in-flight calls per endpoint
+    team_max_running_chunks: int = 8
 
 
 class _Stopped(Exception):
@@ -92,6 +96,9 @@ class _Writer:
                 log.warning("result write failed, retrying in %.1fs: %s", delay, _short(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+            except IntegrityError:  # the job was deleted under us: nothing left to write to
+                log.info("job %s is gone; dropping %d result(s)", self.job_id, len(ups))
+                return
 
     async def close(self) -> None:
         self._closed = True
@@ -138,6 +145,26 @@ class ChunkRun:
         self.stop_reason: str | None = None
         self.writer = _Writer(deps, work.job_id)
         self._students: dict[int, EndpointConfig] = {}
+        self.pause: tuple[str, str] | None = None  # (endpoint, last error) when the breaker opened
+        self._keys = {c.key for c in (self.spec.student, self.spec.teacher) if c is not None}
+
+    def on_breaker_open(self, endpoint: str, error: str) -> None:
+        """An endpoint of ours is down: stop now, leave items as they are, pause the job."""
+        if self.stop.is_set():
+            return
+        self.pause = (endpoint, error)
+        self.stop_reason = "paused"
+        self.stop.set()
+
+    def watch_breaker(self, on: bool) -> None:
+        breaker = self.deps.breaker
+        if breaker is None:
+            return
+        for key in self._keys:
+            if on:
+                breaker.subscribe(key, self.on_breaker_open)
+            else:
+                breaker.unsubscribe(key, self.on_breaker_open)
 
     def student_for(self, sample: int) -> EndpointConfig:
         """Each sample gets its own seed (when one is set), so k samples really differ."""
@@ -154,11 +181,25 @@ class ChunkRun:
     ) -> CallResult:
         if self.stop.is_set():
             raise _Stopped
-        result = await self.deps.client.chat(endpoint, messages, self.spec.truncation)
+        try:
+            result = await self._chat(endpoint, messages)
+        except LLMError as exc:
+            # The item's error names the stage and the endpoint it could not get an answer from.
+            exc.args = (f"{stage} at {safe_url(endpoint.base_url)}: {exc}",)
+            raise
         item.prompt_tokens += result.prompt_tokens
         item.completion_tokens += result.completion_tokens
         item.done[stage] = StageResult(result.text, result.finish_reason)
         return result
+
+    async def _chat(self, endpoint: EndpointConfig, messages: list[dict[str, str]]) -> CallResult:
+        limits = self.deps.team_limits
+        if limits is None:
+            return await self.deps.client.chat(endpoint, messages, self.spec.truncation)
+        async with limits.slot(self.work.team_id, endpoint.key):
+            if self.stop.is_set():
+                raise _Stopped
+            return await self.deps.client.chat(endpoint, messages, self.spec.truncation)
 
     def generation_row(self, item: WorkItem, stage: str, result: CallResult) -> dict[str, Any]:
         return {
@@ -184,6 +225,8 @@ class ChunkRun:
         except _Stopped:
             return
         except LLMError as exc:
+            if self.stop.is_set():
+                return  # the breaker opened (or the chunk stopped): the item keeps its attempts
             self._fail(item, exc.kind, str(exc), truncated=exc.kind == "truncated")
         except Exception as exc:  # a poison item must never take the chunk down with it
             log.exception("item %s/%s failed unexpectedly", item.idx, item.sample)
@@ -285,8 +328,20 @@ class ChunkRun:
                 self.stop.set()
 
 
+async def run_next(deps: PipelineDeps) -> str:
+    """Claim the next chunk in fair order (:mod:`cgd.generation.dispatch`) and run it.
+    Returns ``idle`` when nothing may run now, else what happened to the chunk."""
+    owner = deps.owner
+    claimed = await deps.run_db(
+        lambda s: dispatch.claim_next(s, owner, deps.lease_s, deps.team_max_running_chunks)
+    )
+    if claimed is None:
+        return "idle"
+    return await run_claimed(deps, *claimed)
+
+
 async def run_chunk(deps: PipelineDeps, job_id: uuid.UUID, chunk_no: int) -> str:
-    """Run one chunk to the end. Returns what happened: done|partial|skipped|cancelled|…"""
+    """Run one given chunk to the end (whoever asks for it by name: tests, tools)."""
     owner = deps.owner
     claimed = await deps.run_db(
         lambda s: store.claim_chunk(s, job_id, chunk_no, owner, deps.lease_s)
@@ -294,6 +349,12 @@ async def run_chunk(deps: PipelineDeps, job_id: uuid.UUID, chunk_no: int) -> str
     if not claimed:
         log.info("chunk %s/%s is done or held by a live runner; skipping", job_id, chunk_no)
         return "skipped"
+    return await run_claimed(deps, job_id, chunk_no)
+
+
+async def run_claimed(deps: PipelineDeps, job_id: uuid.UUID, chunk_no: int) -> str:
+    """Run a chunk whose lease ``deps.owner`` holds. Returns done|partial|cancelled|paused|…"""
+    owner = deps.owner
     work = await deps.run_db(lambda s: store.load_chunk(s, job_id, chunk_no))
     if work is None:
         await deps.run_db(lambda s: store.release_chunk(s, job_id, chunk_no, owner))
@@ -305,6 +366,7 @@ async def run_chunk(deps: PipelineDeps, job_id: uuid.UUID, chunk_no: int) -> str
         "chunk started",
         extra={"job_id": str(job_id), "chunk": chunk_no, "items": len(todo)},
     )
+    run.watch_breaker(True)
     beat = asyncio.create_task(run.heartbeat())
     tasks = [asyncio.create_task(run.process(i)) for i in todo]
     stopped = asyncio.create_task(run.stop.wait())
@@ -319,9 +381,14 @@ async def run_chunk(deps: PipelineDeps, job_id: uuid.UUID, chunk_no: int) -> str
             await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         stopped.cancel()
+        run.watch_breaker(False)
         run.stop.set()
         beat.cancel()
         await run.writer.close()
+    if run.pause is not None:
+        endpoint, error = run.pause
+        await deps.run_db(lambda s: store.pause_job(s, job_id, endpoint, error))
+        log.warning("job %s paused: %s is failing (%s)", job_id, endpoint, error)
     if run.stop_reason is not None:
         await deps.run_db(lambda s: store.release_chunk(s, job_id, chunk_no, owner))
         log.info("chunk stopped: %s", run.stop_reason, extra={"job_id": str(job_id)})

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cgd.enums import Truncation, Verifier
+from cgd.enums import Priority, Truncation, Verifier
 from cgd.errors import InvalidRequest
 from cgd.generation.endpoints import check_endpoint
 from cgd.llm_client import EndpointConfig, safe_url
@@ -43,6 +43,12 @@ class JobSpec(BaseModel):
         description="On finish_reason=length: retry once with twice max_tokens (default), or fail",
     )
     chunk_size: int = Field(256, ge=1, le=10_000, description="Dataset items per worker task")
+    priority: Priority = Field(
+        Priority.normal, description="Order among the team's own jobs (teams share fairly)"
+    )
+    preflight: bool = Field(
+        True, description="Check each endpoint answers GET /models with the model before accepting"
+    )
 
     def public(self) -> dict[str, Any]:
         """The spec as shown to users, written to lineage and cards: API keys masked, user info

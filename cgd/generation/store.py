@@ -1,21 +1,38 @@
 """Worker-side database operations for generation chunks (sync; run from worker threads).
 
 Leases: a chunk is run by whoever holds an unexpired lease on it. A runner extends its lease while
-it works; if it dies, the lease runs out and the sweeper re-enqueues the chunk. Every result write
-is idempotent, so a zombie runner and its successor can overlap without duplicating anything.
+it works; if it dies, the lease runs out and the fair dispatcher (:mod:`cgd.generation.dispatch`)
+hands the chunk to the next free slot. Every result write is idempotent, so a zombie runner and
+its successor can overlap without duplicating anything.
+
+Item rows are written when their chunk first runs (not when the job is created), so creating a
+job of millions of items writes only its chunk rows.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, text, update
+from sqlalchemy import (
+    Integer,
+    String,
+    Uuid,
+    and_,
+    bindparam,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from cgd.db.bulk import insert_ignore
+from cgd.db.bulk import insert_ignore, is_postgres
 from cgd.db.models import (
     TERMINAL_STATES,
     DatasetItem,
@@ -27,7 +44,6 @@ from cgd.db.models import (
 )
 from cgd.generation.spec import JobSpec
 from cgd.secrets import open_spec
-from cgd.tasks import ChunkRef
 from cgd.templates import Template
 from cgd.templates.ops import template_for_job
 
@@ -56,6 +72,7 @@ class WorkItem:
 @dataclass
 class ChunkWork:
     job_id: uuid.UUID
+    team_id: uuid.UUID
     chunk_no: int
     spec: JobSpec
     template_version: str
@@ -108,7 +125,54 @@ def extend_lease(
 
 
 def is_cancelled(session: Session, job_id: uuid.UUID) -> bool:
-    return session.scalar(select(Job.cancelled_at).where(Job.id == job_id)) is not None
+    """Cancelled, paused elsewhere, or deleted: stop working on it."""
+    row = session.execute(select(Job.cancelled_at, Job.paused_at).where(Job.id == job_id)).first()
+    return row is None or row[0] is not None or row[1] is not None
+
+
+def pause_job(session: Session, job_id: uuid.UUID, endpoint: str, error: str) -> None:
+    """The circuit breaker opened for ``endpoint``: park the job until it answers again."""
+    now = utcnow()
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.paused_at.is_(None), Job.cancelled_at.is_(None))
+        .values(
+            paused_at=now,
+            pause_endpoint=endpoint[:500],
+            pause_error=error[:2000],
+            pause_probed_at=now,
+        )
+    )
+
+
+def materialize_items(session: Session, job: Job, spec: JobSpec, start: int, end: int) -> None:
+    """Write the chunk's item rows (pending) the first time it runs; a no-op afterwards."""
+    first = session.scalar(
+        select(JobItem.idx).where(JobItem.job_id == job.id, JobItem.idx == start).limit(1)
+    )
+    if first is not None:
+        return
+    dialect_insert = postgresql.insert if is_postgres(session) else sqlite.insert
+    for sample in range(spec.samples_per_prompt):
+        rows = select(
+            literal(job.id, Uuid),
+            DatasetItem.idx,
+            literal(sample, Integer),
+            literal("pending", String),
+            literal(False),
+            literal(0, Integer),
+            literal(0, Integer),
+            literal(0, Integer),
+        ).where(
+            DatasetItem.dataset_id == job.dataset_id,
+            DatasetItem.idx >= start,
+            DatasetItem.idx < end,
+        )
+        columns = [
+            "job_id", "idx", "sample", "state", "truncated", "failures", "prompt_tokens",
+            "completion_tokens",
+        ]  # fmt: skip
+        session.execute(dialect_insert(JobItem).from_select(columns, rows).on_conflict_do_nothing())
 
 
 def load_chunk(session: Session, job_id: uuid.UUID, chunk_no: int) -> ChunkWork | None:
@@ -117,6 +181,8 @@ def load_chunk(session: Session, job_id: uuid.UUID, chunk_no: int) -> ChunkWork 
     chunk = session.get(JobChunk, (job_id, chunk_no))
     if job is None or chunk is None or job.cancelled_at is not None:
         return None
+    spec = JobSpec.model_validate(open_spec(job.spec))
+    materialize_items(session, job, spec, chunk.start_idx, chunk.end_idx)
     in_chunk = and_(JobItem.idx >= chunk.start_idx, JobItem.idx < chunk.end_idx)
     rows = session.execute(
         select(JobItem, DatasetItem)
@@ -160,8 +226,9 @@ def load_chunk(session: Session, job_id: uuid.UUID, chunk_no: int) -> ChunkWork 
             item.done[stage] = StageResult(body, finish)
     return ChunkWork(
         job_id=job_id,
+        team_id=job.team_id,
         chunk_no=chunk_no,
-        spec=JobSpec.model_validate(open_spec(job.spec)),
+        spec=spec,
         template_version=job.template_version,
         template=template_for_job(session, job),
         items=list(items.values()),
@@ -202,6 +269,9 @@ def write_results(
     """One transaction: completed calls (idempotent) and the item states they lead to."""
     insert_ignore(session, Generation, generations)
     if item_updates:
+        # In key order: the item-count trigger locks counter rows, and concurrent writers that
+        # take them in one order never deadlock.
+        item_updates = sorted(item_updates, key=lambda u: (u["k_idx"], u["k_sample"]))
         session.connection().execute(_ITEM_UPDATE, item_updates)
 
 
@@ -248,42 +318,3 @@ def release_chunk(session: Session, job_id: uuid.UUID, chunk_no: int, owner: str
         )
         .values(status="queued", lease_owner=None, lease_until=None)
     )
-
-
-def sweep(session: Session, requeue_after_s: float, now: datetime | None = None) -> list[ChunkRef]:
-    """Chunks to enqueue again: their runner's lease expired, or their message never arrived
-    (lost with a broker restart, or never sent because the broker was down at submission)."""
-    now = now or utcnow()
-    stale = now - timedelta(seconds=requeue_after_s)
-    rows = session.execute(
-        select(JobChunk.job_id, JobChunk.chunk_no)
-        .join(Job, Job.id == JobChunk.job_id)
-        .where(
-            Job.cancelled_at.is_(None),
-            JobChunk.status != "done",
-            or_(
-                and_(
-                    JobChunk.lease_until.is_not(None),
-                    JobChunk.lease_until < now,
-                    # once per expiry, not once per sweep
-                    or_(
-                        JobChunk.enqueued_at.is_(None),
-                        JobChunk.enqueued_at < JobChunk.lease_until,
-                        JobChunk.enqueued_at < stale,
-                    ),
-                ),
-                and_(
-                    JobChunk.lease_until.is_(None),
-                    or_(JobChunk.enqueued_at.is_(None), JobChunk.enqueued_at < stale),
-                ),
-            ),
-        )
-        .limit(1000)
-    ).all()
-    for job_id, chunk_no in rows:
-        session.execute(
-            update(JobChunk)
-            .where(JobChunk.job_id == job_id, JobChunk.chunk_no == chunk_no)
-            .values(enqueued_at=now)
-        )
-    return [(str(j), c) for j, c in rows]

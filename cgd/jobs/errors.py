@@ -15,3 +15,7 @@ class JobNotCancellable(Conflict):
 
 class JobNotRetryable(Conflict):
     """The job was cancelled or is still running its first pass; nothing to retry."""
+
+
+class JobNotPaused(Conflict):
+    """The job is not paused; there is nothing to resume."""

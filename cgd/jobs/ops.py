@@ -1,4 +1,4 @@
-"""Job operations: create, status, list, cancel, retry-failed, triplets.
+"""Job operations: create, status, list, cancel, retry-failed, resume, delete, triplets.
 
 Functions only ``flush()``; the request boundary commits and then sends the task messages that
 these functions return (never before the commit: a worker must always find its rows).
@@ -10,12 +10,13 @@ import math
 import uuid
 from typing import Any
 
-from sqlalchemy import Integer, String, Uuid, func, insert, literal, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from cgd import idempotency
+from cgd import idempotency, quotas
 from cgd.datasets.ops import get_dataset
+from cgd.db.bulk import is_postgres
 from cgd.db.models import (
     ITEM_STATES,
     DatasetItem,
@@ -23,15 +24,19 @@ from cgd.db.models import (
     Job,
     JobChunk,
     JobItem,
+    JobItemCount,
     utcnow,
 )
 from cgd.db.queries import team_newest_first
+from cgd.enums import PRIORITY_RANK
 from cgd.errors import InvalidRequest
 from cgd.generation.spec import JobSpec
-from cgd.jobs.errors import JobNotCancellable, JobNotFound, JobNotRetryable
+from cgd.jobs import pause
+from cgd.jobs.errors import JobNotCancellable, JobNotFound, JobNotPaused, JobNotRetryable
 from cgd.jobs.schemas import JobCreated, JobRetried, JobStatusOut, TripletOut
 from cgd.pagination import Page, created_page, decode_created_cursor, decode_cursor, page
-from cgd.tasks import ChunkRef, Message, chunk_messages
+from cgd.settings import Settings, get_settings
+from cgd.tasks import Message, run_tokens
 from cgd.templates import ops as templates
 
 
@@ -44,19 +49,23 @@ def find_replay(session: Session, team_id: uuid.UUID, key: str | None, req_hash:
 
 
 def create(
-    session: Session, team_id: uuid.UUID, spec: JobSpec, idempotency_key: str | None
+    session: Session,
+    team_id: uuid.UUID,
+    spec: JobSpec,
+    idempotency_key: str | None,
+    settings: Settings | None = None,
 ) -> tuple[JobCreated, list[Message]]:
     """Create the job (or answer the one an identical earlier request created) and the task
     messages to send once the request commits."""
+    settings = settings or get_settings()
     req_hash = spec_hash(spec)
     replay = find_replay(session, team_id, idempotency_key, req_hash)
     if replay is None:
         try:
             with session.begin_nested():
-                job, refs = create_job(session, team_id, spec, idempotency_key)
-            return JobCreated(
-                id=job.id, status="queued", total_items=job.total_items
-            ), chunk_messages(refs)
+                job = create_job(session, team_id, spec, idempotency_key, settings)
+            tokens = run_tokens(min(job.num_chunks, settings.dispatch_tokens))
+            return JobCreated(id=job.id, status="queued", total_items=job.total_items), tokens
         except IntegrityError:
             # A concurrent request with the same Idempotency-Key won the race.
             replay = find_replay(session, team_id, idempotency_key, req_hash)
@@ -67,9 +76,18 @@ def create(
 
 
 def create_job(
-    session: Session, team_id: uuid.UUID, spec: JobSpec, idempotency_key: str | None = None
-) -> tuple[Job, list[ChunkRef]]:
+    session: Session,
+    team_id: uuid.UUID,
+    spec: JobSpec,
+    idempotency_key: str | None = None,
+    settings: Settings | None = None,
+) -> Job:
+    """The job and its chunk rows; item rows are written as each chunk first runs (so a job of
+    millions of items is created in well under a second, docs/benchmarks.md)."""
     dataset = get_dataset(session, team_id, spec.dataset_id)
+    quotas.check_new_job(
+        session, team_id, dataset.num_items * spec.samples_per_prompt, settings or get_settings()
+    )
     if spec.student is None:
         missing = session.scalar(
             select(func.count())
@@ -96,35 +114,10 @@ def create_job(
         num_chunks=n_chunks,
         idempotency_key=idempotency_key,
         request_hash=spec_hash(spec),
+        priority=PRIORITY_RANK[spec.priority],
     )
     session.add(job)
     session.flush()
-    for sample in range(spec.samples_per_prompt):
-        rows = select(
-            literal(job.id, Uuid),
-            DatasetItem.idx,
-            literal(sample, Integer),
-            literal("pending", String),
-            literal(False),
-            literal(0, Integer),
-            literal(0, Integer),
-            literal(0, Integer),
-        ).where(DatasetItem.dataset_id == dataset.id)
-        session.execute(
-            insert(JobItem).from_select(
-                [
-                    "job_id",
-                    "idx",
-                    "sample",
-                    "state",
-                    "truncated",
-                    "failures",
-                    "prompt_tokens",
-                    "completion_tokens",
-                ],
-                rows,
-            )
-        )
     now = utcnow()
     session.execute(
         insert(JobChunk),
@@ -142,7 +135,7 @@ def create_job(
         ],
     )
     session.flush()
-    return job, [(str(job.id), c) for c in range(n_chunks)]
+    return job
 
 
 def get_job(session: Session, team_id: uuid.UUID, job_id: uuid.UUID) -> Job:
@@ -167,8 +160,28 @@ def job_status(session: Session, job: Job) -> JobStatusOut:
 
 
 def job_statuses(session: Session, jobs: list[Job]) -> list[JobStatusOut]:
-    """The status of each job from one scan of their items (status is polled and listed a lot)."""
+    """The status of each job from its maintained item counts (a few rows per 256 items; kept
+    by a trigger in the transaction of every item write), not a scan of its items."""
     groups: dict[uuid.UUID, list[Any]] = {j.id: [] for j in jobs}
+    if is_postgres(session):
+        c = JobItemCount
+        rows = session.execute(
+            select(
+                c.job_id,
+                c.state,
+                c.error_kind,
+                c.truncated,
+                func.sum(c.n),
+                func.sum(c.prompt_tokens),
+                func.sum(c.completion_tokens),
+            )
+            .where(c.job_id.in_(list(groups)))
+            .group_by(c.job_id, c.state, c.error_kind, c.truncated)
+        )
+        for job_id, state, kind, trunc, n, pt, ct in rows:
+            groups[job_id].append((state, kind or None, trunc, int(n), int(pt), int(ct)))
+        return [_status(job, groups[job.id]) for job in jobs]
+    # SQLite (embedded, small): no trigger there; aggregate the items themselves.
     for row in session.execute(
         select(
             JobItem.job_id,
@@ -199,6 +212,8 @@ def _status(job: Job, groups: list[Any]) -> JobStatusOut:
             reason = kind or "unknown"
             errors[reason] = errors.get(reason, 0) + n
     total = job.total_items
+    # Items of chunks that never ran have no row yet: they are pending.
+    by_state["pending"] = total - sum(n for s, n in by_state.items() if s != "pending")
     done = by_state["verified"] + by_state["failed"]
     status = derive_status(job, by_state)
     end = job.finished_at or job.cancelled_at or utcnow()
@@ -225,6 +240,13 @@ def _status(job: Job, groups: list[Any]) -> JobStatusOut:
             "template_version": job.template_version,
             "spec": JobSpec.model_validate(job.spec).public(),
             "error": job.error,
+            "paused": {
+                "endpoint": job.pause_endpoint,
+                "error": job.pause_error,
+                "at": job.paused_at,
+            }
+            if job.paused_at is not None and status == "paused"
+            else None,
             "created_at": job.created_at,
             "started_at": job.started_at,
             "finished_at": job.finished_at,
@@ -243,6 +265,8 @@ def derive_status(job: Job, by_state: dict[str, int]) -> str:
     if done >= total:
         # Every item failed: the job as a whole produced nothing.
         return "failed" if total and by_state["failed"] == total else "completed"
+    if job.paused_at is not None:
+        return "paused"
     if job.started_at is not None or done or by_state["pending"] < total:
         return "running"
     return "queued"
@@ -257,11 +281,30 @@ def cancel_job(session: Session, job: Job) -> None:
 
 
 def retry(session: Session, job: Job) -> tuple[JobRetried, list[Message]]:
-    n, refs = retry_failed(session, job)
-    return JobRetried(id=job.id, retried=n), chunk_messages(refs)
+    n, chunks = retry_failed(session, job)
+    return JobRetried(id=job.id, retried=n), run_tokens(min(chunks, get_settings().dispatch_tokens))
 
 
-def retry_failed(session: Session, job: Job) -> tuple[int, list[ChunkRef]]:
+def resume(session: Session, job: Job) -> list[Message]:
+    """Resume a paused job by hand (the sweeper also does once its endpoint answers)."""
+    if not pause.resume(session, job):
+        raise JobNotPaused({"job_id": str(job.id), "status": job_status(session, job).status})
+    return run_tokens(min(job.num_chunks, get_settings().dispatch_tokens))
+
+
+def delete_job(session: Session, job: Job) -> None:
+    """Cancel the job and remove it with its items and results. Snapshots built from it keep
+    their own copies of the triplets; its dataset can be deleted afterwards."""
+    job.cancelled_at = job.cancelled_at or utcnow()
+    session.flush()
+    # Bulk deletes, children first (an ORM cascade would load every row).
+    for model in (Generation, JobItem, JobItemCount, JobChunk):
+        session.execute(delete(model).where(model.job_id == job.id))
+    session.delete(job)
+    session.flush()
+
+
+def retry_failed(session: Session, job: Job) -> tuple[int, int]:
     """Put failed items back to pending and re-enqueue the chunks that hold them."""
     if job.cancelled_at is not None:
         raise JobNotRetryable({"job_id": str(job.id), "status": "cancelled"})
@@ -272,7 +315,7 @@ def retry_failed(session: Session, job: Job) -> tuple[int, list[ChunkRef]]:
         )
     )
     if not failed_idx:
-        return 0, []
+        return 0, 0
     session.execute(
         update(JobItem)
         .where(JobItem.job_id == job.id, JobItem.state == "failed")
@@ -287,7 +330,7 @@ def retry_failed(session: Session, job: Job) -> tuple[int, list[ChunkRef]]:
     job.finished_at = None
     job.error = None
     session.flush()
-    return len(failed_idx), [(str(job.id), c) for c in chunk_nos]
+    return len(failed_idx), len(chunk_nos)
 
 
 # --- triplets --------------------------------------------------------------------------------

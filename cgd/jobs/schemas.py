@@ -13,8 +13,10 @@ from cgd.generation.spec import JobSpec
 
 __all__ = [
     "JobCancelled",
+    "JobPause",
     "JobCounts",
     "JobCreated",
+    "JobResumed",
     "JobRetried",
     "JobSpec",
     "JobStatusOut",
@@ -49,6 +51,14 @@ class JobCounts(BaseModel):
 class TokenCounts(BaseModel):
     prompt: int
     completion: int
+
+
+class JobPause(BaseModel):
+    """Why a job is paused: its endpoint kept failing (see docs/scheduling.md)."""
+
+    endpoint: str | None = Field(description="The failing endpoint (base URL, no credentials)")
+    error: str | None = Field(description="The last error seen from it")
+    at: datetime | None = Field(description="When the job was paused")
 
 
 class JobStatusOut(BaseModel):
@@ -100,6 +110,7 @@ class JobStatusOut(BaseModel):
     template_version: str
     spec: dict[str, Any] = Field(description="The job spec as submitted, API keys masked")
     error: str | None = Field(description="Why the whole job failed, if it did")
+    paused: JobPause | None = Field(None, description="Set while the job is paused")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -107,6 +118,11 @@ class JobStatusOut(BaseModel):
 
 
 class JobCancelled(BaseModel):
+    id: uuid.UUID
+    status: JobStatus
+
+
+class JobResumed(BaseModel):
     id: uuid.UUID
     status: JobStatus
 

@@ -15,7 +15,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from cgd.db.models import Snapshot, TrainingRun, TrainingRunEvent, utcnow
@@ -67,6 +67,7 @@ def create_run(
         spec=spec.model_dump(mode="json"),
         status="queued",
         token_hash=_hash(token),
+        enqueued_at=utcnow(),
         metrics={},
         eval={},
         artifacts={},
@@ -185,6 +186,38 @@ def sweep_lost(session: Session, lost_after_s: float) -> list[str]:
         _add_event(session, run, "status", {"status": "failed", "error": run.error})
     session.flush()
     return [str(r.id) for r in runs]
+
+
+def resend_unsent(session: Session, requeue_after_s: float) -> list[Message]:
+    """Messages for queued runs no trainer has taken after ``requeue_after_s``. Call only when
+    the train queue is empty: then their message was lost (broker restart, or never sent), not
+    waiting. Each gets a fresh token (the lost one dies with its message)."""
+    stale = utcnow() - timedelta(seconds=requeue_after_s)
+    runs = list(
+        session.scalars(
+            select(TrainingRun)
+            .where(
+                TrainingRun.status == "queued",
+                TrainingRun.cancel_requested_at.is_(None),
+                TrainingRun.started_at.is_(None),
+                TrainingRun.heartbeat_at.is_(None),
+                or_(
+                    TrainingRun.enqueued_at < stale,
+                    and_(TrainingRun.enqueued_at.is_(None), TrainingRun.created_at < stale),
+                ),
+            )
+            .limit(100)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    messages = []
+    for run in runs:
+        token = secrets.token_urlsafe(32)
+        run.token_hash = _hash(token)
+        run.enqueued_at = utcnow()
+        messages.append(train_run_message(str(run.id), token))
+    session.flush()
+    return messages
 
 
 def list_events(

@@ -247,6 +247,16 @@ async def list_models(request: web.Request) -> web.Response:
     return _json({"object": "list", "data": data})
 
 
+async def retrieve_model(request: web.Request) -> web.Response:
+    """OpenAI's ``GET /v1/models/{id}``: 200 for a model this server accepts (any, when
+    ``served_models`` is empty), 404 otherwise."""
+    st = request.app[STATE]
+    name = request.match_info["model"]
+    if st.config.served_models and name not in st.config.served_models:
+        return _json({"error": {"message": f"model {name!r} not found", "code": 404}}, 404)
+    return _json({"id": name, "object": "model", "created": int(st.started), "owned_by": "vllm"})
+
+
 async def get_stats(request: web.Request) -> web.Response:
     st = request.app[STATE]
     payload = st.stats.as_json()
@@ -297,6 +307,7 @@ def build_app(config: SimConfig) -> web.Application:
     app = web.Application(client_max_size=64 * 1024**2)
     app[STATE] = SimState(config)
     app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model}", retrieve_model)
     app.router.add_post("/v1/chat/completions", chat_completions)
     # A misbehaving (or hostile) server: every call is redirected to ?to=<url> (security tests).
     app.router.add_post("/redirect/v1/chat/completions", redirect_chat)

@@ -79,7 +79,9 @@ def _field(loc: tuple[Any, ...] | list[Any]) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(CgdError)
     async def _cgd(_: Request, exc: CgdError) -> JSONBody:
-        return _render(exc.status_code, exc.kind, exc.detail)
+        response = _render(exc.status_code, exc.kind, exc.detail)
+        response.headers.update(getattr(exc, "headers", {}))  # e.g. Retry-After with a 429
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONBody:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from celery import Celery
+from kombu.exceptions import ChannelError
 
 from cgd.settings import Settings
 from cgd.tasks import GENERATION_QUEUE, ROUTES, Message
@@ -58,6 +59,18 @@ def embedded_broker_options(settings: Settings) -> dict[str, object]:
         "processed_folder": str(root / "processed"),
         "store_processed": False,
     }
+
+
+def queue_depth(app: Celery, queue: str) -> int | None:
+    """Messages waiting in ``queue`` (not those a worker has reserved); None if unknown."""
+    try:
+        with app.connection_for_write() as conn:
+            ok = conn.default_channel.queue_declare(queue=queue, passive=True)
+            return int(ok.message_count)
+    except ChannelError:  # never declared (or gone with a broker restart): nothing waits in it
+        return 0
+    except Exception:  # the broker is down: unknown
+        return None
 
 
 def send(app: Celery, messages: list[Message]) -> None:

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from sqlalchemy.orm import Session
 
 from cgd.db.engine import make_engine, make_sessionmaker, session_scope
+from cgd.generation.breaker import Breaker, TeamLimits
 from cgd.generation.pipeline import PipelineDeps
 from cgd.llm_client import LLMClient
 from cgd.security.urls import check_url
@@ -44,6 +45,10 @@ class WorkerRuntime:
             # older list (retry-failed, a redelivered chunk) can't reach what it now forbids.
             url_guard=lambda url: check_url(url, settings.endpoint_allowlist),
         )
+        self.breaker = Breaker(settings.breaker_failures, settings.preflight_timeout_s)
+        self.client.observer = self.breaker.record
+        per_team = settings.team_max_inflight_per_endpoint
+        self.team_limits = TeamLimits(per_team) if per_team else None
         self.verifier = VerifierPool(
             processes=settings.verify_processes, timeout_s=settings.verify_timeout_s
         )
@@ -65,6 +70,9 @@ class WorkerRuntime:
             verifier=self.verifier,
             lease_s=s.lease_s,
             heartbeat_s=s.heartbeat_s,
+            breaker=self.breaker,
+            team_limits=self.team_limits,
+            team_max_running_chunks=s.team_max_running_chunks,
         )
 
     def run(self, coro: Coroutine[Any, Any, T], timeout_s: float) -> T:

@@ -15,26 +15,30 @@ import redis
 from celery import Celery, signals
 
 from cgd import tasks as contract
-from cgd.generation import pipeline, store
+from cgd.generation import dispatch, pipeline
+from cgd.generation.breaker import probe
+from cgd.jobs import pause
 from cgd.runs import ops as runs
 from cgd.settings import Settings, get_settings
 from cgd.snapshots import ops as snapshots
-from services.worker.celery_app import make_celery, send
+from services.worker.celery_app import make_celery, queue_depth, send
 from services.worker.runtime import get_runtime
 
 log = logging.getLogger("cgd.worker")
 
 
-def run_chunk(task_id: str | None, job_id: str, chunk_no: int) -> str:
+def run_next_chunk(app: Celery, task_id: str | None) -> str:
+    """One token: run the next chunk in fair order; pass the token on while work remains."""
     settings = get_settings()
     runtime = get_runtime(settings)
     outcome = runtime.run(
-        pipeline.run_chunk(
-            runtime.deps(task_id or uuid.uuid4().hex), uuid.UUID(job_id), int(chunk_no)
-        ),
-        settings.chunk_time_limit_s,
+        pipeline.run_next(runtime.deps(task_id or uuid.uuid4().hex)), settings.chunk_time_limit_s
     )
-    log.info("run_chunk %s/%s: %s", job_id, chunk_no, outcome)
+    if outcome != "idle":
+        # A successor token keeps this slot's share of the work going; it dies (idle) when
+        # nothing is left. Tokens are generic, so its place in the FIFO queue favours nobody.
+        send(app, contract.run_tokens(1))
+    log.info("run token: %s", outcome)
     return outcome
 
 
@@ -76,8 +80,8 @@ def build_worker_app(settings: Settings) -> Celery:
     app = make_celery(settings)
 
     @app.task(name=contract.RUN_CHUNK, bind=True)
-    def _run_chunk(self, job_id: str, chunk_no: int) -> str:  # type: ignore[no-untyped-def]
-        return run_chunk(self.request.id, job_id, chunk_no)
+    def _run_chunk(self, *_: object) -> str:  # type: ignore[no-untyped-def]
+        return run_next_chunk(app, self.request.id)
 
     app.task(name=contract.BUILD_SNAPSHOT)(build_snapshot)
 
@@ -93,14 +97,17 @@ def build_worker_app(settings: Settings) -> Celery:
 
 
 def sweep_once(app: Celery, settings: Settings) -> None:
-    """One round of the sweeper: re-enqueue chunks whose runner died (lease expired) or whose
-    message was lost, snapshot builds whose message was lost; fail runs whose trainer went
-    silent (status reads never write, so this is where a lost trainer is noticed)."""
+    """One round of the sweeper: keep run tokens in the queue while chunks can be claimed (a
+    runner died, a message was lost); re-send snapshot builds and training runs whose message
+    was lost; fail runs whose trainer went silent; probe the endpoints of paused jobs."""
     runtime = get_runtime(settings)
-    refs = runtime.run_db_sync(lambda s: store.sweep(s, settings.requeue_after_s))
-    if refs:
-        log.info("sweeper re-enqueues %d chunk(s)", len(refs))
-        send(app, contract.chunk_messages(refs))
+    waiting = queue_depth(app, contract.GENERATION_QUEUE)
+    claimable = runtime.run_db_sync(dispatch.claimable_chunks)
+    # Tokens already waiting will each claim a chunk: never re-send for work that has one.
+    missing = min(claimable, settings.dispatch_tokens) - (waiting or 0)
+    if missing > 0:
+        log.info("sweeper sends %d run token(s) for %d claimable chunk(s)", missing, claimable)
+        send(app, contract.run_tokens(missing))
     builds = runtime.run_db_sync(
         lambda s: snapshots.sweep_builds(
             s, settings.requeue_after_s, settings.snapshot_build_lost_after_s
@@ -109,9 +116,32 @@ def sweep_once(app: Celery, settings: Settings) -> None:
     if builds:
         log.info("sweeper re-enqueues %d snapshot build(s)", len(builds))
         send(app, [contract.build_snapshot_message(b) for b in builds])
+    if queue_depth(app, contract.TRAIN_QUEUE) == 0:
+        unsent = runtime.run_db_sync(lambda s: runs.resend_unsent(s, settings.requeue_after_s))
+        if unsent:
+            log.info("sweeper re-sends %d training run(s) whose message was lost", len(unsent))
+            send(app, unsent)
     lost = runtime.run_db_sync(lambda s: runs.sweep_lost(s, settings.trainer_lost_after_s))
     if lost:
         log.info("sweeper failed %d training run(s) whose trainer went silent", len(lost))
+    probe_paused(app, settings)
+
+
+def probe_paused(app: Celery, settings: Settings) -> None:
+    """Resume paused jobs whose failing endpoint answers a tiny call again."""
+    runtime = get_runtime(settings)
+    due = runtime.run_db_sync(lambda s: pause.due_for_probe(s, settings.breaker_probe_interval_s))
+    for job in due:
+        errors = [e for e in (probe(c, settings.preflight_timeout_s) for c in job.endpoints) if e]
+        jid = job.job_id
+        if errors:
+            runtime.run_db_sync(lambda s, j=jid, e=errors[0]: pause.probe_failed(s, j, e))  # type: ignore[misc]
+            continue
+        if runtime.run_db_sync(lambda s, j=jid: pause.resume_by_id(s, j)):  # type: ignore[misc]
+            for c in job.endpoints:
+                runtime.breaker.reset(c.key)
+            log.info("job %s resumed: its endpoint answers again", jid)
+            send(app, contract.run_tokens(settings.dispatch_tokens))
 
 
 def _sweep_forever(app: Celery, stop: threading.Event) -> None:

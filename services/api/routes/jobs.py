@@ -1,4 +1,4 @@
-"""/v1/jobs: create (202), list, get (status), cancel, retry-failed, triplets."""
+"""/v1/jobs: create (202), list, get (status), cancel, retry-failed, resume, delete, triplets."""
 
 from __future__ import annotations
 
@@ -13,17 +13,19 @@ from cgd.datasets.errors import DatasetNotFound
 from cgd.enums import ItemState, VerdictFilter
 from cgd.errors import IdempotencyKeyReused, InvalidRequest
 from cgd.generation.spec import check_spec
-from cgd.jobs import ops
-from cgd.jobs.errors import JobNotCancellable, JobNotFound, JobNotRetryable
+from cgd.jobs import ops, preflight
+from cgd.jobs.errors import JobNotCancellable, JobNotFound, JobNotPaused, JobNotRetryable
 from cgd.jobs.schemas import (
     JobCancelled,
     JobCreated,
+    JobResumed,
     JobRetried,
     JobSpec,
     JobStatusOut,
     TripletOut,
 )
 from cgd.pagination import Page
+from cgd.quotas import QuotaExceeded
 from services.api.deps import IdempotencyKey, SessionDep, SettingsDep, TeamDep
 from services.api.errors import JSONBody, error_responses
 
@@ -34,7 +36,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
     "",
     status_code=202,
     response_model=JobCreated,
-    responses=error_responses(DatasetNotFound, InvalidRequest, IdempotencyKeyReused),
+    responses=error_responses(DatasetNotFound, InvalidRequest, IdempotencyKeyReused, QuotaExceeded),
 )
 def create_job(
     request: Request,
@@ -45,9 +47,11 @@ def create_job(
     idempotency_key: IdempotencyKey = None,
 ) -> JobCreated:
     """Start a generation job over a dataset: probe (student), critique and refine (teacher),
-    verify. Returns at once; poll ``GET /v1/jobs/{id}``."""
+    verify. Returns at once; poll ``GET /v1/jobs/{id}``. Each endpoint is checked first
+    (``GET /models``, unless ``"preflight": false``); over a team quota answers 429."""
     check_spec(spec, settings.endpoint_allowlist)
-    created, messages = ops.create(session, team_id, spec, idempotency_key)
+    preflight.check(spec, settings.preflight_timeout_s)
+    created, messages = ops.create(session, team_id, spec, idempotency_key, settings)
     request.state.outbox.extend(messages)  # sent after the commit
     return created
 
@@ -111,6 +115,31 @@ def cancel_job(
     ops.cancel_job(session, job)
     request.app.state.status_cache.pop(job.id)
     return JobCancelled(id=job.id, status="cancelled")
+
+
+@router.delete("/{job_id}", status_code=204, responses=error_responses(JobNotFound))
+def delete_job(request: Request, session: SessionDep, team_id: TeamDep, job_id: uuid.UUID) -> None:
+    """Cancel the job and delete it with its triplets. Snapshots built from it keep theirs;
+    its dataset can be deleted afterwards."""
+    job = ops.get_job(session, team_id, job_id)
+    ops.delete_job(session, job)
+    request.app.state.status_cache.pop(job_id)
+
+
+@router.post(
+    "/{job_id}/resume",
+    status_code=202,
+    response_model=JobResumed,
+    responses=error_responses(JobNotFound, JobNotPaused),
+)
+def resume_job(
+    request: Request, session: SessionDep, team_id: TeamDep, job_id: uuid.UUID
+) -> JobResumed:
+    """Resume a paused job now (it also resumes by itself once its endpoint answers)."""
+    job = ops.get_job(session, team_id, job_id)
+    request.state.outbox.extend(ops.resume(session, job))
+    request.app.state.status_cache.pop(job.id)
+    return JobResumed(id=job.id, status=ops.job_status(session, job).status)
 
 
 @router.post(

@@ -1,0 +1,116 @@
+"""Per-team quotas: jobs not yet finished, job items stored, items of unfinished jobs.
+
+Defaults come from settings (``CGD_QUOTA_*``); ``cgd admin set-quota`` stores a team's own
+limits in ``team_quotas``. A request over a quota is refused whole (429 with ``Retry-After``),
+before anything is written.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from cgd.db.models import Job, Team, TeamQuota
+from cgd.errors import CgdError, NotFound
+from cgd.settings import Settings
+
+
+class QuotaExceeded(CgdError):
+    """The team is over a quota; retry once some of its work has finished or been deleted."""
+
+    status_code = 429
+
+    def __init__(self, detail: Any, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
+@dataclass
+class Limits:
+    queued_jobs: int
+    stored_items: int
+    inflight_items: int
+    team_max_running_chunks: int
+
+
+QUOTA_FIELDS = ("queued_jobs", "stored_items", "inflight_items", "team_max_running_chunks")
+
+
+def limits_for(session: Session, team_id: uuid.UUID, settings: Settings) -> Limits:
+    row = session.get(TeamQuota, team_id)
+
+    def pick(name: str, default: int) -> int:
+        value = getattr(row, name, None) if row is not None else None
+        return default if value is None else int(value)
+
+    return Limits(
+        queued_jobs=pick("queued_jobs", settings.quota_queued_jobs),
+        stored_items=pick("stored_items", settings.quota_stored_items),
+        inflight_items=pick("inflight_items", settings.quota_inflight_items),
+        team_max_running_chunks=pick("team_max_running_chunks", settings.team_max_running_chunks),
+    )
+
+
+def usage(session: Session, team_id: uuid.UUID) -> dict[str, int]:
+    unfinished = (
+        Job.finished_at.is_(None),
+        Job.cancelled_at.is_(None),
+        Job.error.is_(None),
+    )
+    jobs, inflight = session.execute(
+        select(func.count(), func.coalesce(func.sum(Job.total_items), 0)).where(
+            Job.team_id == team_id, *unfinished
+        )
+    ).one()
+    stored = session.scalar(
+        select(func.coalesce(func.sum(Job.total_items), 0)).where(Job.team_id == team_id)
+    )
+    return {
+        "queued_jobs": int(jobs),
+        "stored_items": int(stored or 0),
+        "inflight_items": int(inflight),
+    }
+
+
+def check_new_job(session: Session, team_id: uuid.UUID, items: int, settings: Settings) -> None:
+    """Refuse a job of ``items`` items that would take the team over a quota. Locks the team's
+    row first, so concurrent submissions of one team are checked one after the other."""
+    session.execute(select(Team.id).where(Team.id == team_id).with_for_update())
+    limits = limits_for(session, team_id, settings)
+    used = usage(session, team_id)
+    wanted = {"queued_jobs": 1, "stored_items": items, "inflight_items": items}
+    for name, extra in wanted.items():
+        limit = getattr(limits, name)
+        if used[name] + extra > limit:
+            raise QuotaExceeded(
+                {
+                    "reason": f"over the team's {name} quota: {used[name]} in use + {extra} "
+                    f"requested > {limit}",
+                    "quota": name,
+                    "limit": limit,
+                    "used": used[name],
+                    "requested": extra,
+                },
+                settings.quota_retry_after_s,
+            )
+
+
+def set_quota(session: Session, team_name: str, values: dict[str, int | None]) -> TeamQuota:
+    """Set (a value) or reset to the default (None) each named quota of ``team_name``."""
+    team = session.scalar(select(Team).where(Team.name == team_name))
+    if team is None:
+        raise NotFound({"team": team_name, "reason": "no such team"})
+    row = session.get(TeamQuota, team.id)
+    if row is None:
+        row = TeamQuota(team_id=team.id)
+        session.add(row)
+    for name, value in values.items():
+        if name not in QUOTA_FIELDS:
+            raise ValueError(name)
+        setattr(row, name, value)
+    session.flush()
+    return row
