@@ -1,7 +1,7 @@
 """fair scheduling, quotas, circuit breaker, maintained item counts
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-11-29 15:50:00
 """
 
