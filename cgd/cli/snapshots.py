@@ -21,6 +21,7 @@ from cgd.cli.common import (
     load_spec,
     out,
     print_json,
+    quality_line,
     show_one,
     spec_option,
     transfer_progress,
@@ -123,8 +124,13 @@ def snapshots_export(
 
 @app.command("show")
 def snapshots_show(ctx: typer.Context, snapshot_id: str, as_json: bool = AS_JSON) -> None:
-    """Show a snapshot: status, stats, lineage."""
-    show_one(ctx, lambda api: api.get_snapshot(snapshot_id), as_json)
+    """Show a snapshot: status, stats, quality numbers, lineage."""
+    show_one(
+        ctx,
+        lambda api: api.get_snapshot(snapshot_id),
+        as_json,
+        footer=lambda snap: quality_line((snap.get("stats") or {}).get("quality")),
+    )
 
 
 @app.command("card")

@@ -29,6 +29,7 @@ from cgd.db.queries import team_newest_first
 from cgd.errors import InvalidRequest
 from cgd.generation.spec import JobSpec
 from cgd.jobs.errors import JobNotCancellable, JobNotFound, JobNotRetryable
+from cgd.jobs.quality import Quality, job_quality
 from cgd.jobs.schemas import JobCreated, JobRetried, JobStatusOut, TripletOut
 from cgd.pagination import Page, created_page, decode_created_cursor, decode_cursor, page
 from cgd.tasks import ChunkRef, Message, chunk_messages
@@ -181,10 +182,12 @@ def job_statuses(session: Session, jobs: list[Job]) -> list[JobStatusOut]:
         .group_by(JobItem.job_id, JobItem.state, JobItem.error_kind, JobItem.truncated)
     ):
         groups[row[0]].append(row[1:])
-    return [_status(job, groups[job.id]) for job in jobs]
+    # Quality is its own aggregate (cgd.jobs.quality), also one query for the whole list.
+    quality = job_quality(session, list(groups))
+    return [_status(job, groups[job.id], quality[job.id]) for job in jobs]
 
 
-def _status(job: Job, groups: list[Any]) -> JobStatusOut:
+def _status(job: Job, groups: list[Any], quality: Quality) -> JobStatusOut:
     by_state = {s: 0 for s in ITEM_STATES}
     errors: dict[str, int] = {}
     prompt_tokens = completion_tokens = truncated = 0
@@ -220,6 +223,7 @@ def _status(job: Job, groups: list[Any]) -> JobStatusOut:
             "tokens": {"prompt": prompt_tokens, "completion": completion_tokens},
             "errors": errors,
             "truncated": truncated,
+            "quality": quality,
             "template_version": job.template_version,
             "spec": JobSpec.model_validate(job.spec).public(),
             "error": job.error,

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cgd.enums import ItemState, JobStatus
 from cgd.generation.spec import JobSpec
+from cgd.jobs.quality import Quality
 
 __all__ = [
     "JobCancelled",
@@ -97,6 +98,10 @@ class JobStatusOut(BaseModel):
     tokens: TokenCounts
     errors: dict[str, int] = Field(description="Failed items per error kind")
     truncated: int = Field(description="Items with an answer cut at max_tokens")
+    quality: Quality = Field(
+        description="Accuracy before/after refinement, fix and break rates, verdict agreement, "
+        "truncation rate and tokens per stage (see docs/observability.md)"
+    )
     template_version: str
     spec: dict[str, Any] = Field(description="The job spec as submitted, API keys masked")
     error: str | None = Field(description="Why the whole job failed, if it did")

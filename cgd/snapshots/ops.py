@@ -43,6 +43,7 @@ from cgd.db.models import (
 from cgd.db.queries import team_newest_first
 from cgd.errors import InvalidRequest, NotFound
 from cgd.generation.spec import JobSpec
+from cgd.jobs.quality import quality_dict, snapshot_quality
 from cgd.pagination import Page, created_page, decode_created_cursor
 from cgd.snapshots.errors import SnapshotInUse, SnapshotNotFound, SnapshotNotReady
 from cgd.snapshots.schemas import CardOut, SnapshotDetail, SnapshotOut
@@ -245,7 +246,9 @@ def build(session: Session, snapshot_id: uuid.UUID) -> Snapshot:
     if batch:
         session.execute(insert(SnapshotRow), batch)
     snap.num_items = pos
-    snap.stats = result.stats
+    session.flush()
+    # Over the selected rows: what a model trained on this snapshot sees.
+    snap.stats = {**result.stats, "quality": quality_dict(snapshot_quality(session, snap.id))}
     snap.dropped = result.dropped
     snap.lineage = {str(k): v for k, v in result.lineage.items()}
     snap.content_hash = result.content_hash
