@@ -604,7 +604,7 @@ class CgdClient:
         *,
         format: ExportFormat | str = ExportFormat.jsonl,
         layout: ExportLayout | str = ExportLayout.native,
-        mode: ExportMode | str = ExportMode.cgd,
+        mode: ExportMode | str | None = None,
         split: Split | str = Split.all,
         progress: ProgressCallback | None = None,
         chunk_size: int = 1 << 20,
@@ -614,7 +614,9 @@ class CgdClient:
         ``progress(bytes_done, total_or_None)`` is called per chunk."""
         dest = Path(path)
         part = dest.with_name(dest.name + ".part")
-        q = {"format": format, "layout": layout, "mode": mode, "split": split}
+        q = {"format": format, "layout": layout, "split": split}
+        if mode is not None:  # layout native takes none
+            q["mode"] = mode
         timeout = httpx.Timeout(self.timeout, read=self.transfer_timeout)
         response = self._send(
             "GET", f"/v1/snapshots/{snapshot_id}/export", params=q, stream=True, timeout=timeout

@@ -186,17 +186,21 @@ def test_content_hash_is_stable_and_split_keeps_samples_together(finished_job) -
     for r in rows:
         split_of_item.setdefault(r["item_id"], set()).add(r["split"])
     assert all(len(s) == 1 for s in split_of_item.values())
-    val = export_jsonl(c, a["id"], "native", split="val")
-    assert len(val) == a["stats"]["val"] and all(r["split"] == "val" for r in val)
+    val = export_jsonl(c, a["id"], "native", split="validation")
+    assert len(val) == a["stats"]["val"] and all(r["split"] == "validation" for r in val)
+    assert export_jsonl(c, a["id"], "native", split="val") == val  # the old name, an alias
+    # native holds every field: a mode there is refused, not silently ignored.
+    r = c.get(f"/v1/snapshots/{a['id']}/export", params={"layout": "native", "mode": "sft"})
+    assert r.status_code == 422 and r.json()["detail"]["field"] == "mode", r.text
 
 
 def export_jsonl(
-    c: httpx.Client, sid: str, layout: str, mode: str = "cgd", split: str = "all"
+    c: httpx.Client, sid: str, layout: str, mode: str | None = None, split: str = "all"
 ) -> list[dict[str, Any]]:
-    r = c.get(
-        f"/v1/snapshots/{sid}/export",
-        params={"format": "jsonl", "layout": layout, "mode": mode, "split": split},
-    )
+    params = {"format": "jsonl", "layout": layout, "split": split}
+    if mode is not None:
+        params["mode"] = mode
+    r = c.get(f"/v1/snapshots/{sid}/export", params=params)
     assert r.status_code == 200, r.text
     return [json.loads(line) for line in r.text.splitlines()]
 
@@ -209,14 +213,14 @@ def test_exports_load_in_datasets_row_for_row(finished_job, fmt: str) -> None:  
     snap = snapshot(c, job, filters={"refined_correct": True})
     native = export_jsonl(c, snap["id"], "native")
     assert len(native) == snap["num_items"]
-    for layout in ("native", "messages", "prompt-completion", "alpaca"):
+    for layout in ("native", "messages", "sharegpt", "prompt-completion", "alpaca"):
         for mode in ("cgd", "sft", "distill", "cft", "no-critique"):
             if layout == "native" and mode != "cgd":
-                continue  # native carries every field whatever the mode
-            r = c.get(
-                f"/v1/snapshots/{snap['id']}/export",
-                params={"format": fmt, "layout": layout, "mode": mode},
-            )
+                continue  # native carries every field and takes no mode
+            params = {"format": fmt, "layout": layout}
+            if layout != "native":
+                params["mode"] = mode
+            r = c.get(f"/v1/snapshots/{snap['id']}/export", params=params)
             assert r.status_code == 200, r.text
             path = tmp / f"{secrets.token_hex(4)}.{fmt}"
             path.write_bytes(r.content)
@@ -242,6 +246,10 @@ def test_exports_load_in_datasets_row_for_row(finished_job, fmt: str) -> None:  
             elif layout == "prompt-completion":
                 assert first["prompt"][0]["role"] == "user"
                 assert first["completion"][0]["role"] == "assistant"
+            elif layout == "sharegpt":
+                human, gpt = first["conversations"]
+                assert human["from"] == "human" and src["prompt"] in human["value"]
+                assert gpt["from"] == "gpt" and gpt["value"]
             elif layout == "alpaca":
                 assert src["prompt"] in first["instruction"] and first["output"]
             else:

@@ -97,7 +97,9 @@ def snapshots_export(
     output: Path = typer.Option(..., "--output", "-o", dir_okay=False, help="File to write"),
     fmt: Format = typer.Option(Format.jsonl, "--format", help="File format"),
     layout: Layout = typer.Option(Layout.native, help="Row layout"),
-    mode: Mode = typer.Option(Mode.cgd, help="Training mode the rows are shaped for"),
+    mode: Mode | None = typer.Option(
+        None, help="Training mode the rows are shaped for (default cgd; not for layout native)"
+    ),
     split: Split = typer.Option(Split.all, help="Which split"),
 ) -> None:
     """Download a snapshot as a training file (streamed to disk)."""
@@ -108,7 +110,7 @@ def snapshots_export(
             output,
             format=fmt.value,  # type: ignore[arg-type]
             layout=layout.value,  # type: ignore[arg-type]
-            mode=mode.value,  # type: ignore[arg-type]
+            mode=mode.value if mode is not None else None,
             split=split.value,  # type: ignore[arg-type]
             progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
@@ -118,7 +120,8 @@ def snapshots_export(
             rows = f", {sum(1 for _ in f)} rows"
     out.print(
         f"wrote {res['path']} ({fmt_bytes(res['bytes'])}{rows}; "
-        f"{layout.value}/{mode.value}/{split.value}; content hash {res['content_hash'] or '-'})"
+        f"{layout.value}/{mode.value if mode else '-'}/{split.value}; "
+        f"content hash {res['content_hash'] or '-'})"
     )
 
 

@@ -363,7 +363,7 @@ def stream_export(
     *,
     format: str = "jsonl",
     layout: str = "native",
-    mode: str = "cgd",
+    mode: str | None = None,
     split: str = "all",
     compression: str = "snappy",
 ) -> Iterator[bytes]:

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from cgd.curation.export import check_mode_for
 from cgd.datasets.errors import DatasetNotFound
 from cgd.enums import CardFormat, ExportFormat, ExportLayout, ExportMode, ParquetCompression, Split
 from cgd.errors import InvalidRequest, NotFound
@@ -114,7 +115,7 @@ def snapshot_card(
                 },
             },
         },
-        **error_responses(SnapshotNotFound, SnapshotNotReady),
+        **error_responses(SnapshotNotFound, SnapshotNotReady, InvalidRequest),
     },
 )
 def export_snapshot(
@@ -124,8 +125,11 @@ def export_snapshot(
     snapshot_id: uuid.UUID,
     format: ExportFormat = ExportFormat.jsonl,
     layout: ExportLayout = ExportLayout.native,
-    mode: ExportMode = ExportMode.cgd,
-    split: Split = Split.all,
+    mode: Annotated[
+        ExportMode | None,
+        Query(description="What the target is (default cgd); not for layout native"),
+    ] = None,
+    split: Annotated[Split, Query(description="train, validation (or val) or all")] = Split.all,
     compression: Annotated[
         ParquetCompression,
         Query(description="Parquet only: snappy (default) is read by every Parquet reader"),
@@ -136,7 +140,12 @@ def export_snapshot(
     snap = ops.get_snapshot(session, team_id, snapshot_id)
     if snap.status != "ready":
         raise SnapshotNotReady({"snapshot_id": str(snap.id), "status": snap.status})
-    name = f"{(snap.name or 'snapshot').replace('/', '_')}-{layout}-{mode}-{split}.{format}"
+    try:
+        checked_mode = check_mode_for(layout, mode)
+    except ValueError as exc:
+        raise InvalidRequest({"field": "mode", "reason": str(exc)}) from None
+    tag = layout.value if layout == ExportLayout.native else f"{layout}-{checked_mode}"
+    name = f"{(snap.name or 'snapshot').replace('/', '_')}-{tag}-{split}.{format}"
     media = "application/vnd.apache.parquet" if format == "parquet" else "application/x-ndjson"
     body = ops.stream_export(
         request.app.state.sessionmaker,
