@@ -372,3 +372,45 @@ def test_sweeper_requeues_lost_builds_and_fails_dead_ones(sessionmaker_) -> None
         assert s.get(Snapshot, ids[2]).status == "building"
         # Once per interval: an immediate second sweep does not send it again.
         assert ids[0] not in snapshots.sweep_builds(s, 300, 6 * 3600)
+
+
+def test_export_hub_over_the_api_and_cli(finished_job, api_server) -> None:  # type: ignore[no-untyped-def]
+    """`cgd snapshots export-hub SNAPSHOT DIR` unpacks the API's tar into a folder that
+    `datasets.load_dataset(DIR)` loads with both splits; the README has the quality numbers."""
+    import os
+    import subprocess
+    import sys
+
+    import datasets
+    import yaml
+
+    c, job, tmp = finished_job["client"], finished_job["job_id"], finished_job["tmp"]
+    snap = snapshot(c, job, name="hub test", split={"val_fraction": 0.3, "seed": 0})
+    dest = tmp / f"hub-{secrets.token_hex(4)}"
+    env = {
+        **os.environ,
+        "CGD_API_URL": api_server.url,
+        "CGD_API_KEY": c.headers["Authorization"].split()[1],
+    }
+    cmd = [sys.executable, "-m", "services.cli", "snapshots", "export-hub", snap["id"], str(dest)]
+    done = subprocess.run([*cmd, "--license", "mit"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "README.md" in done.stdout and "dataset_info.json" in done.stdout
+    ds = datasets.load_dataset(str(dest), cache_dir=str(tmp / "hf-cache"))
+    assert ds["train"].num_rows == snap["stats"]["train"]
+    assert ds["validation"].num_rows == snap["stats"]["val"] > 0
+    readme = (dest / "README.md").read_text()
+    meta = yaml.safe_load(readme.split("---\n", 2)[1])
+    assert meta["license"] == "mit" and meta["pretty_name"] == "hub test"
+    q = snap["stats"]["quality"]
+    assert f"| refined accuracy | {100 * q['refined_accuracy']:.1f}% |" in readme
+    info = json.loads((dest / "dataset_info.json").read_text())
+    assert {e["formatting"] for e in info.values()} == {"alpaca", "sharegpt"}
+    # A second export into the same (non-empty) folder is refused, not merged.
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert again.returncode != 0 and "not empty" in again.stderr
+    # Bad arguments: 422 naming the field, before any byte is streamed.
+    r = c.get(f"/v1/snapshots/{snap['id']}/export-hub", params={"license": "MIT License"})
+    assert r.status_code == 422 and "license" in r.text
+    r = c.get(f"/v1/snapshots/{snap['id']}/export-hub", params={"mode": "dpo"})
+    assert r.status_code == 422 and "mode" in r.text

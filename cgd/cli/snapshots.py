@@ -12,6 +12,7 @@ from rich.filesize import decimal as fmt_bytes
 from cgd.cli.common import (
     AS_JSON,
     EXIT_FAILED,
+    EXIT_USAGE,
     LIMIT,
     Column,
     api_client,
@@ -123,6 +124,32 @@ def snapshots_export(
         f"{layout.value}/{mode.value if mode else '-'}/{split.value}; "
         f"content hash {res['content_hash'] or '-'})"
     )
+
+
+@app.command("export-hub")
+def snapshots_export_hub(
+    ctx: typer.Context,
+    snapshot_id: str,
+    dest: Path = typer.Argument(..., file_okay=False, help="Folder to create (absent or empty)"),
+    mode: Mode = typer.Option(Mode.cgd, help="Training mode the rows are shaped for"),
+    license: str = typer.Option("other", help="Hub license id for README.md (e.g. mit)"),
+) -> None:
+    """Write the snapshot as a Hugging Face Hub dataset folder: data/{train,validation}-*.parquet,
+    README.md with YAML metadata and quality numbers, dataset_info.json for LLaMA-Factory."""
+    if dest.exists() and any(dest.iterdir()):
+        err.print(f"{dest} is not empty: give a new or empty folder")
+        raise typer.Exit(EXIT_USAGE)
+    with api_client(ctx) as api, transfer_progress(bar=False) as progress:
+        task = progress.add_task(f"exporting {snapshot_id}", total=None)
+        res = api.export_hub(
+            snapshot_id,
+            dest,
+            mode=mode.value,
+            license=license,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    files = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
+    out.print(f"wrote {res['path']}: {', '.join(files)} (content hash {res['content_hash']})")
 
 
 @app.command("show")

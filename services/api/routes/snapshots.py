@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from cgd.curation.export import check_mode_for
+from cgd.curation.hub import LICENSE_RE
 from cgd.datasets.errors import DatasetNotFound
 from cgd.enums import CardFormat, ExportFormat, ExportLayout, ExportMode, ParquetCompression, Split
 from cgd.errors import InvalidRequest, NotFound
@@ -159,6 +160,52 @@ def export_snapshot(
     return StreamingResponse(
         body,
         media_type=media,
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "X-Content-Hash": snap.content_hash or "",
+        },
+    )
+
+
+@router.get(
+    "/{snapshot_id}/export-hub",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "A tar of the Hub folder: data/{train,validation}-*.parquet, "
+            "README.md (YAML metadata + card), dataset_info.json (LLaMA-Factory)",
+            "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        **error_responses(SnapshotNotFound, SnapshotNotReady, InvalidRequest),
+    },
+)
+def export_hub(
+    request: Request,
+    session: SessionDep,
+    team_id: TeamDep,
+    snapshot_id: uuid.UUID,
+    mode: ExportMode = ExportMode.cgd,
+    license: Annotated[
+        str, Query(description="The Hub license id written to README.md", max_length=64)
+    ] = "other",
+) -> StreamingResponse:
+    """The snapshot as a Hugging Face Hub dataset folder, in a tar (``cgd snapshots export-hub``
+    unpacks it): ``datasets.load_dataset(DIR)`` loads both splits and LLaMA-Factory reads the
+    ``dataset_info.json`` entries."""
+    snap = ops.get_snapshot(session, team_id, snapshot_id)
+    if snap.status != "ready":
+        raise SnapshotNotReady({"snapshot_id": str(snap.id), "status": snap.status})
+    if not LICENSE_RE.match(license):
+        raise InvalidRequest(
+            {"field": "license", "reason": "expected a Hub license id such as mit, apache-2.0"}
+        )
+    name = f"{(snap.name or 'snapshot').replace('/', '_')}-hub-{mode}.tar"
+    body = ops.stream_hub_tar(
+        request.app.state.sessionmaker, snap.id, mode=mode.value, license=license
+    )
+    return StreamingResponse(
+        body,
+        media_type="application/x-tar",
         headers={
             "Content-Disposition": f'attachment; filename="{name}"',
             "X-Content-Hash": snap.content_hash or "",
