@@ -27,6 +27,7 @@ from cgd.db.models import TERMINAL_STATES, utcnow
 from cgd.generation import store
 from cgd.generation.store import ChunkWork, StageResult, WorkItem
 from cgd.llm_client import CallResult, EndpointConfig, LLMClient, LLMError
+from cgd.metrics import endpoint_label, llm_call
 from cgd.templates import Template, get_template, parse_verdict
 from cgd.verify import Verdict, VerifierPool
 
@@ -138,6 +139,7 @@ class ChunkRun:
         self.stop_reason: str | None = None
         self.writer = _Writer(deps, work.job_id)
         self._students: dict[int, EndpointConfig] = {}
+        self._labels: dict[tuple[str, str], str] = {}  # (base_url, model) -> metrics label
 
     def student_for(self, sample: int) -> EndpointConfig:
         """Each sample gets its own seed (when one is set), so k samples really differ."""
@@ -154,7 +156,21 @@ class ChunkRun:
     ) -> CallResult:
         if self.stop.is_set():
             raise _Stopped
-        result = await self.deps.client.chat(endpoint, messages, self.spec.truncation)
+        key = (endpoint.base_url, endpoint.model)
+        label = self._labels.get(key)
+        if label is None:
+            label = self._labels[key] = endpoint_label(*key)
+        async with llm_call(label, stage) as rec:
+            try:
+                result = await self.deps.client.chat(endpoint, messages, self.spec.truncation)
+            except LLMError as exc:  # a truncated answer was still billed
+                rec.prompt_tokens = exc.prompt_tokens or 0
+                rec.completion_tokens = exc.completion_tokens or 0
+                raise
+            rec.prompt_tokens, rec.completion_tokens = (
+                result.prompt_tokens,
+                result.completion_tokens,
+            )
         item.prompt_tokens += result.prompt_tokens
         item.completion_tokens += result.completion_tokens
         item.done[stage] = StageResult(result.text, result.finish_reason)

@@ -18,7 +18,7 @@ from cgd.settings import Settings, get_settings
 from cgd.tasks import Message
 from cgd.ttl_cache import TTLCache
 from services.api.errors import install_error_handlers
-from services.api.metrics import MetricsMiddleware
+from services.api.metrics import MetricsMiddleware, install_state_collector, remove_collector
 from services.api.openapi import DESCRIPTION, install_openapi
 from services.api.routes import datasets, jobs, ops, runs, snapshots
 
@@ -47,10 +47,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # computed at most once per job per second. Entries: (team id, status body).
         app.state.status_cache = TTLCache[uuid.UUID, tuple[uuid.UUID, dict[str, Any]]](ttl_s=1.0)
         app.state.status_pending = {}
+        state_metrics = install_state_collector(app.state.sessionmaker, app.state.redis)
         logging.getLogger("cgd.api").info("api started", extra={"version": __version__})
         try:
             yield
         finally:
+            remove_collector(state_metrics)
             if app.state.redis is not None:
                 app.state.redis.close()
             engine.dispose()
