@@ -21,6 +21,7 @@ from services.api.errors import install_error_handlers
 from services.api.metrics import MetricsMiddleware, install_state_collector, remove_collector
 from services.api.openapi import DESCRIPTION, install_openapi
 from services.api.routes import datasets, jobs, ops, runs, snapshots
+from services.api.ui import install_ui
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(snapshots.router)
     app.include_router(runs.router)
     app.include_router(runs.trainer_router)
+    install_ui(app)
     install_openapi(app)
     return app
 
