@@ -110,3 +110,29 @@ def test_training_gauges_follow_step_events() -> None:
     metrics.training_finished("run-1")
     assert REGISTRY.get_sample_value("cgd_training_loss", {"run": "run-1"}) is None
     metrics.training_finished("run-1")  # twice is fine
+
+
+def test_grafana_dashboard_uses_only_exported_metrics() -> None:
+    """docker/grafana-dashboard.json parses and every cgd_* series it queries is one we export."""
+    import json
+    import re
+    from pathlib import Path
+
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from services.api import metrics as api_metrics
+
+    root = Path(__file__).resolve().parents[1]
+    dash = json.loads((root / "docker" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    used = {
+        re.sub(r"_(bucket|count|sum|total)$", "", m)
+        for e in exprs
+        for m in re.findall(r"cgd_\w+", e)
+    }
+    wrappers = [*vars(metrics).values(), *vars(api_metrics).values()]
+    exported = {f.name for m in wrappers if isinstance(m, MetricWrapperBase) for f in m.describe()}
+    exported |= {"cgd_job_items", "cgd_queue_depth"}  # StateCollector, read at scrape time
+    assert {"cgd_llm_requests", "cgd_llm_request_duration_seconds"} <= exported
+    assert used <= exported, used - exported
+    assert api_metrics.STATE_CACHE_S <= 15

@@ -173,7 +173,12 @@ def test_dashboard_end_to_end(  # type: ignore[no-untyped-def]
     # Snapshot: drop reasons.
     snap = client.post(
         "/v1/snapshots",
-        json={"name": "ui snapshot", "job_ids": [job_id], "filters": {"refined_correct": True}},
+        json={
+            "name": "ui snapshot",
+            "job_ids": [job_id],
+            "filters": {"initial_correct": False},
+            "split": {"val_fraction": 0.3},
+        },
     ).json()
     page.goto(f"{api}/ui/#/snapshots/{snap['id']}")
     page.wait_for_selector("#drop-reasons")
