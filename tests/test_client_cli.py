@@ -338,7 +338,12 @@ def test_cli_end_to_end(  # type: ignore[no-untyped-def]
     assert len(rows) == num_items > 0 and f"{num_items} rows" in p.stdout
     assert rows[0]["messages"]
     pq_out = tmp_path / "train.parquet"
-    p = cgd(env, "snapshots", "export", snap, "--format", "parquet", "--mode", "sft", "-o", pq_out)
+    p = cgd(env, "snapshots", "export", snap, "--format", "parquet", "-o", pq_out)
+    assert p.returncode == 0 and pq.read_table(pq_out).num_rows == num_items  # native
+    p = cgd(env, "snapshots", "export", snap, "--mode", "sft", "-o", tmp_path / "x.jsonl")
+    assert p.returncode != 0 and "mode applies only to the training layouts" in p.stderr
+    p = cgd(env, "snapshots", "export", snap, "--format", "parquet", "--layout", "sharegpt",
+            "--mode", "sft", "-o", pq_out)  # fmt: skip
     assert p.returncode == 0 and pq.read_table(pq_out).num_rows == num_items
     assert cgd(env, "snapshots", "card", snap).stdout.lstrip().startswith("#")
     assert snap in cgd(env, "snapshots", "ls").stdout
