@@ -359,8 +359,8 @@ def jobs_triplets(
         lambda api: api.iter_triplets(
             job_id,
             page_size=min(limit, 1000),
-            status=status,  # type: ignore[arg-type]
-            verdict=verdict,  # type: ignore[arg-type]
+            status=status,
+            verdict=verdict,
             initial_correct=initial_correct,
             refined_correct=refined_correct,
         ),

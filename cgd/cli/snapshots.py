@@ -109,10 +109,10 @@ def snapshots_export(
         res = api.export_snapshot(
             snapshot_id,
             output,
-            format=fmt.value,  # type: ignore[arg-type]
-            layout=layout.value,  # type: ignore[arg-type]
+            format=fmt.value,
+            layout=layout.value,
             mode=mode.value if mode is not None else None,
-            split=split.value,  # type: ignore[arg-type]
+            split=split.value,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
     rows = ""
