@@ -262,3 +262,47 @@ def test_quality_in_job_status_snapshot_card_and_cli(  # type: ignore[no-untyped
         check=True,
     ).stdout
     assert "quality: accuracy" in out
+
+
+def test_quality_cache_is_exact_once_a_job_settles(sessionmaker_) -> None:  # type: ignore[no-untyped-def]
+    """While items are in flight a cached entry may be reused for max_age_s; once every item
+    is terminal the status fingerprint changes and the numbers are recomputed."""
+    from cgd.jobs.ops import job_statuses
+    from cgd.jobs.quality import CACHE
+
+    with session_scope(sessionmaker_) as s:
+        team = Team(name=f"qc-{uuid.uuid4().hex[:8]}")
+        s.add(team)
+        s.flush()
+        ds = Dataset(team_id=team.id, name="q", format="jsonl", content_hash="x", num_items=4)
+        s.add(ds)
+        s.flush()
+        job = Job(
+            team_id=team.id,
+            dataset_id=ds.id,
+            spec={
+                "dataset_id": str(ds.id),
+                "student": None,
+                "teacher": {"base_url": "http://t/v1", "model": "t"},
+            },
+            template_version="t",
+            total_items=4,
+            num_chunks=1,
+        )
+        s.add(job)
+        s.flush()
+        items = [JobItem(job_id=job.id, idx=i, sample=0, state="pending") for i in range(4)]
+        s.add_all(items)
+        s.flush()
+        assert job_statuses(s, [job])[0].quality.counts["verified"] == 0
+        items[0].state, items[0].initial_correct = "verified", True
+        s.flush()
+        # In flight and younger than max_age_s: the cached numbers may lag.
+        assert job_statuses(s, [job])[0].quality.counts["verified"] == 0
+        for it in items:
+            it.state, it.initial_correct, it.refined_correct = "verified", False, True
+        s.flush()
+        q = job_statuses(s, [job])[0].quality  # settled: recomputed, exact
+        assert q.counts["verified"] == 4 and q.fix_rate == 1.0
+        assert CACHE.get(s, {job.id: (None, False)})[job.id].counts["verified"] == 4
+        s.rollback()

@@ -18,6 +18,7 @@ from cgd import idempotency
 from cgd.datasets.ops import get_dataset
 from cgd.db.models import (
     ITEM_STATES,
+    TERMINAL_STATES,
     DatasetItem,
     Generation,
     Job,
@@ -29,7 +30,8 @@ from cgd.db.queries import team_newest_first
 from cgd.errors import InvalidRequest
 from cgd.generation.spec import JobSpec
 from cgd.jobs.errors import JobNotCancellable, JobNotFound, JobNotRetryable
-from cgd.jobs.quality import Quality, job_quality
+from cgd.jobs.quality import CACHE as QUALITY_CACHE
+from cgd.jobs.quality import Quality
 from cgd.jobs.schemas import JobCreated, JobRetried, JobStatusOut, TripletOut
 from cgd.pagination import Page, created_page, decode_created_cursor, decode_cursor, page
 from cgd.tasks import ChunkRef, Message, chunk_messages
@@ -166,7 +168,23 @@ def job_status(session: Session, job: Job) -> JobStatusOut:
 
 
 def job_statuses(session: Session, jobs: list[Job]) -> list[JobStatusOut]:
-    """The status of each job from one scan of their items (status is polled and listed a lot)."""
+    """The status of each job from one scan of their items (status is polled and listed a lot),
+    plus the quality numbers (their own aggregate: ``cgd.jobs.quality``)."""
+    groups = state_groups(session, jobs)
+    seen = {
+        job_id: (frozenset(tuple(r) for r in rows), _in_flight(rows))
+        for job_id, rows in groups.items()
+    }
+    quality = QUALITY_CACHE.get(session, seen)
+    return [_status(job, groups[job.id], quality[job.id]) for job in jobs]
+
+
+def _in_flight(rows: list[Any]) -> bool:
+    return any(state not in TERMINAL_STATES for state, *_ in rows)
+
+
+def state_groups(session: Session, jobs: list[Job]) -> dict[uuid.UUID, list[Any]]:
+    """Per job: (state, error kind, truncated, items, prompt tokens, completion tokens) rows."""
     groups: dict[uuid.UUID, list[Any]] = {j.id: [] for j in jobs}
     for row in session.execute(
         select(
@@ -182,9 +200,7 @@ def job_statuses(session: Session, jobs: list[Job]) -> list[JobStatusOut]:
         .group_by(JobItem.job_id, JobItem.state, JobItem.error_kind, JobItem.truncated)
     ):
         groups[row[0]].append(row[1:])
-    # Quality is its own aggregate (cgd.jobs.quality), also one query for the whole list.
-    quality = job_quality(session, list(groups))
-    return [_status(job, groups[job.id], quality[job.id]) for job in jobs]
+    return groups
 
 
 def _status(job: Job, groups: list[Any], quality: Quality) -> JobStatusOut:

@@ -2,22 +2,24 @@
 often the refinement fixed or broke an answer, whether the critique's verdict agrees with the
 verifier, truncation, and tokens per stage.
 
-Counted by the database in one aggregate per table (``quality_counts`` for job items,
-``snapshot_quality`` for snapshot rows, ``stage_tokens`` for generations), then turned into rates
-by ``rates``. Rates are over *verified* triplets (every stage done) whose fields the rate needs:
-an answer the verifier could not judge (``correct`` null, e.g. verifier ``none``) counts in no
-rate, so a rate is ``None`` when nothing could be judged. Truncation is over finished items
-(verified or failed), since a truncated answer usually fails the item.
+Counted from one grouped scan per table (``quality_counts`` for job items, ``snapshot_quality``
+for snapshot rows, ``stage_tokens`` for generations; ``count_group`` holds the definitions), then
+turned into rates by ``rates``. Rates are over *verified* triplets (every stage done) whose
+fields the rate needs: an answer the verifier could not judge (``correct`` null, e.g. verifier
+``none``) counts in no rate, so a rate is ``None`` when nothing could be judged. Truncation is
+over finished items (verified or failed), since a truncated answer usually fails the item.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cgd.db.models import STAGES, Generation, JobItem, SnapshotRow
@@ -92,60 +94,70 @@ def rates(counts: dict[str, int], tokens: dict[str, StageTokens] | None = None) 
     )
 
 
-def _count_columns(
-    state: Any, initial: Any, refined: Any, verdict: Any, truncated: Any
-) -> list[ColumnElement[int]]:
-    verified = state == "verified"
-    init_known = initial.is_not(None)
-    ref_known = refined.is_not(None)
-    init_right = initial.is_(True)
-    init_wrong = initial.is_(False)
-    said_wrong = verdict == "wrong"
-    finished = or_(verified, state == "failed")
-    conds: dict[str, ColumnElement[bool]] = {
-        "finished": finished,
-        "truncated": and_(finished, truncated.is_(True)),
-        "verified": verified,
-        "initial_judged": and_(verified, init_known),
-        "initial_right": and_(verified, init_right),
-        "refined_judged": and_(verified, ref_known),
-        "refined_right": and_(verified, refined.is_(True)),
-        "initially_wrong_judged": and_(verified, init_wrong, ref_known),
-        "fixed": and_(verified, init_wrong, refined.is_(True)),
-        "initially_right_judged": and_(verified, init_right, ref_known),
-        "broken": and_(verified, init_right, refined.is_(False)),
+def count_group(
+    counts: dict[str, int],
+    state: str,
+    verdict: str | None,
+    initial: bool | None,
+    refined: bool | None,
+    truncated: bool,
+    n: int,
+) -> None:
+    """Add ``n`` triplets sharing these fields to ``counts`` (the definitions, in one place)."""
+    if state not in ("verified", "failed"):
+        return
+    counts["finished"] += n
+    counts["truncated"] += n if truncated else 0
+    if state != "verified":
+        return
+    add = {
+        "verified": True,
+        "initial_judged": initial is not None,
+        "initial_right": initial is True,
+        "refined_judged": refined is not None,
+        "refined_right": refined is True,
+        "initially_wrong_judged": initial is False and refined is not None,
+        "fixed": initial is False and refined is True,
+        "initially_right_judged": initial is True and refined is not None,
+        "broken": initial is True and refined is False,
         # The pipeline's verdict_agrees, derived so snapshot rows (which do not keep it) count
         # the same way: the verdict says right exactly when the verifier does.
-        "verdict_judged": and_(verified, init_known, verdict.in_(("right", "wrong"))),
-        "verdict_agrees": and_(
-            verified,
-            or_(and_(verdict == "right", init_right), and_(said_wrong, init_wrong)),
-        ),
-        "wrong_verdicts": and_(verified, said_wrong, init_known),
-        "wrong_verdicts_true": and_(verified, said_wrong, init_wrong),
-        "initially_wrong": and_(verified, init_wrong),
+        "verdict_judged": initial is not None and verdict in ("right", "wrong"),
+        "verdict_agrees": initial is not None
+        and verdict in ("right", "wrong")
+        and (verdict == "right") == initial,
+        "wrong_verdicts": verdict == "wrong" and initial is not None,
+        "wrong_verdicts_true": verdict == "wrong" and initial is False,
+        "initially_wrong": initial is False,
     }
-    return [func.count().filter(conds[name]) for name in COUNT_NAMES]
+    for name, hit in add.items():
+        if hit:
+            counts[name] += n
 
 
 def quality_counts(
     session: Session, job_ids: Iterable[uuid.UUID]
 ) -> dict[uuid.UUID, dict[str, int]]:
-    """The counts of each job, from one scan of their items."""
+    """The counts of each job, from one grouped scan of their items (a few hundred groups at
+    most, counted here: ~3x faster in Postgres than one FILTER aggregate per count)."""
     ids = list(job_ids)
     out: dict[uuid.UUID, dict[str, int]] = {j: dict.fromkeys(COUNT_NAMES, 0) for j in ids}
     if not ids:
         return out
-    cols = _count_columns(
+    cols = (
         JobItem.state,
+        JobItem.verdict,
         JobItem.initial_correct,
         JobItem.refined_correct,
-        JobItem.verdict,
         JobItem.truncated,
     )
-    q = select(JobItem.job_id, *cols).where(JobItem.job_id.in_(ids)).group_by(JobItem.job_id)
-    for job_id, *values in session.execute(q):
-        out[job_id] = dict(zip(COUNT_NAMES, (int(v) for v in values), strict=True))
+    q = (
+        select(JobItem.job_id, *cols, func.count())
+        .where(JobItem.job_id.in_(ids))
+        .group_by(JobItem.job_id, *cols)
+    )
+    for job_id, state, verdict, initial, refined, truncated, n in session.execute(q):
+        count_group(out[job_id], state, verdict, initial, refined, bool(truncated), int(n))
     return out
 
 
@@ -181,17 +193,68 @@ def job_quality(session: Session, job_ids: Iterable[uuid.UUID]) -> dict[uuid.UUI
     return {j: rates(counts[j], tokens[j]) for j in ids}
 
 
+class QualityCache:
+    """Reuses a job's quality while nothing it counts can have changed, and for a while when
+    the job is still moving: the numbers scan the job's items and (for tokens per stage) its
+    generations, ~5x the status aggregate, while status is polled every second.
+
+    ``fingerprint`` is what the status aggregate saw (counts per state, error kind, truncation,
+    tokens): an entry with the same fingerprint is exact. A job with items still in flight may
+    get an entry up to ``max_age_s`` old; once every item is terminal the fingerprint settles
+    and the next read recomputes, so a finished job's numbers are always exact.
+    """
+
+    def __init__(self, max_age_s: float = 10.0) -> None:
+        self.max_age_s = max_age_s
+        self._entries: dict[uuid.UUID, tuple[float, Hashable, Quality]] = {}
+        self._lock = threading.Lock()
+
+    def get(
+        self, session: Session, jobs: Mapping[uuid.UUID, tuple[Hashable, bool]]
+    ) -> dict[uuid.UUID, Quality]:
+        """``jobs``: job id -> (fingerprint, still running)."""
+        now = time.monotonic()
+        out: dict[uuid.UUID, Quality] = {}
+        with self._lock:
+            for job_id, (fingerprint, running) in jobs.items():
+                entry = self._entries.get(job_id)
+                if entry is not None and (
+                    entry[1] == fingerprint or (running and now - entry[0] < self.max_age_s)
+                ):
+                    out[job_id] = entry[2]
+        missing = [j for j in jobs if j not in out]
+        if missing:
+            computed = job_quality(session, missing)
+            with self._lock:
+                for job_id, quality in computed.items():
+                    self._entries[job_id] = (now, jobs[job_id][0], quality)
+                    out[job_id] = quality
+                if len(self._entries) > _CACHE_MAX_JOBS:  # forget the oldest half
+                    for old in sorted(self._entries, key=lambda j: self._entries[j][0])[
+                        : _CACHE_MAX_JOBS // 2
+                    ]:
+                        del self._entries[old]
+        return out
+
+
+_CACHE_MAX_JOBS = 10_000
+CACHE = QualityCache()
+
+
 def snapshot_quality(session: Session, snapshot_id: uuid.UUID) -> Quality:
-    """The quality of the rows a snapshot selected (one scan of its rows)."""
-    cols = _count_columns(
+    """The quality of the rows a snapshot selected (one grouped scan of its rows)."""
+    cols = (
         SnapshotRow.status,
+        SnapshotRow.verdict,
         SnapshotRow.initial_correct,
         SnapshotRow.refined_correct,
-        SnapshotRow.verdict,
         SnapshotRow.truncated,
     )
-    values = session.execute(select(*cols).where(SnapshotRow.snapshot_id == snapshot_id)).one()
-    return rates(dict(zip(COUNT_NAMES, (int(v) for v in values), strict=True)))
+    counts = dict.fromkeys(COUNT_NAMES, 0)
+    q = select(*cols, func.count()).where(SnapshotRow.snapshot_id == snapshot_id).group_by(*cols)
+    for state, verdict, initial, refined, truncated, n in session.execute(q):
+        count_group(counts, state, verdict, initial, refined, bool(truncated), int(n))
+    return rates(counts)
 
 
 def quality_dict(q: Quality) -> dict[str, Any]:
