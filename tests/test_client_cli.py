@@ -317,6 +317,7 @@ def test_cli_end_to_end(  # type: ignore[no-untyped-def]
     p = cgd(env, "jobs", "watch", job, "--interval", "0.3")
     assert p.returncode == 0, (p.stdout, p.stderr)
     assert f"job {job} completed" in p.stdout and f"{N}/{N} completed" in p.stdout
+    assert "quality: accuracy" in p.stdout  # the summary ends with the quality numbers
     assert "verified" in p.stderr  # progress lines with stage counts
     assert job in cgd(env, "jobs", "ls").stdout
     shown = json.loads(cgd(env, "jobs", "show", job, "--json").stdout)

@@ -135,7 +135,7 @@ def render_markdown(card: Mapping[str, Any]) -> str:
         " teacher's refined answer), curated into an immutable snapshot.",
         "",
         f"- content hash: `{card['content_hash']}`",
-        f"- triplets: {counts['output']} (train {counts['train']}, val {counts['val']}),"
+        f"- triplets: {counts['output']} (train {counts['train']}, validation {counts['val']}),"
         f" prompts: {counts['items']}",
         f"- from jobs: {', '.join(f'`{j}`' for j in card['job_ids']) or '-'}",
         "",
