@@ -80,6 +80,7 @@ def post_events(
 TRAINER_EVENTS: list[tuple[str, dict[str, Any]]] = [
     ("status", {"state": "running", "step": 0, "total_steps": 2}),
     ("step", {"step": 1, "loss": 1.25, "lr": 1e-6, "grad_norm": 0.5}),
+    ("log", {"heartbeat": True}),  # `runs watch` leaves these out
     ("step", {"step": 2, "loss": 0.75, "lr": 5e-7, "grad_norm": 0.4}),
     ("eval", {"accuracy": {"math500": 0.125}, "step": 2}),
     ("artifact", {"kind": "model", "path": "/tmp/model-final"}),
@@ -366,6 +367,7 @@ def test_cli_end_to_end(  # type: ignore[no-untyped-def]
     feeder.join()
     assert watch.returncode == 0, (stdout, stderr)
     assert "step 2/2  loss 0.75" in stdout and "math500 0.125" in stdout
+    assert "heartbeat" not in stdout
     assert f"run {run} completed at step 2, loss 0.75" in stdout
     assert run in cgd(env, "runs", "ls").stdout
     run2 = last_line(cgd(env, "runs", "create", "--snapshot", snap, "--base-model", "tiny"))

@@ -58,6 +58,7 @@ def feed(api: str, run_id: str, token: str, finish: bool = True) -> None:
             "tokens_per_s": 100.0 * step,
         }
         post(api, run_id, token, "step", data)
+        post(api, run_id, token, "log", {"heartbeat": True})  # what the trainer sends too
         if step % 4 == 0:
             post(api, run_id, token, "eval", {"step": step, "accuracy": {"math500": step / 10}})
     if finish:

@@ -185,6 +185,8 @@ def runs_watch(
         with watching("the run keeps going"):
             for event in api.tail_events(run_id, poll_s=interval):
                 data = event.get("data") or {}
+                if event["type"] == "log" and data.get("heartbeat"):
+                    continue  # liveness for the API's sweeper, not news for a person
                 if isinstance(data.get("total_steps"), int):
                     total_steps = data["total_steps"]
                 out.print(f"{when(event.get('at'))}  {_event_line(event, total_steps)}")

@@ -43,7 +43,11 @@ function render(root, run, events) {
   const c = curves(events);
   const m = run.metrics || {};
   const evalRows = Object.entries(run.eval || {}).filter(([, v]) => v && typeof v.accuracy === "number");
-  const shown = events.filter((e) => e.type !== "step").slice(-200).reverse();
+  // Step events are the curves; heartbeats only tell the API the trainer is alive.
+  const shown = events
+    .filter((e) => e.type !== "step" && !(e.type === "log" && (e.data || {}).heartbeat))
+    .slice(-200)
+    .reverse();
   mount(root,
     h("h1", {}, "Run ", h("span", { class: "mono" }, run.id)),
     h("p", {}, badge(run.status), " ", pct(run.progress)),
@@ -62,7 +66,7 @@ function render(root, run, events) {
     evalRows.length ? table([["set", (r) => r[0]], ["accuracy", (r) => pct(r[1].accuracy)],
       ["n", (r) => r[1].n ?? "–"], ["step", (r) => r[1].step ?? "–"]], evalRows)
       : h("p", { class: "muted" }, "No eval yet."),
-    h("h2", {}, `Events (${events.length}; step events are drawn above)`),
+    h("h2", {}, `Events (${shown.length}; steps are drawn above, heartbeats left out)`),
     table([["at", (e) => when(e.at)], ["type", (e) => e.type],
       ["data", (e) => h("span", { class: "mono" }, JSON.stringify(e.data))]], shown));
 }
