@@ -195,7 +195,7 @@ def test_dashboard_end_to_end(  # type: ignore[no-untyped-def]
     loss.wait_for()
     assert loss.get_attribute("d").count("L") == 7  # 8 steps
     assert page.locator("svg[data-chart='eval accuracy'] path[data-series=math500]").count() == 1
-    assert "heartbeat" not in page.locator("main").inner_text()  # liveness, not news
+    assert '"heartbeat"' not in page.locator("main").inner_text()  # liveness, not news
     shot(page, "07-run")
 
     for name in ("jobs", "snapshots", "runs"):
