@@ -44,7 +44,7 @@ def run_one(fmt: str, layout: str, mode: str, rows: int, out: str) -> dict:
     def chunks_of(triplets: Iterable[dict]) -> Iterator[bytes]:
         if fmt == "source":
             return (b"" for _ in triplets)
-        export_rows = iter_export_rows(triplets, layout, mode)
+        export_rows = iter_export_rows(triplets, layout, None if layout == "native" else mode)
         if fmt == "jsonl":
             return iter_jsonl_bytes(export_rows)
         return iter_parquet_bytes(export_rows, layout)

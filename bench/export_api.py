@@ -92,10 +92,8 @@ def main() -> None:
                 before = peak_rss_kb(api_pid)
                 t0 = time.perf_counter()
                 # curl as the client: a Python client would compete for the same two cores.
-                url = (
-                    f"{base}/v1/snapshots/{sid}/export?format={fmt}&layout={layout}&mode=cgd"
-                    + extra
-                )
+                mode = "" if layout == "native" else "&mode=cgd"  # native takes no mode
+                url = f"{base}/v1/snapshots/{sid}/export?format={fmt}&layout={layout}{mode}" + extra
                 out = subprocess.run(
                     [
                         "curl",

@@ -40,6 +40,7 @@ import contextlib
 import io
 import os
 import random
+import tarfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -633,7 +634,7 @@ class CgdClient:
         *,
         format: ExportFormat | str = ExportFormat.jsonl,
         layout: ExportLayout | str = ExportLayout.native,
-        mode: ExportMode | str = ExportMode.cgd,
+        mode: ExportMode | str | None = None,
         split: Split | str = Split.all,
         progress: ProgressCallback | None = None,
         chunk_size: int = 1 << 20,
@@ -641,13 +642,54 @@ class CgdClient:
         """Streams ``GET /v1/snapshots/{id}/export`` to ``path`` (through ``path.part``, renamed
         when complete, so a broken download never leaves a truncated file under the name).
         ``progress(bytes_done, total_or_None)`` is called per chunk."""
-        dest = Path(path)
-        part = dest.with_name(dest.name + ".part")
-        q = {"format": format, "layout": layout, "mode": mode, "split": split}
-        timeout = httpx.Timeout(self.timeout, read=self.transfer_timeout)
-        response = self._send(
-            "GET", f"/v1/snapshots/{snapshot_id}/export", params=q, stream=True, timeout=timeout
+        q = {"format": format, "layout": layout, "split": split}
+        if mode is not None:  # layout native takes none
+            q["mode"] = mode
+        url = f"/v1/snapshots/{snapshot_id}/export"
+        return self._download(url, q, Path(path), progress, chunk_size)
+
+    def export_hub(
+        self,
+        snapshot_id: str,
+        dest_dir: str | os.PathLike[str],
+        *,
+        mode: ExportMode | str = ExportMode.cgd,
+        license: str = "other",
+        progress: ProgressCallback | None = None,
+    ) -> ExportResult:
+        """Downloads ``GET /v1/snapshots/{id}/export-hub`` (a tar) and unpacks it into
+        ``dest_dir`` (which must be absent or empty): a Hub dataset folder. ``path`` in the
+        result is the folder."""
+        dest = Path(dest_dir)
+        if dest.exists() and any(dest.iterdir()):
+            raise FileExistsError(f"{dest} is not empty")
+        dest.mkdir(parents=True, exist_ok=True)
+        tar_path = dest / ".cgd-hub.tar"
+        url = f"/v1/snapshots/{snapshot_id}/export-hub"
+        res = self._download(url, {"mode": mode, "license": license}, tar_path, progress, 1 << 20)
+        try:
+            with tarfile.open(tar_path) as tar:
+                tar.extractall(dest, filter="data")  # no absolute paths, links or ../ escapes
+        finally:
+            tar_path.unlink(missing_ok=True)
+        return ExportResult(
+            path=str(dest),
+            bytes=res["bytes"],
+            content_hash=res["content_hash"],
+            filename=res["filename"],
         )
+
+    def _download(
+        self,
+        url: str,
+        q: dict[str, Any],
+        dest: Path,
+        progress: ProgressCallback | None,
+        chunk_size: int,
+    ) -> ExportResult:
+        part = dest.with_name(dest.name + ".part")
+        timeout = httpx.Timeout(self.timeout, read=self.transfer_timeout)
+        response = self._send("GET", url, params=q, stream=True, timeout=timeout)
         done = 0
         try:
             total = int(response.headers["content-length"])

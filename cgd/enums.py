@@ -26,6 +26,7 @@ class ExportLayout(StrEnum):
     messages = "messages"
     prompt_completion = "prompt-completion"
     alpaca = "alpaca"
+    sharegpt = "sharegpt"
 
 
 class ExportFormat(StrEnum):
@@ -34,9 +35,16 @@ class ExportFormat(StrEnum):
 
 
 class Split(StrEnum):
+    """Which rows an export holds. ``val`` (the name before the Hub's ``validation``) is accepted
+    as an alias of ``validation``."""
+
     train = "train"
-    val = "val"
+    validation = "validation"
     all = "all"
+
+    @classmethod
+    def _missing_(cls, value: object) -> Split | None:
+        return cls.validation if value == "val" else None
 
 
 class ParquetCompression(StrEnum):

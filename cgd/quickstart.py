@@ -195,10 +195,9 @@ def _loop(
     outputs = {"database": root / "home" / "cgd.sqlite3", "logs": root / "logs"}
     for layout in ("messages", "native"):
         path = root / "exports" / f"quickstart-{layout}.jsonl"
+        params = {"layout": layout} | ({"mode": "cgd"} if layout != "native" else {})
         with (
-            client.stream(
-                "GET", f"/v1/snapshots/{sid}/export", params={"layout": layout, "mode": "cgd"}
-            ) as r,
+            client.stream("GET", f"/v1/snapshots/{sid}/export", params=params) as r,
             open(path, "wb") as f,
         ):
             r.raise_for_status()

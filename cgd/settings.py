@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     llm_backoff_base_s: float = Field(0.5, description="First retry delay (jittered, doubling)")
     llm_backoff_max_s: float = Field(30.0, description="Longest retry delay")
     worker_concurrency: int = Field(4, description="Chunks one worker process runs at once")
+    worker_metrics_port: int | None = Field(
+        None,
+        description="Port on which a worker (or trainer) process serves Prometheus metrics "
+        "(cgd_llm_*); unset: not served. One port per process.",
+    )
     chunk_time_limit_s: float = Field(3 * 3600.0, description="Hard limit for one chunk task")
     lease_s: float = Field(60.0, description="A chunk runner's lease; renewed while it works")
     heartbeat_s: float = Field(10.0, description="How often a runner renews its lease")

@@ -195,10 +195,12 @@ def worker(
     pool lets several chunks overlap on one in-flight window.
     """
     from cgd.logs import setup_logging
+    from cgd.metrics import serve_worker_metrics
     from services.worker.tasks import build_worker_app, start_sweeper
 
     setup_logging(loglevel)
     settings = get_settings()
+    serve_worker_metrics(settings.worker_metrics_port)
     celery_app = build_worker_app(settings)
     start_sweeper(celery_app)
     n = concurrency or settings.worker_concurrency
@@ -248,10 +250,13 @@ def trainer(loglevel: str = typer.Option("INFO", help="Log level")) -> None:
     Runs tasks in the main process (solo pool): math-verify needs a main thread.
     """
     from cgd.logs import setup_logging
+    from cgd.metrics import serve_worker_metrics
     from services.worker.tasks import build_worker_app
 
     setup_logging(loglevel)
-    build_worker_app(get_settings()).worker_main(
+    settings = get_settings()
+    serve_worker_metrics(settings.worker_metrics_port)
+    build_worker_app(settings).worker_main(
         [
             "worker",
             "-Q",

@@ -80,6 +80,7 @@ def post_events(
 TRAINER_EVENTS: list[tuple[str, dict[str, Any]]] = [
     ("status", {"state": "running", "step": 0, "total_steps": 2}),
     ("step", {"step": 1, "loss": 1.25, "lr": 1e-6, "grad_norm": 0.5}),
+    ("log", {"heartbeat": True}),  # `runs watch` leaves these out
     ("step", {"step": 2, "loss": 0.75, "lr": 5e-7, "grad_norm": 0.4}),
     ("eval", {"accuracy": {"math500": 0.125}, "step": 2}),
     ("artifact", {"kind": "model", "path": "/tmp/model-final"}),
@@ -317,6 +318,7 @@ def test_cli_end_to_end(  # type: ignore[no-untyped-def]
     p = cgd(env, "jobs", "watch", job, "--interval", "0.3")
     assert p.returncode == 0, (p.stdout, p.stderr)
     assert f"job {job} completed" in p.stdout and f"{N}/{N} completed" in p.stdout
+    assert "quality: accuracy" in p.stdout  # the summary ends with the quality numbers
     assert "verified" in p.stderr  # progress lines with stage counts
     assert job in cgd(env, "jobs", "ls").stdout
     shown = json.loads(cgd(env, "jobs", "show", job, "--json").stdout)
@@ -338,7 +340,12 @@ def test_cli_end_to_end(  # type: ignore[no-untyped-def]
     assert len(rows) == num_items > 0 and f"{num_items} rows" in p.stdout
     assert rows[0]["messages"]
     pq_out = tmp_path / "train.parquet"
-    p = cgd(env, "snapshots", "export", snap, "--format", "parquet", "--mode", "sft", "-o", pq_out)
+    p = cgd(env, "snapshots", "export", snap, "--format", "parquet", "-o", pq_out)
+    assert p.returncode == 0 and pq.read_table(pq_out).num_rows == num_items  # native
+    p = cgd(env, "snapshots", "export", snap, "--mode", "sft", "-o", tmp_path / "x.jsonl")
+    assert p.returncode != 0 and "mode applies only to the training layouts" in p.stderr
+    p = cgd(env, "snapshots", "export", snap, "--format", "parquet", "--layout", "sharegpt",
+            "--mode", "sft", "-o", pq_out)  # fmt: skip
     assert p.returncode == 0 and pq.read_table(pq_out).num_rows == num_items
     assert cgd(env, "snapshots", "card", snap).stdout.lstrip().startswith("#")
     assert snap in cgd(env, "snapshots", "ls").stdout
@@ -360,6 +367,7 @@ def test_cli_end_to_end(  # type: ignore[no-untyped-def]
     feeder.join()
     assert watch.returncode == 0, (stdout, stderr)
     assert "step 2/2  loss 0.75" in stdout and "math500 0.125" in stdout
+    assert "heartbeat" not in stdout
     assert f"run {run} completed at step 2, loss 0.75" in stdout
     assert run in cgd(env, "runs", "ls").stdout
     run2 = last_line(cgd(env, "runs", "create", "--snapshot", snap, "--base-model", "tiny"))

@@ -30,7 +30,7 @@ from cgd.templates import CGD_TRAIN_INSTRUCTION
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-COMBOS = [("native", "cgd")] + [(lay, m) for lay in LAYOUTS if lay != "native" for m in MODES]
+COMBOS = [("native", None)] + [(lay, m) for lay in LAYOUTS if lay != "native" for m in MODES]
 
 
 def _triplets() -> list[dict]:
@@ -50,7 +50,9 @@ def _load(path: Path, fmt: str, cache: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize(("layout", "mode"), COMBOS)
-def test_layout_mode_roundtrip_through_datasets(layout: str, mode: str, tmp_path: Path) -> None:
+def test_layout_mode_roundtrip_through_datasets(
+    layout: str, mode: str | None, tmp_path: Path
+) -> None:
     triplets = _triplets()
     stats = ExportStats()
     rows = list(iter_export_rows(triplets, layout, mode, stats=stats))
@@ -61,7 +63,7 @@ def test_layout_mode_roundtrip_through_datasets(layout: str, mode: str, tmp_path
         "no-critique": {"missing_initial_response": 1},
         "distill": {},
     }
-    assert dict(stats.skipped) == ({} if layout == "native" else expected_skips[mode])
+    assert dict(stats.skipped) == ({} if mode is None else expected_skips[mode])
     assert stats.rows == len(rows) == len(triplets) - sum(stats.skipped.values())
 
     jsonl, parquet = tmp_path / "x.jsonl", tmp_path / "x.parquet"
@@ -71,12 +73,8 @@ def test_layout_mode_roundtrip_through_datasets(layout: str, mode: str, tmp_path
         write_parquet(rows, layout, f, batch_rows=5)  # several row groups
 
     assert _load(jsonl, "json", tmp_path / "c1") == rows
-    from_parquet = _load(parquet, "parquet", tmp_path / "c2")
-    if layout == "native":
-        # Parquet keeps lineage as a JSON string (one fixed schema for open-ended settings).
-        for r in from_parquet:
-            r["lineage"] = json.loads(r["lineage"])
-    assert from_parquet == rows
+    # lineage is a JSON string in both formats, so the two read back identical.
+    assert _load(parquet, "parquet", tmp_path / "c2") == rows
     assert pq.ParquetFile(parquet).metadata.num_row_groups == -(-len(rows) // 5)
 
 
@@ -96,6 +94,13 @@ def test_row_shapes_and_cgd_input() -> None:
     }
     (al,) = iter_export_rows([t], "alpaca", "cgd")
     assert al == {"instruction": user, "input": "", "output": t["refined_response"]}
+    (sg,) = iter_export_rows([t], "sharegpt")  # the mode defaults to cgd
+    assert sg == {
+        "conversations": [
+            {"from": "human", "value": user},
+            {"from": "gpt", "value": t["refined_response"]},
+        ]
+    }
     # sft: a bare reference answer gets its box (issue 12: every target ends in \\boxed{}).
     assert (
         build_input("sft", t) == t["prompt"] and target("sft", t) == f"\\boxed{{{t['reference']}}}"
@@ -107,22 +112,27 @@ def test_row_shapes_and_cgd_input() -> None:
 
 def test_split_selection_and_native_fields() -> None:
     rows = _triplets()
+    # Rows stored as "val" (before the rename) and the alias "val" both mean validation.
     val = list(iter_export_rows(rows, "native", split="val"))
     assert [r["item_id"] for r in val] == [f"item-{i:06d}" for i in (0, 4, 8)]
-    assert all(r["split"] == "val" for r in val)
+    assert all(r["split"] == "validation" for r in val)
+    assert list(iter_export_rows(rows, "native", split="validation")) == val
     assert len(list(iter_export_rows(rows, "messages", "distill", split="train"))) == 9
     native = val[0]
-    assert native["lineage"]["template_version"] == "cgd-v1"
+    assert isinstance(native["lineage"], str)
+    assert json.loads(native["lineage"])["template_version"] == "cgd-v1"
     assert list(native)[:3] == ["triplet_id", "job_id", "item_id"]
     # Bad arguments fail on the call (before an HTTP layer would start streaming).
+    with pytest.raises(ValueError, match="mode applies only"):
+        iter_export_rows(rows, "native", "cgd")
     with pytest.raises(ValueError):
-        iter_export_rows(rows, "sharegpt", "cgd")
+        iter_export_rows(rows, "sharegpt-v2", "cgd")
     with pytest.raises(ValueError):
         iter_export_rows(rows, "messages", "dpo")
     with pytest.raises(ValueError):
         iter_export_rows(rows, "messages", "cgd", split="test")
     with pytest.raises(ValueError):
-        iter_parquet_bytes([], "sharegpt")
+        iter_parquet_bytes([], "sharegpt-v2")
 
 
 class _Counting:

@@ -82,7 +82,7 @@ def test_split_is_deterministic_and_keeps_samples_together() -> None:
     for s in result.selected:
         by_item.setdefault(s.item_id, set()).add(s.split)
     assert all(len(v) == 1 for v in by_item.values())
-    val_items = sum(1 for v in by_item.values() if v == {"val"})
+    val_items = sum(1 for v in by_item.values() if v == {"validation"})
     assert 0.12 * 400 < val_items < 0.28 * 400
     assert result.stats["val"] == 3 * val_items
     assert result.stats["train"] + result.stats["val"] == result.stats["output"] == 1200
@@ -100,7 +100,7 @@ def test_split_groups_identical_prompts_of_different_items() -> None:
     assert split_of(p, 0.5, 1) == split_of(
         "  a TRAIN travels 60 km in 1.5 hours. what is its average speed", 0.5, 1
     )
-    assert split_of(p, 0.0) == "train" and split_of(p, 1.0) == "val"
+    assert split_of(p, 0.0) == "train" and split_of(p, 1.0) == "validation"
 
 
 def test_repeated_triplets_are_counted_once() -> None:

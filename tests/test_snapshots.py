@@ -189,17 +189,21 @@ def test_content_hash_is_stable_and_split_keeps_samples_together(finished_job) -
     for r in rows:
         split_of_item.setdefault(r["item_id"], set()).add(r["split"])
     assert all(len(s) == 1 for s in split_of_item.values())
-    val = export_jsonl(c, a["id"], "native", split="val")
-    assert len(val) == a["stats"]["val"] and all(r["split"] == "val" for r in val)
+    val = export_jsonl(c, a["id"], "native", split="validation")
+    assert len(val) == a["stats"]["val"] and all(r["split"] == "validation" for r in val)
+    assert export_jsonl(c, a["id"], "native", split="val") == val  # the old name, an alias
+    # native holds every field: a mode there is refused, not silently ignored.
+    r = c.get(f"/v1/snapshots/{a['id']}/export", params={"layout": "native", "mode": "sft"})
+    assert r.status_code == 422 and r.json()["detail"]["field"] == "mode", r.text
 
 
 def export_jsonl(
-    c: httpx.Client, sid: str, layout: str, mode: str = "cgd", split: str = "all"
+    c: httpx.Client, sid: str, layout: str, mode: str | None = None, split: str = "all"
 ) -> list[dict[str, Any]]:
-    r = c.get(
-        f"/v1/snapshots/{sid}/export",
-        params={"format": "jsonl", "layout": layout, "mode": mode, "split": split},
-    )
+    params = {"format": "jsonl", "layout": layout, "split": split}
+    if mode is not None:
+        params["mode"] = mode
+    r = c.get(f"/v1/snapshots/{sid}/export", params=params)
     assert r.status_code == 200, r.text
     return [json.loads(line) for line in r.text.splitlines()]
 
@@ -212,14 +216,14 @@ def test_exports_load_in_datasets_row_for_row(finished_job, fmt: str) -> None:  
     snap = snapshot(c, job, filters={"refined_correct": True})
     native = export_jsonl(c, snap["id"], "native")
     assert len(native) == snap["num_items"]
-    for layout in ("native", "messages", "prompt-completion", "alpaca"):
+    for layout in ("native", "messages", "sharegpt", "prompt-completion", "alpaca"):
         for mode in ("cgd", "sft", "distill", "cft", "no-critique"):
             if layout == "native" and mode != "cgd":
-                continue  # native carries every field whatever the mode
-            r = c.get(
-                f"/v1/snapshots/{snap['id']}/export",
-                params={"format": fmt, "layout": layout, "mode": mode},
-            )
+                continue  # native carries every field and takes no mode
+            params = {"format": fmt, "layout": layout}
+            if layout != "native":
+                params["mode"] = mode
+            r = c.get(f"/v1/snapshots/{snap['id']}/export", params=params)
             assert r.status_code == 200, r.text
             path = tmp / f"{secrets.token_hex(4)}.{fmt}"
             path.write_bytes(r.content)
@@ -246,6 +250,10 @@ def test_exports_load_in_datasets_row_for_row(finished_job, fmt: str) -> None:  
             elif layout == "prompt-completion":
                 assert first["prompt"][0]["role"] == "user"
                 assert first["completion"][0]["role"] == "assistant"
+            elif layout == "sharegpt":
+                human, gpt = first["conversations"]
+                assert human["from"] == "human" and src["prompt"] in human["value"]
+                assert gpt["from"] == "gpt" and gpt["value"]
             elif layout == "alpaca":
                 assert src["prompt"] in first["instruction"] and first["output"]
             else:
@@ -368,3 +376,45 @@ def test_sweeper_requeues_lost_builds_and_fails_dead_ones(sessionmaker_) -> None
         assert s.get(Snapshot, ids[2]).status == "building"
         # Once per interval: an immediate second sweep does not send it again.
         assert ids[0] not in snapshots.sweep_builds(s, 300, 6 * 3600)
+
+
+def test_export_hub_over_the_api_and_cli(finished_job, api_server) -> None:  # type: ignore[no-untyped-def]
+    """`cgd snapshots export-hub SNAPSHOT DIR` unpacks the API's tar into a folder that
+    `datasets.load_dataset(DIR)` loads with both splits; the README has the quality numbers."""
+    import os
+    import subprocess
+    import sys
+
+    import datasets
+    import yaml
+
+    c, job, tmp = finished_job["client"], finished_job["job_id"], finished_job["tmp"]
+    snap = snapshot(c, job, name="hub test", split={"val_fraction": 0.3, "seed": 0})
+    dest = tmp / f"hub-{secrets.token_hex(4)}"
+    env = {
+        **os.environ,
+        "CGD_API_URL": api_server.url,
+        "CGD_API_KEY": c.headers["Authorization"].split()[1],
+    }
+    cmd = [sys.executable, "-m", "services.cli", "snapshots", "export-hub", snap["id"], str(dest)]
+    done = subprocess.run([*cmd, "--license", "mit"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "README.md" in done.stdout and "dataset_info.json" in done.stdout
+    ds = datasets.load_dataset(str(dest), cache_dir=str(tmp / "hf-cache"))
+    assert ds["train"].num_rows == snap["stats"]["train"]
+    assert ds["validation"].num_rows == snap["stats"]["val"] > 0
+    readme = (dest / "README.md").read_text()
+    meta = yaml.safe_load(readme.split("---\n", 2)[1])
+    assert meta["license"] == "mit" and meta["pretty_name"] == "hub test"
+    q = snap["stats"]["quality"]
+    assert f"| refined accuracy | {100 * q['refined_accuracy']:.1f}% |" in readme
+    info = json.loads((dest / "dataset_info.json").read_text())
+    assert {e["formatting"] for e in info.values()} == {"alpaca", "sharegpt"}
+    # A second export into the same (non-empty) folder is refused, not merged.
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert again.returncode != 0 and "not empty" in again.stderr
+    # Bad arguments: 422 naming the field, before any byte is streamed.
+    r = c.get(f"/v1/snapshots/{snap['id']}/export-hub", params={"license": "MIT License"})
+    assert r.status_code == 422 and "license" in r.text
+    r = c.get(f"/v1/snapshots/{snap['id']}/export-hub", params={"mode": "dpo"})
+    assert r.status_code == 422 and "mode" in r.text

@@ -162,3 +162,17 @@ def test_gradient_checkpointing_and_micro_batches_do_not_change_the_loss(assets,
     ]
     a, b, c = ([m["loss"] for m in r.history] for r in runs)
     assert a == pytest.approx(b, rel=1e-5) and a == pytest.approx(c, rel=1e-5)
+
+
+def test_tensorboard_event_files_hold_each_logged_step(assets, tmp_path):
+    """The event files TensorBoard reads carry the same loss and lr as metrics.jsonl."""
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    config = _config(assets, tmp_path / "tb", max_steps=3, log_interval_steps=1)
+    run_training(config)
+    logged = [json.loads(x) for x in (tmp_path / "tb" / "metrics.jsonl").read_text().splitlines()]
+    acc = accumulator.EventAccumulator(str(tmp_path / "tb" / "tensorboard"))
+    acc.Reload()
+    assert {"train/loss", "train/lr", "train/tokens_per_s"} <= set(acc.Tags()["scalars"])
+    loss = [(e.step, e.value) for e in acc.Scalars("train/loss")]
+    assert [s for s, _ in loss] == [m["step"] for m in logged]
+    assert [v for _, v in loss] == pytest.approx([m["loss"] for m in logged], rel=1e-6)

@@ -137,6 +137,36 @@ def compact(value: Any) -> str:
     return str(value)
 
 
+def _pct(rate: float | None) -> str:
+    return "-" if rate is None else f"{100 * rate:.1f}%"
+
+
+def quality_line(q: dict[str, Any] | None) -> str:
+    """A job's or snapshot's quality numbers on one line (rates with their counts)."""
+    if not q:
+        return "quality -"
+    c = q.get("counts") or {}
+    line = (
+        f"quality: accuracy {_pct(q.get('initial_accuracy'))} -> "
+        f"{_pct(q.get('refined_accuracy'))}"
+        f" ({c.get('initial_right', 0)} -> {c.get('refined_right', 0)}"
+        f" of {c.get('verified', 0)})"
+        f", fixed {_pct(q.get('fix_rate'))} ({c.get('fixed', 0)}/"
+        f"{c.get('initially_wrong_judged', 0)})"
+        f", broke {_pct(q.get('break_rate'))} ({c.get('broken', 0)}/"
+        f"{c.get('initially_right_judged', 0)})"
+        f", verdict agreement {_pct(q.get('verdict_agreement'))}"
+        f" ('wrong' precision {_pct(q.get('wrong_verdict_precision'))}"
+        f" recall {_pct(q.get('wrong_verdict_recall'))})"
+        f", truncated {_pct(q.get('truncation_rate'))}"
+    )
+    if tokens := q.get("tokens_by_stage"):
+        line += "; tokens " + ", ".join(
+            f"{stage} {t['prompt']}+{t['completion']}" for stage, t in tokens.items()
+        )
+    return line
+
+
 def print_json(obj: Any) -> None:
     out.print_json(json.dumps(obj, default=str), highlight=False)
 
@@ -255,14 +285,21 @@ LIMIT = typer.Option(50, "--limit", "-n", help="Most rows to show")
 AS_JSON = typer.Option(False, "--json", help="Machine-readable JSON output")
 
 
-def show_one(ctx: typer.Context, fetch: Callable[[CgdClient], Row], as_json: bool) -> None:
-    """``show``: one resource as ``key  value`` lines, or as JSON."""
+def show_one(
+    ctx: typer.Context,
+    fetch: Callable[[CgdClient], Row],
+    as_json: bool,
+    footer: Callable[[Row], str] | None = None,
+) -> None:
+    """``show``: one resource as ``key  value`` lines (and a ``footer`` line), or as JSON."""
     with api_client(ctx) as api:
         obj = fetch(api)
     if as_json:
         print_json(obj)
         return
     print_fields(obj)
+    if footer is not None:
+        out.print(footer(obj), highlight=False)
 
 
 def list_rows(

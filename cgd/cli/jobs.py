@@ -33,6 +33,7 @@ from cgd.cli.common import (
     list_rows,
     load_spec,
     out,
+    quality_line,
     set_given,
     show_one,
     spec_option,
@@ -221,7 +222,7 @@ def _job_summary(status: dict[str, Any]) -> str:
         line += "; errors " + _errors(status["errors"], ", ")
     if status.get("error"):
         line += f"; {status['error']}"
-    return line
+    return line + "\n" + quality_line(status.get("quality"))
 
 
 class _Text:
@@ -285,7 +286,9 @@ def _watch_live(
                 eta=duration(status.get("eta_s")),
                 errors=_errors(status.get("errors") or {}, " "),
             )
-            stages.text = Text(_stage_line(status), style="dim")
+            stages.text = Text(
+                _stage_line(status) + "\n" + quality_line(status.get("quality")), style="dim"
+            )
             if status["status"] in TERMINAL_STATUSES:
                 return status
             time.sleep(interval)
@@ -315,8 +318,12 @@ def _watch_lines(
 
 @app.command("show")
 def jobs_show(ctx: typer.Context, job_id: str, as_json: bool = AS_JSON) -> None:
-    """Show a job's status, counts, tokens, errors and spec."""
-    show_one(ctx, lambda api: api.get_job(job_id), as_json)
+    """Show a job's status, counts, tokens, errors, quality numbers and spec."""
+    show_one(ctx, lambda api: api.get_job(job_id), as_json, footer=_quality_footer)
+
+
+def _quality_footer(status: dict[str, Any]) -> str:
+    return quality_line(status.get("quality"))
 
 
 @app.command("ls")

@@ -9,10 +9,13 @@ import typer
 
 from cgd.cli.common import (
     AS_JSON,
+    EXIT_FAILED,
+    EXIT_USAGE,
     LIMIT,
     Column,
     api_client,
     compact,
+    err,
     exit_for,
     group,
     json_lines,
@@ -182,6 +185,8 @@ def runs_watch(
         with watching("the run keeps going"):
             for event in api.tail_events(run_id, poll_s=interval):
                 data = event.get("data") or {}
+                if event["type"] == "log" and data.get("heartbeat"):
+                    continue  # liveness for the API's sweeper, not news for a person
                 if isinstance(data.get("total_steps"), int):
                     total_steps = data["total_steps"]
                 out.print(f"{when(event.get('at'))}  {_event_line(event, total_steps)}")
@@ -211,6 +216,34 @@ def runs_events(
 ) -> None:
     """Print the run's events as JSON lines (status, step, eval, artifact…)."""
     json_lines(ctx, lambda api: api.iter_events(run_id, page_size=min(limit, 1000)), limit)
+
+
+@app.command("plot")
+def runs_plot(
+    ctx: typer.Context,
+    run_id: str,
+    output: Path = typer.Option(..., "--output", "-o", dir_okay=False, help="Image (.png/.svg)"),
+) -> None:
+    """Draw the run's loss, learning rate and eval accuracy per step into an image."""
+    from cgd.runs.curves import plot, series
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        err.print("cgd runs plot needs matplotlib: pip install matplotlib")
+        raise typer.Exit(EXIT_USAGE) from None
+    with api_client(ctx) as api:
+        curves = series(api.iter_events(run_id, page_size=1000))
+    if not curves["loss"]:
+        err.print(f"run {run_id} has no step events yet")
+        raise typer.Exit(EXIT_FAILED)
+    path = plot(curves, output, title=f"run {run_id}")
+    last_step, last_loss = curves["loss"][-1]
+    evals = ", ".join(f"{k} {v[-1][1]:.3f}" for k, v in curves["eval"].items())
+    out.print(
+        f"wrote {path}: {len(curves['loss'])} steps, last loss {last_loss:.4f} at step"
+        f" {last_step}" + (f"; eval {evals}" if evals else "")
+    )
 
 
 @app.command("cancel")

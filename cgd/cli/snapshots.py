@@ -12,6 +12,7 @@ from rich.filesize import decimal as fmt_bytes
 from cgd.cli.common import (
     AS_JSON,
     EXIT_FAILED,
+    EXIT_USAGE,
     LIMIT,
     Column,
     api_client,
@@ -21,6 +22,7 @@ from cgd.cli.common import (
     load_spec,
     out,
     print_json,
+    quality_line,
     show_one,
     spec_option,
     transfer_progress,
@@ -96,7 +98,9 @@ def snapshots_export(
     output: Path = typer.Option(..., "--output", "-o", dir_okay=False, help="File to write"),
     fmt: Format = typer.Option(Format.jsonl, "--format", help="File format"),
     layout: Layout = typer.Option(Layout.native, help="Row layout"),
-    mode: Mode = typer.Option(Mode.cgd, help="Training mode the rows are shaped for"),
+    mode: Mode | None = typer.Option(
+        None, help="Training mode the rows are shaped for (default cgd; not for layout native)"
+    ),
     split: Split = typer.Option(Split.all, help="Which split"),
 ) -> None:
     """Download a snapshot as a training file (streamed to disk)."""
@@ -107,7 +111,7 @@ def snapshots_export(
             output,
             format=fmt.value,
             layout=layout.value,
-            mode=mode.value,
+            mode=mode.value if mode is not None else None,
             split=split.value,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
@@ -117,14 +121,46 @@ def snapshots_export(
             rows = f", {sum(1 for _ in f)} rows"
     out.print(
         f"wrote {res['path']} ({fmt_bytes(res['bytes'])}{rows}; "
-        f"{layout.value}/{mode.value}/{split.value}; content hash {res['content_hash'] or '-'})"
+        f"{layout.value}/{mode.value if mode else '-'}/{split.value}; "
+        f"content hash {res['content_hash'] or '-'})"
     )
+
+
+@app.command("export-hub")
+def snapshots_export_hub(
+    ctx: typer.Context,
+    snapshot_id: str,
+    dest: Path = typer.Argument(..., file_okay=False, help="Folder to create (absent or empty)"),
+    mode: Mode = typer.Option(Mode.cgd, help="Training mode the rows are shaped for"),
+    license: str = typer.Option("other", help="Hub license id for README.md (e.g. mit)"),
+) -> None:
+    """Write the snapshot as a Hugging Face Hub dataset folder: data/{train,validation}-*.parquet,
+    README.md with YAML metadata and quality numbers, dataset_info.json for LLaMA-Factory."""
+    if dest.exists() and any(dest.iterdir()):
+        err.print(f"{dest} is not empty: give a new or empty folder")
+        raise typer.Exit(EXIT_USAGE)
+    with api_client(ctx) as api, transfer_progress(bar=False) as progress:
+        task = progress.add_task(f"exporting {snapshot_id}", total=None)
+        res = api.export_hub(
+            snapshot_id,
+            dest,
+            mode=mode.value,
+            license=license,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    files = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
+    out.print(f"wrote {res['path']}: {', '.join(files)} (content hash {res['content_hash']})")
 
 
 @app.command("show")
 def snapshots_show(ctx: typer.Context, snapshot_id: str, as_json: bool = AS_JSON) -> None:
-    """Show a snapshot: status, stats, lineage."""
-    show_one(ctx, lambda api: api.get_snapshot(snapshot_id), as_json)
+    """Show a snapshot: status, stats, quality numbers, lineage."""
+    show_one(
+        ctx,
+        lambda api: api.get_snapshot(snapshot_id),
+        as_json,
+        footer=lambda snap: quality_line((snap.get("stats") or {}).get("quality")),
+    )
 
 
 @app.command("card")

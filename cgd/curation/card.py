@@ -68,6 +68,7 @@ def build_card(
         "job_ids": sorted(str(j) for j in lineage),
         "counts": {k: stats.get(k) for k in ("output", "train", "val", "items")},
         "stats": dict(stats),
+        "quality": stats.get("quality"),
         "curation": spec.options(),
         "lineage": lineage_summary(lineage),
         "modes": {
@@ -110,6 +111,48 @@ def target_warnings(stats: Mapping[str, Any], lineage: Mapping[str, Any]) -> lis
         if unboxed:
             out.append(f"{unboxed} {mode} targets have no final answer to put in \\boxed{{}}.")
     return out
+
+
+QUALITY_ROWS = (
+    ("initial accuracy", "initial_accuracy", "initial_right", "initial_judged"),
+    ("refined accuracy", "refined_accuracy", "refined_right", "refined_judged"),
+    ("fix rate (wrong -> right)", "fix_rate", "fixed", "initially_wrong_judged"),
+    ("break rate (right -> wrong)", "break_rate", "broken", "initially_right_judged"),
+    ("verdict-verifier agreement", "verdict_agreement", "verdict_agrees", "verdict_judged"),
+    (
+        "precision of 'wrong' verdicts",
+        "wrong_verdict_precision",
+        "wrong_verdicts_true",
+        "wrong_verdicts",
+    ),
+    (
+        "recall of 'wrong' verdicts",
+        "wrong_verdict_recall",
+        "wrong_verdicts_true",
+        "initially_wrong",
+    ),
+    ("truncation rate", "truncation_rate", "truncated", "finished"),
+)
+
+
+def quality_markdown(quality: Mapping[str, Any] | None) -> list[str]:
+    """The quality numbers as a Markdown table (rate and the counts behind it)."""
+    if not quality:
+        return []
+    counts = quality.get("counts") or {}
+    lines = [
+        "## Quality",
+        "",
+        "Over the selected triplets; a rate counts only answers the verifier could judge.",
+        "",
+        "| measure | rate | count |",
+        "|---|---|---|",
+    ]
+    for label, key, num, den in QUALITY_ROWS:
+        rate = quality.get(key)
+        shown = "-" if rate is None else f"{100 * rate:.1f}%"
+        lines.append(f"| {label} | {shown} | {counts.get(num, 0)}/{counts.get(den, 0)} |")
+    return [*lines, ""]
 
 
 def _json_block(obj: Any) -> str:
@@ -155,7 +198,7 @@ def render_markdown(card: Mapping[str, Any]) -> str:
         " teacher's refined answer), curated into an immutable snapshot.",
         "",
         f"- content hash: `{card['content_hash']}`",
-        f"- triplets: {counts['output']} (train {counts['train']}, val {counts['val']}),"
+        f"- triplets: {counts['output']} (train {counts['train']}, validation {counts['val']}),"
         f" prompts: {counts['items']}",
         f"- from jobs: {', '.join(f'`{j}`' for j in card['job_ids']) or '-'}",
         "",
@@ -174,7 +217,9 @@ def render_markdown(card: Mapping[str, Any]) -> str:
         shown = ", ".join(f"`{c['item_id']}` ({'/'.join(c['sets'])})" for c in contaminated[:20])
         more = f" and {len(contaminated) - 20} more" if len(contaminated) > 20 else ""
         lines += [f"Contaminated prompts removed: {len(contaminated)}: {shown}{more}.", ""]
-    lines += ["Options:", "", _json_block(card["curation"]), "", "## Lineage", ""]
+    lines += ["Options:", "", _json_block(card["curation"]), ""]
+    lines += quality_markdown(card.get("quality"))
+    lines += ["## Lineage", ""]
     lines += ["| job | student | teacher | template | verifier |", "|---|---|---|---|---|"]
     for e in card["lineage"]:
         student = (e["student"] or {}).get("model", "dataset responses")

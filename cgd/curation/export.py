@@ -5,9 +5,12 @@ or ``iter_parquet_bytes`` -> bytes an HTTP response can stream. Everything is a 
 two Parquet row groups (``batch_rows`` rows each) or one JSONL chunk are held at a time.
 
 Layouts:
-- ``native``: every triplet field + ``split`` + ``lineage`` (the mode is not used). In Parquet
-  ``lineage`` is a JSON string: its model settings are open-ended and a file needs one schema.
-- ``messages``: ``{"messages": [user, assistant]}`` (chat SFT, LLaMA-Factory sharegpt/openai style)
+- ``native``: every triplet field + ``split`` + ``lineage``; it takes no mode (passing one is an
+  error, not silently ignored). ``lineage`` is a JSON string in every format: its model settings
+  are open-ended and a Parquet file needs one schema, so JSONL says the same.
+- ``messages``: ``{"messages": [user, assistant]}`` (chat SFT, OpenAI/TRL style ``role/content``)
+- ``sharegpt``: ``{"conversations": [{"from": "human", "value"}, {"from": "gpt", "value"}]}``
+  (LLaMA-Factory's default sharegpt columns and tags)
 - ``prompt-completion``: ``{"prompt": [user], "completion": [assistant]}`` (TRL conversational)
 - ``alpaca``: ``{"instruction", "input", "output"}`` (LLaMA-Factory alpaca; the whole user turn is
   the instruction and ``input`` is empty so the text is identical across layouts)
@@ -27,11 +30,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cgd.curation.formats import Mode, build_input, check_mode, missing_field, target
+from cgd.curation.split import split_name
 from cgd.enums import ExportLayout, Split
 
 Layout = ExportLayout
 LAYOUTS: tuple[Layout, ...] = tuple(ExportLayout)
 SPLITS: tuple[str, ...] = tuple(Split)
+DEFAULT_MODE = Mode.cgd
 
 NATIVE_FIELDS: tuple[str, ...] = (
     "triplet_id",
@@ -56,6 +61,7 @@ NATIVE_FIELDS: tuple[str, ...] = (
 )
 
 _MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+_SHAREGPT = pa.list_(pa.struct([("from", pa.string()), ("value", pa.string())]))
 _NATIVE_TYPES = {
     "sample": pa.int64(),
     "initial_correct": pa.bool_(),
@@ -70,6 +76,7 @@ SCHEMAS: dict[Layout, pa.Schema] = {
     Layout.alpaca: pa.schema(
         [("instruction", pa.string()), ("input", pa.string()), ("output", pa.string())]
     ),
+    Layout.sharegpt: pa.schema([("conversations", _SHAREGPT)]),
 }
 
 # Rows per Parquet row group. Memory per export is ~10x one batch of text (the batch being built,
@@ -97,10 +104,38 @@ def check_layout(layout: str) -> Layout:
         ) from None
 
 
+def check_split(split: str) -> str:
+    try:
+        return Split(split).value
+    except ValueError:
+        raise ValueError(
+            f"unknown split {split!r}; known: {list(SPLITS)} (val = validation)"
+        ) from None
+
+
+def check_mode_for(layout: Layout, mode: str | None) -> Mode:
+    """The mode a layout is shaped by; ``native`` holds every field and refuses one."""
+    if layout == Layout.native:
+        if mode is not None:
+            raise ValueError(
+                "layout native exports every triplet field; a mode applies only to the "
+                "training layouts (messages, sharegpt, prompt-completion, alpaca)"
+            )
+        return DEFAULT_MODE  # unused
+    return check_mode(mode if mode is not None else DEFAULT_MODE)
+
+
+def lineage_text(lineage: Any) -> str | None:
+    """``lineage`` as exports carry it: canonical JSON text (one type in every format)."""
+    if lineage is None or isinstance(lineage, str):
+        return lineage
+    return orjson.dumps(lineage, option=orjson.OPT_SORT_KEYS).decode()
+
+
 def native_row(t: Mapping[str, Any]) -> dict[str, Any]:
     """The triplet in the ``native`` layout (also what a snapshot's content hash covers)."""
     row = {f: t.get(f) for f in NATIVE_FIELDS}
-    row["split"] = t.get("split") or "train"
+    row["split"] = split_name(t.get("split"))
     row["truncated"] = bool(t.get("truncated"))
     if row["reference"] is not None and not isinstance(row["reference"], str):
         row["reference"] = str(row["reference"])  # numeric reference columns; schema says text
@@ -110,23 +145,23 @@ def native_row(t: Mapping[str, Any]) -> dict[str, Any]:
 def iter_export_rows(
     triplets: Iterable[Mapping[str, Any]],
     layout: str,
-    mode: str = "cgd",
+    mode: str | None = None,
     split: str = "all",
     stats: ExportStats | None = None,
 ) -> Iterator[dict[str, Any]]:
     """One row of ``layout`` per triplet of ``split``; triplets the mode cannot use are skipped.
 
-    A triplet without a ``split`` key counts as train (a snapshot without a val split). Skips are
-    counted in ``stats.skipped`` as ``missing_<field>`` (e.g. sft without a reference).
-    Arguments are checked on the call, not on the first row, so an HTTP layer can answer 422
-    before it starts a streaming response.
+    ``mode`` defaults to cgd for the training layouts; ``native`` refuses one. A triplet without
+    a ``split`` key counts as train (a snapshot without a validation split). Skips are counted
+    in ``stats.skipped`` as ``missing_<field>`` (e.g. sft without a reference). Arguments are
+    checked on the call, not on the first row, so an HTTP layer can answer 422 before it starts
+    a streaming response.
     """
     checked_layout = check_layout(layout)
-    checked_mode = check_mode(mode)
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; known: {list(SPLITS)}")
+    checked_mode = check_mode_for(checked_layout, mode)
+    checked_split = check_split(split)
     stats = stats if stats is not None else ExportStats()
-    return _export_rows(triplets, checked_layout, checked_mode, split, stats)
+    return _export_rows(triplets, checked_layout, checked_mode, checked_split, stats)
 
 
 def _export_rows(
@@ -137,11 +172,13 @@ def _export_rows(
     stats: ExportStats,
 ) -> Iterator[dict[str, Any]]:
     for t in triplets:
-        if split != "all" and (t.get("split") or "train") != split:
+        if split != "all" and split_name(t.get("split")) != split:
             continue
         if layout == "native":
             stats.rows += 1
-            yield native_row(t)
+            row = native_row(t)
+            row["lineage"] = lineage_text(row["lineage"])
+            yield row
             continue
         missing = missing_field(m, t)
         if missing is not None:
@@ -154,6 +191,13 @@ def _export_rows(
                 "messages": [
                     {"role": "user", "content": user},
                     {"role": "assistant", "content": answer},
+                ]
+            }
+        elif layout == Layout.sharegpt:
+            yield {
+                "conversations": [
+                    {"from": "human", "value": user},
+                    {"from": "gpt", "value": answer},
                 ]
             }
         elif layout == Layout.prompt_completion:
@@ -228,32 +272,33 @@ class _ChunkSink:
         return out
 
 
-def _messages_array(column: list[Any]) -> pa.Array:
+def _messages_array(column: list[Any], type_: pa.DataType = _MESSAGES) -> pa.Array:
     # Built from flat role/content arrays: ~4x faster than letting pyarrow convert nested dicts.
+    role_key, content_key = (f.name for f in type_.value_type)
     roles: list[str] = []
     contents: list[str] = []
     offsets = [0]
     for msgs in column:
         for msg in msgs:
-            roles.append(msg["role"])
-            contents.append(msg["content"])
+            roles.append(msg[role_key])
+            contents.append(msg[content_key])
         offsets.append(len(roles))
     structs = pa.StructArray.from_arrays(
         [pa.array(roles, pa.string()), pa.array(contents, pa.string())],
-        fields=list(_MESSAGES.value_type),
+        fields=list(type_.value_type),
     )
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), structs, type=_MESSAGES)
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), structs, type=type_)
 
 
 def _record_batch(rows: list[Mapping[str, Any]], schema: pa.Schema) -> pa.RecordBatch:
     arrays = []
     for f in schema:
         column = [r.get(f.name) for r in rows]
-        if f.type == _MESSAGES:
-            arrays.append(_messages_array(column))
+        if f.type in (_MESSAGES, _SHAREGPT):
+            arrays.append(_messages_array(column, f.type))
             continue
         if f.name == "lineage":
-            column = [None if v is None else orjson.dumps(v).decode() for v in column]
+            column = [lineage_text(v) for v in column]
         arrays.append(pa.array(column, f.type))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 

@@ -12,11 +12,19 @@ import hashlib
 
 from cgd.curation.text import normalise_prompt
 
-TRAIN, VAL = "train", "val"
+# The Hub's split names. Rows stored before the rename say "val": read them with ``split_name``.
+TRAIN, VAL = "train", "validation"
+
+
+def split_name(stored: str | None) -> str:
+    """The split of a row as exports name it (absent = train, the old ``val`` = validation)."""
+    if not stored:
+        return TRAIN
+    return VAL if stored == "val" else stored
 
 
 def split_of(prompt: str, val_fraction: float, seed: int = 0) -> str:
-    """``"val"`` for about ``val_fraction`` of prompts, ``"train"`` for the rest."""
+    """``"validation"`` for about ``val_fraction`` of prompts, ``"train"`` for the rest."""
     if val_fraction <= 0:
         return TRAIN
     if val_fraction >= 1:

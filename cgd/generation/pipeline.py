@@ -28,6 +28,7 @@ from cgd.generation import dispatch, store
 from cgd.generation.breaker import Breaker, TeamLimits
 from cgd.generation.store import ChunkWork, StageResult, WorkItem
 from cgd.llm_client import CallResult, EndpointConfig, LLMClient, LLMError, safe_url
+from cgd.metrics import endpoint_label, llm_call
 from cgd.templates import Template, parse_verdict
 from cgd.verify import Verdict, VerifierPool
 
@@ -146,6 +147,7 @@ class ChunkRun:
         self.writer = _Writer(deps, work.job_id)
         self._students: dict[int, EndpointConfig] = {}
         self.pause: tuple[str, str] | None = None  # (endpoint, last error) when the breaker opened
+        self._labels: dict[tuple[str, str], str] = {}  # (base_url, model) -> metrics label
         self._keys = {c.key for c in (self.spec.student, self.spec.teacher) if c is not None}
 
     def on_breaker_open(self, endpoint: str, error: str) -> None:
@@ -181,12 +183,24 @@ class ChunkRun:
     ) -> CallResult:
         if self.stop.is_set():
             raise _Stopped
-        try:
-            result = await self._chat(endpoint, messages)
-        except LLMError as exc:
-            # The item's error names the stage and the endpoint it could not get an answer from.
-            exc.args = (f"{stage} at {safe_url(endpoint.base_url)}: {exc}",)
-            raise
+        key = (endpoint.base_url, endpoint.model)
+        label = self._labels.get(key)
+        if label is None:
+            label = self._labels[key] = endpoint_label(*key)
+        async with llm_call(label, stage) as rec:
+            try:
+                result = await self._chat(endpoint, messages)
+            except LLMError as exc:  # a truncated answer was still billed
+                rec.prompt_tokens = exc.prompt_tokens or 0
+                rec.completion_tokens = exc.completion_tokens or 0
+                # The item's error names the stage and the endpoint it could not get an answer
+                # from.
+                exc.args = (f"{stage} at {safe_url(endpoint.base_url)}: {exc}",)
+                raise
+            rec.prompt_tokens, rec.completion_tokens = (
+                result.prompt_tokens,
+                result.completion_tokens,
+            )
         item.prompt_tokens += result.prompt_tokens
         item.completion_tokens += result.completion_tokens
         item.done[stage] = StageResult(result.text, result.finish_reason)

@@ -19,6 +19,7 @@ from cgd.datasets.ops import get_dataset
 from cgd.db.bulk import is_postgres
 from cgd.db.models import (
     ITEM_STATES,
+    TERMINAL_STATES,
     DatasetItem,
     Generation,
     Job,
@@ -33,6 +34,8 @@ from cgd.errors import InvalidRequest
 from cgd.generation.spec import JobSpec
 from cgd.jobs import pause
 from cgd.jobs.errors import JobNotCancellable, JobNotFound, JobNotPaused, JobNotRetryable
+from cgd.jobs.quality import CACHE as QUALITY_CACHE
+from cgd.jobs.quality import Quality
 from cgd.jobs.schemas import JobCreated, JobRetried, JobStatusOut, TripletOut
 from cgd.pagination import Page, created_page, decode_created_cursor, decode_cursor, page
 from cgd.settings import Settings, get_settings
@@ -161,7 +164,23 @@ def job_status(session: Session, job: Job) -> JobStatusOut:
 
 def job_statuses(session: Session, jobs: list[Job]) -> list[JobStatusOut]:
     """The status of each job from its maintained item counts (a few rows per 256 items; kept
-    by a trigger in the transaction of every item write), not a scan of its items."""
+    by a trigger in the transaction of every item write), not a scan of its items; plus the
+    quality numbers (their own aggregate, cached: ``cgd.jobs.quality``)."""
+    groups = state_groups(session, jobs)
+    seen = {
+        job_id: (frozenset(tuple(r) for r in rows), _in_flight(rows))
+        for job_id, rows in groups.items()
+    }
+    quality = QUALITY_CACHE.get(session, seen)
+    return [_status(job, groups[job.id], quality[job.id]) for job in jobs]
+
+
+def _in_flight(rows: list[Any]) -> bool:
+    return any(state not in TERMINAL_STATES for state, *_ in rows)
+
+
+def state_groups(session: Session, jobs: list[Job]) -> dict[uuid.UUID, list[Any]]:
+    """Per job: (state, error kind, truncated, items, prompt tokens, completion tokens) rows."""
     groups: dict[uuid.UUID, list[Any]] = {j.id: [] for j in jobs}
     if is_postgres(session):
         c = JobItemCount
@@ -180,7 +199,7 @@ def job_statuses(session: Session, jobs: list[Job]) -> list[JobStatusOut]:
         )
         for job_id, state, kind, trunc, n, pt, ct in rows:
             groups[job_id].append((state, kind or None, trunc, int(n), int(pt), int(ct)))
-        return [_status(job, groups[job.id]) for job in jobs]
+        return groups
     # SQLite (embedded, small): no trigger there; aggregate the items themselves.
     for row in session.execute(
         select(
@@ -196,10 +215,10 @@ def job_statuses(session: Session, jobs: list[Job]) -> list[JobStatusOut]:
         .group_by(JobItem.job_id, JobItem.state, JobItem.error_kind, JobItem.truncated)
     ):
         groups[row[0]].append(row[1:])
-    return [_status(job, groups[job.id]) for job in jobs]
+    return groups
 
 
-def _status(job: Job, groups: list[Any]) -> JobStatusOut:
+def _status(job: Job, groups: list[Any], quality: Quality) -> JobStatusOut:
     by_state = {s: 0 for s in ITEM_STATES}
     errors: dict[str, int] = {}
     prompt_tokens = completion_tokens = truncated = 0
@@ -237,6 +256,7 @@ def _status(job: Job, groups: list[Any]) -> JobStatusOut:
             "tokens": {"prompt": prompt_tokens, "completion": completion_tokens},
             "errors": errors,
             "truncated": truncated,
+            "quality": quality,
             "template_version": job.template_version,
             "spec": JobSpec.model_validate(job.spec).public(),
             "error": job.error,

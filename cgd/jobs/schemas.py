@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cgd.enums import ItemState, JobStatus
 from cgd.generation.spec import JobSpec
+from cgd.jobs.quality import Quality
 
 __all__ = [
     "JobCancelled",
@@ -85,6 +86,22 @@ class JobStatusOut(BaseModel):
                 "tokens": {"prompt": 151392, "completion": 53020},
                 "errors": {},
                 "truncated": 0,
+                "quality": {
+                    "initial_accuracy": 0.625,
+                    "refined_accuracy": 0.875,
+                    "fix_rate": 0.7778,
+                    "break_rate": 0.0333,
+                    "verdict_agreement": 0.8125,
+                    "wrong_verdict_precision": 0.7368,
+                    "wrong_verdict_recall": 0.7778,
+                    "truncation_rate": 0.0,
+                    "counts": {"verified": 48, "initial_right": 30, "initial_judged": 48},
+                    "tokens_by_stage": {
+                        "probe": {"prompt": 9120, "completion": 14850},
+                        "critique": {"prompt": 61200, "completion": 19340},
+                        "refine": {"prompt": 81072, "completion": 18830},
+                    },
+                },
                 "template_version": "cgd-v1",
                 "spec": {"dataset_id": "b2824380-ff7a-4e27-990d-f5cdeaa92cc9"},
                 "error": None,
@@ -107,6 +124,10 @@ class JobStatusOut(BaseModel):
     tokens: TokenCounts
     errors: dict[str, int] = Field(description="Failed items per error kind")
     truncated: int = Field(description="Items with an answer cut at max_tokens")
+    quality: Quality = Field(
+        description="Accuracy before/after refinement, fix and break rates, verdict agreement, "
+        "truncation rate and tokens per stage (see docs/observability.md)"
+    )
     template_version: str
     spec: dict[str, Any] = Field(description="The job spec as submitted, API keys masked")
     error: str | None = Field(description="Why the whole job failed, if it did")

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
+from cgd import metrics
 from cgd.db.models import Snapshot, TrainingRun, TrainingRunEvent, utcnow
 from cgd.db.queries import team_newest_first
 from cgd.enums import TERMINAL_RUN_STATUSES as TERMINAL
@@ -252,6 +253,7 @@ def record_event(session: Session, run: TrainingRun, event: EventIn) -> EventAck
         _apply_status(run, data, now)
     elif event.type == "step":
         run.metrics = {k: v for k, v in data.items() if isinstance(v, int | float | str)}
+        metrics.training_step(str(run.id), data)
         total = run.metrics.get("total_steps")  # every step event says how many there are
         if isinstance(total, int) and total > 0:
             run.progress = min(1.0, float(data.get("step", 0)) / total)
@@ -288,6 +290,7 @@ def _apply_status(run: TrainingRun, data: dict[str, Any], now: Any) -> None:
 
 
 def _finish(run: TrainingRun, status: str, error: str | None) -> None:
+    metrics.training_finished(str(run.id))
     run.status = status
     run.error = error
     run.finished_at = utcnow()

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, select
@@ -28,6 +30,7 @@ from cgd.curation.export import (
     iter_parquet_bytes,
 )
 from cgd.curation.filters import CurationSpec
+from cgd.curation.hub import iter_tar, write_hub_folder
 from cgd.curation.snapshot import curate
 from cgd.curation.target_stats import TargetStats
 from cgd.db.bulk import is_postgres
@@ -44,6 +47,7 @@ from cgd.db.models import (
 from cgd.db.queries import team_newest_first
 from cgd.errors import InvalidRequest, NotFound
 from cgd.generation.spec import JobSpec
+from cgd.jobs.quality import quality_dict, snapshot_quality
 from cgd.pagination import Page, created_page, decode_created_cursor
 from cgd.snapshots.errors import (
     JobUnfinished,
@@ -291,7 +295,13 @@ def build(session: Session, snapshot_id: uuid.UUID) -> Snapshot:
     if batch:
         session.execute(insert(SnapshotRow), batch)
     snap.num_items = pos
-    snap.stats = {**result.stats, "targets": targets.result()}
+    session.flush()
+    # Over the selected rows: what a model trained on this snapshot sees.
+    snap.stats = {
+        **result.stats,
+        "targets": targets.result(),
+        "quality": quality_dict(snapshot_quality(session, snap.id)),
+    }
     snap.dropped = result.dropped
     snap.lineage = {str(k): v for k, v in result.lineage.items()}
     snap.content_hash = result.content_hash
@@ -431,7 +441,7 @@ def stream_export(
     *,
     format: str = "jsonl",
     layout: str = "native",
-    mode: str = "cgd",
+    mode: str | None = None,
     split: str = "all",
     compression: str = "snappy",
 ) -> Iterator[bytes]:
@@ -446,6 +456,23 @@ def stream_export(
             yield from iter_parquet_bytes(rows, layout, compression=compression)
         else:
             yield from iter_jsonl_bytes(rows)
+
+
+def stream_hub_tar(
+    factory: sessionmaker[Session], snapshot_id: uuid.UUID, *, mode: str, license: str
+) -> Iterator[bytes]:
+    """A tar of the snapshot's Hub folder (``cgd.curation.hub``). The folder is written to a
+    temporary directory first (a tar header needs each file's size), then streamed from disk."""
+    with factory() as session, tempfile.TemporaryDirectory(prefix="cgd-hub-") as tmp:
+        snap = session.get(Snapshot, snapshot_id)
+        if snap is None:
+            return
+        data, _ = card(snap)
+        folder = Path(tmp)
+        write_hub_folder(lambda: iter_rows(session, snap), folder, data, mode, license)
+        session.rollback()  # nothing more to read: give the connection back while sending
+        stamp = int((snap.finished_at or snap.created_at).timestamp())
+        yield from iter_tar(folder, mtime=stamp)
 
 
 def iter_rows(session: Session, snap: Snapshot) -> Iterator[dict[str, Any]]:

@@ -50,6 +50,7 @@ from cgd.train.runtime import (
     memory_gib,
     seed_everything,
 )
+from cgd.train.tensorboard import ScalarLog
 from cgd.train.uncertainty import refinement_uncertainty
 
 logger = logging.getLogger("cgd.train")
@@ -149,6 +150,7 @@ class TrainRecipe:
         self._on_event = on_event
         self._should_stop = should_stop or (lambda: False)
         self.output_dir = Path(config.output_dir)
+        self.scalars = ScalarLog(self.output_dir)
         self.step = 0  # optimizer steps done
         self.saved_step = -1  # step of the last checkpoint written by this process
         self.history: list[dict[str, Any]] = []  # step metrics of this process's run
@@ -376,6 +378,7 @@ class TrainRecipe:
         )
         with (self.output_dir / "metrics.jsonl").open("a") as f:
             f.write(json.dumps(metrics) + "\n")
+        self.scalars.step(metrics)
         self.emit("step", metrics)
 
     # -- eval ---------------------------------------------------------------------------------
@@ -428,6 +431,7 @@ class TrainRecipe:
             if results:
                 results["step"] = self.step
                 logger.info("eval: %s", results)
+                self.scalars.eval(results, self.step)
                 self.emit("eval", results)
         barrier(rt)
         return results
@@ -505,6 +509,7 @@ class TrainRecipe:
         return path
 
     def cleanup(self) -> None:
+        self.scalars.close()
         destroy()
 
 

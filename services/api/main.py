@@ -19,10 +19,11 @@ from cgd.tasks import Message
 from cgd.ttl_cache import TTLCache
 from services.api.body_limit import JsonBodyLimit
 from services.api.errors import install_error_handlers
-from services.api.metrics import MetricsMiddleware
+from services.api.metrics import MetricsMiddleware, install_state_collector, remove_collector
 from services.api.openapi import DESCRIPTION, install_openapi
 from services.api.routes import datasets, jobs, ops, runs, snapshots, templates
 from services.api.startup import check_startup
+from services.api.ui import install_ui
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -50,10 +51,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.status_cache = TTLCache[uuid.UUID, tuple[uuid.UUID, dict[str, Any]]](ttl_s=1.0)
         app.state.status_pending = {}
         check_startup(settings, app.state.sessionmaker)
+        state_metrics = install_state_collector(app.state.sessionmaker, app.state.redis)
         logging.getLogger("cgd.api").info("api started", extra={"version": __version__})
         try:
             yield
         finally:
+            remove_collector(state_metrics)
             if app.state.redis is not None:
                 app.state.redis.close()
             engine.dispose()
@@ -74,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(snapshots.router)
     app.include_router(runs.router)
     app.include_router(runs.trainer_router)
+    install_ui(app)
     install_openapi(app)
     return app
 

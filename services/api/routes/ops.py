@@ -86,7 +86,8 @@ async def readyz(request: Request) -> JSONBody:
         }
     },
 )
-async def prometheus() -> Response:
-    """Prometheus metrics (text exposition format)."""
+def prometheus() -> Response:
+    """Prometheus metrics (text exposition format). A plain ``def``: the job-item and queue
+    gauges may query the database and Redis (at most once per cache period), off the loop."""
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)

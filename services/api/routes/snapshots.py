@@ -8,6 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from cgd.curation.export import check_mode_for
+from cgd.curation.hub import LICENSE_RE
 from cgd.datasets.errors import DatasetNotFound
 from cgd.enums import CardFormat, ExportFormat, ExportLayout, ExportMode, ParquetCompression, Split
 from cgd.errors import InvalidRequest, NotFound
@@ -121,7 +123,7 @@ def snapshot_card(
                 },
             },
         },
-        **error_responses(SnapshotNotFound, SnapshotNotReady, ModeUnavailable),
+        **error_responses(SnapshotNotFound, SnapshotNotReady, ModeUnavailable, InvalidRequest),
     },
 )
 def export_snapshot(
@@ -131,8 +133,11 @@ def export_snapshot(
     snapshot_id: uuid.UUID,
     format: ExportFormat = ExportFormat.jsonl,
     layout: ExportLayout = ExportLayout.native,
-    mode: ExportMode = ExportMode.cgd,
-    split: Split = Split.all,
+    mode: Annotated[
+        ExportMode | None,
+        Query(description="What the target is (default cgd); not for layout native"),
+    ] = None,
+    split: Annotated[Split, Query(description="train, validation (or val) or all")] = Split.all,
     compression: Annotated[
         ParquetCompression,
         Query(description="Parquet only: snappy (default) is read by every Parquet reader"),
@@ -143,9 +148,14 @@ def export_snapshot(
     snap = ops.get_snapshot(session, team_id, snapshot_id)
     if snap.status != "ready":
         raise SnapshotNotReady({"snapshot_id": str(snap.id), "status": snap.status})
+    try:
+        checked_mode = check_mode_for(layout, mode)
+    except ValueError as exc:
+        raise InvalidRequest({"field": "mode", "reason": str(exc)}) from None
     if layout != ExportLayout.native:  # native rows carry every field, whatever the mode
-        ops.check_mode(snap, mode)
-    name = f"{snap.name or 'snapshot'}-{layout}-{mode}-{split}.{format}"
+        ops.check_mode(snap, checked_mode)
+    tag = layout.value if layout == ExportLayout.native else f"{layout}-{checked_mode}"
+    name = f"{(snap.name or 'snapshot').replace('/', '_')}-{tag}-{split}.{format}"
     media = "application/vnd.apache.parquet" if format == "parquet" else "application/x-ndjson"
     body = ops.stream_export(
         request.app.state.sessionmaker,
@@ -161,6 +171,52 @@ def export_snapshot(
         media_type=media,
         headers={
             "Content-Disposition": content_disposition(name),
+            "X-Content-Hash": snap.content_hash or "",
+        },
+    )
+
+
+@router.get(
+    "/{snapshot_id}/export-hub",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "A tar of the Hub folder: data/{train,validation}-*.parquet, "
+            "README.md (YAML metadata + card), dataset_info.json (LLaMA-Factory)",
+            "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        **error_responses(SnapshotNotFound, SnapshotNotReady, InvalidRequest),
+    },
+)
+def export_hub(
+    request: Request,
+    session: SessionDep,
+    team_id: TeamDep,
+    snapshot_id: uuid.UUID,
+    mode: ExportMode = ExportMode.cgd,
+    license: Annotated[
+        str, Query(description="The Hub license id written to README.md", max_length=64)
+    ] = "other",
+) -> StreamingResponse:
+    """The snapshot as a Hugging Face Hub dataset folder, in a tar (``cgd snapshots export-hub``
+    unpacks it): ``datasets.load_dataset(DIR)`` loads both splits and LLaMA-Factory reads the
+    ``dataset_info.json`` entries."""
+    snap = ops.get_snapshot(session, team_id, snapshot_id)
+    if snap.status != "ready":
+        raise SnapshotNotReady({"snapshot_id": str(snap.id), "status": snap.status})
+    if not LICENSE_RE.match(license):
+        raise InvalidRequest(
+            {"field": "license", "reason": "expected a Hub license id such as mit, apache-2.0"}
+        )
+    name = f"{(snap.name or 'snapshot').replace('/', '_')}-hub-{mode}.tar"
+    body = ops.stream_hub_tar(
+        request.app.state.sessionmaker, snap.id, mode=mode.value, license=license
+    )
+    return StreamingResponse(
+        body,
+        media_type="application/x-tar",
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}"',
             "X-Content-Hash": snap.content_hash or "",
         },
     )

@@ -1,0 +1,110 @@
+"""Prometheus metrics of the domain: LLM calls (recorded by the generation pipeline, per stage)
+and training progress (recorded when the API receives a trainer's step event).
+
+Every metric lives in the process that does the work and is served by that process: the API at
+``/metrics``, each worker on ``CGD_WORKER_METRICS_PORT`` (``serve_worker_metrics``). Recording is
+a few dictionary look-ups and additions: nothing here touches the database or the network.
+docs/observability.md lists the metrics and what each label holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+LLM_REQUESTS = Counter(
+    "cgd_llm_requests_total",
+    "LLM calls by endpoint, stage and outcome (ok, or the error kind that failed the call)",
+    ["endpoint", "stage", "outcome"],
+)
+LLM_DURATION = Histogram(
+    "cgd_llm_request_duration_seconds",
+    "Seconds one LLM call took, retries and backoff included",
+    ["endpoint", "stage"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600),
+)
+LLM_TOKENS = Counter(
+    "cgd_llm_tokens_total",
+    "Tokens reported by LLM servers, by kind (prompt, completion)",
+    ["endpoint", "stage", "kind"],
+)
+LLM_INFLIGHT = Gauge(
+    "cgd_llm_inflight",
+    "LLM calls in progress (waiting for a slot, on the wire or backing off before a retry)",
+    ["endpoint"],
+)
+TRAINING_LOSS = Gauge("cgd_training_loss", "Latest training loss of a running run", ["run"])
+TRAINING_TOKENS_PER_S = Gauge(
+    "cgd_training_tokens_per_second", "Latest training throughput of a running run", ["run"]
+)
+
+
+@dataclass
+class CallRecord:
+    """What ``llm_call`` records when the call ends; the caller fills in tokens."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def endpoint_label(base_url: str, model: str) -> str:
+    """``host[:port]/path model``: never credentials or a query string (see safe_url)."""
+    from cgd.llm_client import safe_url
+
+    return f"{safe_url(base_url)} {model}"
+
+
+@asynccontextmanager
+async def llm_call(endpoint: str, stage: str) -> AsyncIterator[CallRecord]:
+    """Time one LLM call; the outcome is ``ok`` or the ``kind`` of the exception that ended it
+    (``LLMError.kind``; ``cancelled`` when the task was cancelled)."""
+    record = CallRecord()
+    inflight = LLM_INFLIGHT.labels(endpoint)
+    inflight.inc()
+    started = time.monotonic()
+    outcome = "ok"
+    try:
+        yield record
+    except BaseException as exc:
+        outcome = getattr(exc, "kind", None) or (
+            "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
+        )
+        raise
+    finally:
+        inflight.dec()
+        LLM_DURATION.labels(endpoint, stage).observe(time.monotonic() - started)
+        LLM_REQUESTS.labels(endpoint, stage, outcome).inc()
+        if record.prompt_tokens:
+            LLM_TOKENS.labels(endpoint, stage, "prompt").inc(record.prompt_tokens)
+        if record.completion_tokens:
+            LLM_TOKENS.labels(endpoint, stage, "completion").inc(record.completion_tokens)
+
+
+def training_step(run_id: str, data: dict[str, Any]) -> None:
+    loss = data.get("loss")
+    if isinstance(loss, int | float):
+        TRAINING_LOSS.labels(run_id).set(loss)
+    tps = data.get("tokens_per_s")
+    if isinstance(tps, int | float):
+        TRAINING_TOKENS_PER_S.labels(run_id).set(tps)
+
+
+def training_finished(run_id: str) -> None:
+    """Drop a finished run's series: one per run ever would grow without bound."""
+    for gauge in (TRAINING_LOSS, TRAINING_TOKENS_PER_S):
+        with suppress(KeyError):
+            gauge.remove(run_id)
+
+
+def serve_worker_metrics(port: int | None, addr: str = "0.0.0.0") -> bool:
+    """Serve this process's metrics on ``port`` (a thread); ``None`` or 0: off."""
+    if not port:
+        return False
+    start_http_server(port, addr=addr)
+    return True

@@ -1,0 +1,226 @@
+"""The web dashboard at /ui/ in a real headless browser (Playwright driving Debian's chromium;
+`make test` installs both): sign in, watch a running job advance, filter and open a triplet
+(escaped text, rendered LaTeX), a snapshot's drop reasons, a run's loss curve. Screenshots of
+each page go to ``test-artifacts/ui/`` (or ``$CGD_TEST_ARTIFACTS/ui``) for a person to look at."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cgd.simulator import SimulatorProcess
+from tests.conftest import ROOT, data_file
+from tests.test_run_curves import feed, start_run
+from tests.test_training_runs import tiny_model as tiny_model  # noqa: F401  (fixture)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ARTIFACTS = Path(os.environ.get("CGD_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "ui"
+XSS = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
+LATEX_QUESTION = f"{XSS} What is $\\frac{{1}}{{2}} + \\frac{{1}}{{2}}$?"
+
+
+def chromium() -> str | None:
+    return (
+        os.environ.get("CGD_CHROMIUM")
+        or shutil.which("chromium")
+        or shutil.which("chromium-browser")
+    )
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    exe = chromium()
+    if exe is None:
+        pytest.skip("no chromium: `make test` installs it (scripts/tools.sh)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    pg.errors = []  # console errors (CSP violations show up here) and uncaught exceptions
+    pg.on("console", lambda m: pg.errors.append(m.text) if m.type == "error" else None)
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    yield pg
+    context.close()
+
+
+def shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def dataset_file(tmp_path: Path, n: int) -> Path:
+    gsm = [json.loads(x) for x in data_file("gsm8k_train.jsonl").read_text().splitlines()[:n]]
+    rows = [{"question": LATEX_QUESTION, "answer": "#### 1"}]
+    rows += [{"question": r["question"], "answer": r["answer"]} for r in gsm]
+    path = tmp_path / "ui.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def sign_in(page: Any, api: str, key: str) -> None:
+    page.goto(f"{api}/ui/")
+    page.wait_for_selector("form.signin")
+    page.fill("#api-key", "cgd_not_a_key")
+    page.click("button[type=submit]")
+    page.wait_for_selector("form.signin .error")
+    shot(page, "01-signin")
+    page.fill("#api-key", key)
+    page.click("button[type=submit]")
+    page.wait_for_selector("h1:has-text('Jobs')")
+
+
+def test_dashboard_end_to_end(  # type: ignore[no-untyped-def]
+    page,
+    api_server,
+    client,
+    start_worker,
+    sessionmaker_,
+    tiny_model,
+    tmp_path,  # noqa: F811
+) -> None:
+    api = api_server.url
+    key = client.headers["Authorization"].split()[1]
+    # The page itself: strict CSP, nothing inline, nothing from elsewhere.
+    r = httpx.get(f"{api}/ui/")
+    csp = r.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "default-src 'none'" in csp
+    assert "unsafe-inline" not in csp and "http" not in csp
+    assert all("src=" in tag for tag in r.text.split("<script")[1:])  # no inline script
+
+    sign_in(page, api, key)
+    assert page.evaluate("sessionStorage.getItem('cgd.apiKey')") == key
+
+    data = dataset_file(tmp_path, 40)
+    sim = SimulatorProcess(
+        ["--port", "0", "--slots", "2", "--latency", "0.15", "--dataset", str(data)]
+    )
+    try:
+        start_worker()
+        ds = client.post("/v1/datasets", files={"file": ("ui.jsonl", data.read_bytes())})
+        assert ds.status_code == 201, ds.text
+        page.goto(f"{api}/ui/#/datasets")
+        page.wait_for_selector("td:has-text('ui.jsonl'), td:has-text('ui')")
+        shot(page, "02-datasets")
+        body = {
+            "dataset_id": ds.json()["id"],
+            "student": {"base_url": sim.base_url, "model": "student"},
+            "teacher": {"base_url": sim.base_url, "model": "teacher"},
+            "chunk_size": 10,
+        }
+        job_id = client.post("/v1/jobs", json=body).json()["id"]
+
+        # Live progress: the page's own count goes up while the job runs.
+        page.goto(f"{api}/ui/#/jobs/{job_id}")
+        done = page.locator("#job-done")
+        done.wait_for()
+        page.wait_for_function(
+            "() => +document.querySelector('#job-done').dataset.done > 0", timeout=60_000
+        )
+        first = int(done.get_attribute("data-done"))
+        shot(page, "03-job-running")
+        page.wait_for_function(
+            f"() => +document.querySelector('#job-done').dataset.done > {first}", timeout=60_000
+        )
+        page.wait_for_selector("#job-status [data-status=completed]", timeout=120_000)
+    finally:
+        sim.stop()
+    status = client.get(f"/v1/jobs/{job_id}").json()
+    quality = page.locator("#quality").inner_text()
+    assert f"{100 * status['quality']['initial_accuracy']:.1f}%" in quality
+    assert "fix rate" in quality
+    shot(page, "04-job-completed")
+
+    # Triplet browser: a filter narrows the list; the planted triplet stays text, math renders.
+    page.select_option("#triplet-filters select[name=initial_correct]", "false")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#triplet-list tbody tr')].every("
+        "r => r.cells[3].textContent.includes('wrong'))"
+    )
+    n_wrong = page.locator("#triplet-list tbody tr").count()
+    wrong_api = client.get(
+        f"/v1/jobs/{job_id}/triplets", params={"initial_correct": "false", "limit": 50}
+    ).json()["data"]
+    assert n_wrong == len(wrong_api)
+    page.select_option("#triplet-filters select[name=initial_correct]", "")
+    page.wait_for_function(
+        f"() => document.querySelectorAll('#triplet-list tbody tr').length > {n_wrong}"
+    )
+    page.locator("#triplet-list tbody tr", has_text="window.__pwned").first.click()
+    detail = page.locator("#triplet-detail")
+    detail.locator("#t-refined").wait_for()
+    assert "<script>window.__pwned = 1</script>" in detail.locator("#t-question").inner_text()
+    assert detail.locator("script, img").count() == 0
+    assert detail.locator("#t-question math").count() == 1  # KaTeX rendered the fraction
+    assert page.evaluate("window.__pwned") is None
+    assert detail.locator("#t-critique").inner_text().strip()
+    shot(page, "05-triplet")
+
+    # Snapshot: drop reasons.
+    snap = client.post(
+        "/v1/snapshots",
+        json={
+            "name": "ui snapshot",
+            "job_ids": [job_id],
+            "filters": {"initial_correct": False},
+            "split": {"val_fraction": 0.3},
+        },
+    ).json()
+    page.goto(f"{api}/ui/#/snapshots/{snap['id']}")
+    page.wait_for_selector("#drop-reasons")
+    reasons = page.locator("#drop-reasons").inner_text()
+    for reason, n in snap["stats"]["dropped"].items():
+        assert reason in reasons and str(n) in reasons
+    shot(page, "06-snapshot")
+
+    # Run: the loss curve from its step events.
+    run_id, token = start_run(client, sessionmaker_, snap["id"], tiny_model)
+    feed(api, run_id, token)
+    page.goto(f"{api}/ui/#/runs/{run_id}")
+    loss = page.locator("svg[data-chart=loss] path[data-series=loss]")
+    loss.wait_for()
+    assert loss.get_attribute("d").count("L") == 7  # 8 steps
+    assert page.locator("svg[data-chart='eval accuracy'] path[data-series=math500]").count() == 1
+    assert '"heartbeat"' not in page.locator("main").inner_text()  # liveness, not news
+    shot(page, "07-run")
+
+    for name in ("jobs", "snapshots", "runs"):
+        page.goto(f"{api}/ui/#/{name}")
+        page.wait_for_selector("main table")
+        shot(page, f"08-{name}")
+
+    # No CSP violation, no script error; the one 401 is the wrong key tried at sign-in.
+    assert [e for e in page.errors if "status of 401" not in e] == []
+    page.click("#signout")
+    page.wait_for_selector("form.signin")
+    assert page.evaluate("sessionStorage.getItem('cgd.apiKey')") is None
+
+
+def test_ui_headers_and_no_remote_assets(api_server) -> None:  # type: ignore[no-untyped-def]
+    """Every file under /ui carries the CSP; no page references another origin."""
+    for path in ("/ui/", "/ui/app.css", "/ui/js/main.js", "/ui/vendor/katex/katex.min.js"):
+        r = httpx.get(f"{api_server.url}{path}")
+        assert r.status_code == 200, path
+        assert r.headers["content-security-policy"].startswith("default-src 'none'")
+        assert r.headers["x-content-type-options"] == "nosniff"
+    ui = Path(__file__).resolve().parents[1] / "services" / "api" / "ui"
+    for f in [*ui.glob("*.*"), *ui.glob("js/**/*.js")]:
+        text = f.read_text().replace("http://www.w3.org/2000/svg", "")  # the SVG namespace
+        assert "http://" not in text and "https://" not in text, f
+        assert ".innerHTML" not in text, f  # data enters the page as text nodes only
+    r = httpx.get(f"{api_server.url}/ui/../pyproject.toml")
+    assert r.status_code == 404
