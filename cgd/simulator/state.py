@@ -68,6 +68,25 @@ class SimState:
         self.stopping = asyncio.Event()  # set on shutdown so hung requests end
         self.ids = itertools.count(1)
         self.started = time.time()
+        self.rate_times: deque[float] = deque()  # request times inside the rpm window
+
+    def take_rate(self, cfg: SimConfig) -> dict[str, str] | None:
+        """Spend one request of the rpm window; the x-ratelimit-* headers of the answer.
+        ``remaining-requests`` is -1 when the request is over the limit (not spent)."""
+        if cfg.rpm is None:
+            return None
+        now = time.monotonic()
+        while self.rate_times and self.rate_times[0] <= now - cfg.rate_window_s:
+            self.rate_times.popleft()
+        over = len(self.rate_times) >= cfg.rpm
+        if not over:
+            self.rate_times.append(now)
+        reset = self.rate_times[0] + cfg.rate_window_s - now if self.rate_times else 0.0
+        return {
+            "x-ratelimit-limit-requests": str(cfg.rpm),
+            "x-ratelimit-remaining-requests": "-1" if over else str(cfg.rpm - len(self.rate_times)),
+            "x-ratelimit-reset-requests": f"{max(0.0, reset):.3f}s",
+        }
 
     def _fresh_stats(self, live: SimStats | None = None) -> SimStats:
         stats = SimStats(recent=deque(maxlen=self.config.record_last))

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from sqlalchemy.orm import Session
 
 from cgd.db.engine import make_engine, make_sessionmaker, session_scope
+from cgd.generation.concurrency import LimitStore, LocalLimitStore, RedisLimitStore
 from cgd.generation.pipeline import PipelineDeps
 from cgd.llm_client import LLMClient
 from cgd.settings import Settings
@@ -39,6 +40,8 @@ class WorkerRuntime:
             max_attempts=settings.llm_max_attempts,
             backoff_base_s=settings.llm_backoff_base_s,
             backoff_max_s=settings.llm_backoff_max_s,
+            adaptive=settings.adaptive_concurrency,
+            limit_store=limit_store(settings),
         )
         self.verifier = VerifierPool(
             processes=settings.verify_processes, timeout_s=settings.verify_timeout_s
@@ -74,6 +77,15 @@ class WorkerRuntime:
         self.verifier.close()
         self.db_pool.shutdown(wait=False)
         self.engine.dispose()
+
+
+def limit_store(settings: Settings) -> LimitStore:
+    """Shared through the broker's Redis, so every worker respects one bound per endpoint; the
+    embedded quickstart (no Redis) adapts per process."""
+    url = settings.broker_url
+    if url and url.startswith(("redis://", "rediss://")):
+        return RedisLimitStore(url)
+    return LocalLimitStore()
 
 
 _runtime: WorkerRuntime | None = None
