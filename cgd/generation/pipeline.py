@@ -176,6 +176,7 @@ class ChunkRun:
             "latency_s": round(result.latency_s, 4),
             "attempts": result.attempts,
             "created_at": utcnow(),
+            "reasoning": result.reasoning,
         }
 
     async def process(self, item: WorkItem) -> None:
