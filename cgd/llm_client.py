@@ -229,7 +229,7 @@ class EndpointStats:
 @dataclass
 class _Endpoint:
     limiter: AdaptiveLimit
-    gate: RateGate | None
+    gate: RateGate
     stats: EndpointStats
 
 
@@ -352,11 +352,10 @@ class LLMClient:
                 endpoint.key, self.control, self.limit_store, adaptive=self.adaptive
             )
             limiter.metrics_url = _metrics_url(endpoint.base_url)
-            rl = endpoint.rate_limit
-            gate = RateGate(rl.rpm, rl.tpm) if rl is not None and (rl.rpm or rl.tpm) else None
+            # Always a gate: x-ratelimit-* headers are honoured even with no rate_limit set.
+            rl = endpoint.rate_limit or RateLimit()
+            gate = RateGate(rl.rpm, rl.tpm)
             state = self._endpoints[endpoint.key] = _Endpoint(limiter, gate, EndpointStats())
-        elif state.gate is None and endpoint.rate_limit is not None:
-            state.gate = RateGate(endpoint.rate_limit.rpm, endpoint.rate_limit.tpm)
         state.limiter.start(self._fetch_metrics)
         return state
 
@@ -496,9 +495,8 @@ class LLMClient:
         if endpoint.api_key is not None:
             headers["Authorization"] = f"Bearer {endpoint.api_key.get_secret_value()}"
         timeout = aiohttp.ClientTimeout(total=self.timeout_s, sock_connect=self.connect_timeout_s)
-        if ep.gate is not None:
-            ep.gate.share = ep.limiter.live
-            await ep.gate.admit(tokens)
+        ep.gate.share = ep.limiter.live
+        await ep.gate.admit(tokens)
         limiter, stats = ep.limiter, ep.stats
         started = await limiter.acquire()
         stats.inflight += 1
@@ -526,8 +524,7 @@ class LLMClient:
                 limiter.record(started, None, True)
         overloaded = status in (429, 503)
         limiter.record(started, latency if status == 200 else None, overloaded)
-        if ep.gate is not None:
-            ep.gate.observe(resp_headers, tokens)
+        ep.gate.observe(resp_headers, tokens)
         if status != 200:
             raise _status_error(status, raw, resp_headers, endpoint)
         return _parse_response(raw), latency

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     llm_max_attempts: int = Field(5, description="Attempts per LLM call (transient errors)")
     llm_backoff_base_s: float = Field(0.5, description="First retry delay (jittered, doubling)")
     llm_backoff_max_s: float = Field(30.0, description="Longest retry delay")
+    batch_poll_s: float = Field(30.0, description="How often a Batch API batch is polled")
     worker_concurrency: int = Field(4, description="Chunks one worker process runs at once")
     chunk_time_limit_s: float = Field(3 * 3600.0, description="Hard limit for one chunk task")
     lease_s: float = Field(60.0, description="A chunk runner's lease; renewed while it works")

@@ -24,7 +24,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from cgd.db.models import TERMINAL_STATES, utcnow
-from cgd.generation import store
+from cgd.generation import batch, store
 from cgd.generation.store import ChunkWork, StageResult, WorkItem
 from cgd.llm_client import CallResult, EndpointConfig, LLMClient, LLMError
 from cgd.templates import Template, get_template, parse_verdict
@@ -44,6 +44,7 @@ class PipelineDeps:
     lease_s: float = 60.0
     heartbeat_s: float = 10.0
     flush_interval_s: float = 0.5  # idle wake-up; results themselves are flushed at once
+    batch_poll_s: float = 30.0  # how often a Batch API batch is polled (batch-mode endpoints)
 
 
 class _Stopped(Exception):
@@ -185,12 +186,12 @@ class ChunkRun:
         except _Stopped:
             return
         except LLMError as exc:
-            self._fail(item, exc.kind, str(exc), truncated=exc.kind == "truncated")
+            self.fail(item, exc.kind, str(exc), truncated=exc.kind == "truncated")
         except Exception as exc:  # a poison item must never take the chunk down with it
             log.exception("item %s/%s failed unexpectedly", item.idx, item.sample)
-            self._fail(item, "internal", f"{type(exc).__name__}: {exc}")
+            self.fail(item, "internal", f"{type(exc).__name__}: {exc}")
 
-    def _fail(self, item: WorkItem, kind: str, message: str, truncated: bool = False) -> None:
+    def fail(self, item: WorkItem, kind: str, message: str, truncated: bool = False) -> None:
         item.state = "failed"
         item.failures += 1
         item.truncated = item.truncated or truncated
@@ -296,7 +297,10 @@ async def run_chunk(deps: PipelineDeps, job_id: uuid.UUID, chunk_no: int) -> str
         extra={"job_id": str(job_id), "chunk": chunk_no, "items": len(todo)},
     )
     beat = asyncio.create_task(run.heartbeat())
-    tasks = [asyncio.create_task(run.process(i)) for i in todo]
+    if batch.uses_batch(run):  # stage by stage through the Batch API (cgd.generation.batch)
+        tasks = [asyncio.create_task(batch.run_batch_chunk(run, todo))]
+    else:
+        tasks = [asyncio.create_task(run.process(i)) for i in todo]
     stopped = asyncio.create_task(run.stop.wait())
     try:
         all_done: asyncio.Future[Any] = asyncio.gather(*tasks)

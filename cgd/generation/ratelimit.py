@@ -5,8 +5,8 @@ A hosted API's limit is in requests and tokens per minute, not in requests in fl
 adaptive in-flight bound alone would learn it only from 429s. :class:`RateGate` spends from two
 token buckets (refilled continuously at ``rpm/60`` and ``tpm/60`` per second, holding at most
 ``burst_s`` seconds' worth) before each attempt, and closes until the announced reset when the
-server says a budget is spent (``x-ratelimit-remaining-requests: 0``, or fewer tokens left than
-the request may use). A request is charged its prompt estimate plus its completion budget, as
+server says a budget is spent: the ``x-ratelimit-remaining-*`` counts are taken in and counted
+down by each request sent, and once spent nothing is sent until the announced ``reset-*``. A request is charged its prompt estimate plus its completion budget, as
 OpenAI counts ``max_tokens`` against the token limit. With several worker processes each takes
 ``1 / live processes`` of the configured rates.
 """
@@ -61,41 +61,98 @@ class _Bucket:
         return (amount - self.level) / rate
 
 
+class _Announced:
+    """What the server last said about one budget (requests or tokens) and its reset, counted
+    down locally by what has been sent since, so a burst cannot overrun it between answers."""
+
+    def __init__(self) -> None:
+        self.limit: int | None = None
+        self.remaining: float | None = None
+        self.reset_at = 0.0
+        self.reset_s = 1.0
+
+    def observe(self, limit: int | None, remaining: int | None, reset_s: float | None) -> None:
+        if remaining is None:
+            return
+        now = time.monotonic()
+        self.limit = limit if limit is not None else self.limit
+        if self.remaining is None or now >= self.reset_at:
+            self.remaining = float(remaining)
+        else:  # answers arrive out of order: the lowest count in this window is the truest
+            self.remaining = min(self.remaining, float(remaining))
+        self.reset_s = reset_s if reset_s is not None else 1.0
+        self.reset_at = now + self.reset_s
+
+    def wait_for(self, amount: float) -> float:
+        """Seconds until ``amount`` fits in the announced budget (0 = spent now)."""
+        if self.remaining is None:
+            return 0.0
+        now = time.monotonic()
+        if now >= self.reset_at:
+            # A new window: the announced limit again, until an answer says otherwise.
+            self.remaining = float(self.limit) if self.limit is not None else None
+            # Until an answer says when this window ends, assume it lasts as long as the last
+            # announced wait did.
+            self.reset_at = now + self.reset_s
+            if self.remaining is None:
+                return 0.0
+        if self.remaining >= min(amount, float(self.limit or amount)):
+            self.remaining -= amount
+            return 0.0
+        return max(0.001, self.reset_at - now)
+
+
 class RateGate:
     """Before each attempt: ``await gate.admit(tokens)``; after it: ``gate.observe(headers)``."""
 
     def __init__(self, rpm: int | None, tpm: int | None, burst_s: float = 6.0) -> None:
         self.requests = _Bucket(rpm, burst_s) if rpm else None
         self.tokens = _Bucket(tpm, burst_s) if tpm else None
-        self.closed_until = 0.0
+        self.announced_requests = _Announced()
+        self.announced_tokens = _Announced()
         self.share = 1  # live worker processes on this endpoint
         self._lock = asyncio.Lock()
 
+    def _idle(self) -> bool:
+        return (
+            self.requests is None
+            and self.tokens is None
+            and self.announced_requests.remaining is None
+            and self.announced_tokens.remaining is None
+        )
+
     async def admit(self, tokens: int) -> None:
-        async with self._lock:  # FIFO: one caller at a time waits for the buckets
+        if self._idle():
+            return  # nothing configured or announced: no lock on the hot path
+        async with self._lock:  # FIFO: one caller at a time waits for the budgets
             while True:
-                wait = self.closed_until - time.monotonic()
+                wait = self.announced_requests.wait_for(1)
+                if wait <= 0:
+                    wait = self.announced_tokens.wait_for(tokens)
+                    if wait > 0 and self.announced_requests.remaining is not None:
+                        self.announced_requests.remaining += 1  # not sent: give it back
                 if wait <= 0 and self.requests is not None:
                     wait = self.requests.wait_for(1, self.share)
                 if wait <= 0 and self.tokens is not None:
                     wait = self.tokens.wait_for(tokens, self.share)
                     if wait > 0 and self.requests is not None:
-                        self.requests.level += 1  # not sent yet: give the request back
+                        self.requests.level += 1
                 if wait <= 0:
                     return
                 await asyncio.sleep(wait)
 
     def observe(self, headers: Mapping[str, str], tokens: int) -> None:
-        """Close the gate until the reset a server announces once a budget is spent."""
-        remaining_req = _int(headers.get("x-ratelimit-remaining-requests"))
-        remaining_tok = _int(headers.get("x-ratelimit-remaining-tokens"))
-        until = 0.0
-        if remaining_req is not None and remaining_req <= 0:
-            until = max(until, parse_reset(headers.get("x-ratelimit-reset-requests")) or 1.0)
-        if remaining_tok is not None and remaining_tok < tokens:
-            until = max(until, parse_reset(headers.get("x-ratelimit-reset-tokens")) or 1.0)
-        if until:
-            self.closed_until = max(self.closed_until, time.monotonic() + until)
+        """Take in a server's ``x-ratelimit-*`` headers (OpenAI's names)."""
+        self.announced_requests.observe(
+            _int(headers.get("x-ratelimit-limit-requests")),
+            _int(headers.get("x-ratelimit-remaining-requests")),
+            parse_reset(headers.get("x-ratelimit-reset-requests")),
+        )
+        self.announced_tokens.observe(
+            _int(headers.get("x-ratelimit-limit-tokens")),
+            _int(headers.get("x-ratelimit-remaining-tokens")),
+            parse_reset(headers.get("x-ratelimit-reset-tokens")),
+        )
 
 
 def _int(value: str | None) -> int | None:

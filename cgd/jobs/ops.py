@@ -20,6 +20,7 @@ from cgd.db.models import (
     ITEM_STATES,
     DatasetItem,
     Generation,
+    GenerationBatch,
     Job,
     JobChunk,
     JobItem,
@@ -181,10 +182,21 @@ def job_statuses(session: Session, jobs: list[Job]) -> list[JobStatusOut]:
         .group_by(JobItem.job_id, JobItem.state, JobItem.error_kind, JobItem.truncated)
     ):
         groups[row[0]].append(row[1:])
-    return [_status(job, groups[job.id]) for job in jobs]
+    batches: dict[uuid.UUID, list[dict[str, Any]]] = {j.id: [] for j in jobs}
+    for b in session.scalars(
+        select(GenerationBatch)
+        .where(GenerationBatch.job_id.in_(list(groups)))
+        .order_by(GenerationBatch.chunk_no, GenerationBatch.created_at)
+    ):
+        batches[b.job_id].append(
+            {"chunk": b.chunk_no, "stage": b.stage, "batch_id": b.batch_id, "status": b.status,
+             "requests": b.requests, "completed": b.completed, "failed": b.failed,
+             "updated_at": b.updated_at}
+        )  # fmt: skip
+    return [_status(job, groups[job.id], batches[job.id]) for job in jobs]
 
 
-def _status(job: Job, groups: list[Any]) -> JobStatusOut:
+def _status(job: Job, groups: list[Any], batches: list[dict[str, Any]]) -> JobStatusOut:
     by_state = {s: 0 for s in ITEM_STATES}
     errors: dict[str, int] = {}
     prompt_tokens = completion_tokens = truncated = 0
@@ -227,6 +239,7 @@ def _status(job: Job, groups: list[Any]) -> JobStatusOut:
             "started_at": job.started_at,
             "finished_at": job.finished_at,
             "cancelled_at": job.cancelled_at,
+            "batches": batches,
         }
     )
 

@@ -16,6 +16,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from cgd.simulator.answers import apply_stop, classify, count_tokens, cut_to_tokens
+from cgd.simulator.batch import add_batch_routes
 from cgd.simulator.config import DEFAULT_MODEL, STARTUP_ONLY, SimConfig
 from cgd.simulator.state import STATE, SimState
 
@@ -334,6 +335,7 @@ def build_app(config: SimConfig) -> web.Application:
     app[STATE] = SimState(config)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/metrics", metrics)
+    add_batch_routes(app)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/sim/stats", get_stats)
     app.router.add_get("/sim/config", get_config)

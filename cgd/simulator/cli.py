@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rpm", type=int, default=None, help="requests per minute (x-ratelimit-*)")
     p.add_argument("--reject-param", action="append", default=[], help="400 on this request key")
     p.add_argument("--reasoning", action="store_true", help="answers carry reasoning_content")
+    p.add_argument("--batch-delay", type=float, default=1.0, help="seconds a batch takes")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -78,6 +79,7 @@ def config_from_args(ns: argparse.Namespace) -> SimConfig:
         rpm=ns.rpm,
         reject_params=ns.reject_param,
         reasoning=ns.reasoning,
+        batch_delay_s=ns.batch_delay,
     )
 
 

@@ -62,6 +62,7 @@ class SimConfig(BaseModel):
     reject_params: list[str] = Field(
         default_factory=list, description="Request keys answered with 400 (hosted-API quirks)"
     )
+    batch_delay_s: float = Field(1.0, ge=0, description="How long a Batch API batch takes")
     reasoning: bool = Field(
         False, description="Answers carry reasoning_content apart from the final answer"
     )

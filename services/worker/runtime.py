@@ -64,6 +64,7 @@ class WorkerRuntime:
             verifier=self.verifier,
             lease_s=s.lease_s,
             heartbeat_s=s.heartbeat_s,
+            batch_poll_s=s.batch_poll_s,
         )
 
     def run(self, coro: Coroutine[Any, Any, T], timeout_s: float) -> T:
