@@ -47,7 +47,7 @@ class ControlConfig:
     ceiling: int = 1024  # CGD_MAX_INFLIGHT_PER_ENDPOINT
     initial: int = 32  # where a fresh endpoint starts (slow start doubles it per window)
     floor: int = 1
-    latency_tolerance: float = 1.25  # window median / baseline above this means queueing
+    latency_tolerance: float = 1.5  # window median / baseline above this means queueing
     queue_target: int = 4  # requests kept waiting at the server
     backoff: float = 0.7  # multiplicative decrease on overload
     min_window_s: float = 0.2
@@ -236,6 +236,7 @@ class AdaptiveLimit:
         self._baseline: float | None = None  # no-load latency estimate
         self._slow_start = True
         self._pushback_limit: float | None = None  # where the server last pushed back
+        self._calm = 0  # windows since the server last pushed back
         self._last_demand = 0.0
         self._deciding = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -291,11 +292,16 @@ class AdaptiveLimit:
             return  # sent under an older limit: says nothing about the current one
         if overload:
             self._overload = True
+            # A 429 frees its slot at once: without this the next waiter would go straight into
+            # the same full queue, and the next, until the decision lands.
+            self.limit = min(self.limit, max(self.cfg.floor, self.inflight))
         elif latency_s is not None:
             self._samples.append(latency_s)
         now = time.monotonic()
         baseline = self._baseline or 0.0
-        long_enough = now - self._window_start >= max(self.cfg.min_window_s, baseline)
+        long_enough = self._overload or now - self._window_start >= max(
+            self.cfg.min_window_s, baseline
+        )
         enough = self._overload or len(self._samples) >= min(self.cfg.min_samples, self.limit)
         if long_enough and enough and not self._deciding:
             self._deciding = True
@@ -321,8 +327,14 @@ class AdaptiveLimit:
                 self._baseline = baseline + (median - baseline) * 0.05
         # What this endpoint really has in flight (all processes), vs the bound.
         used = min(1.0, self._peak * self.live / max(1.0, self.global_limit))
+        self._calm += 1
         if self._overload:
+            probe = self._calm > 1 and self._pushback_limit is not None
+            self._calm = 0
             self._slow_start = False
+            if probe and self.global_limit >= self._pushback_limit - 1:  # type: ignore[operator]
+                # A probe past the known level failed: step back below it, no further.
+                return "probe", max(cfg.backoff, 1.0 - 2.0 / self.global_limit), 0.0, True
             self._pushback_limit = self._peak * self.live
             return "overload", cfg.backoff * used, 0.0, True
         m = self.metrics
@@ -345,13 +357,17 @@ class AdaptiveLimit:
             return "latency", max(0.5, used * baseline / median), float(cfg.queue_target), True
         return self._grow() if saturated else None
 
-    def _grow(self) -> tuple[str, float, float, bool]:
+    def _grow(self) -> tuple[str, float, float, bool] | None:
         if self._slow_start:
             return "slow start", 2.0, 0.0, False
         step = max(1.0, math.sqrt(self.global_limit))
         if self._pushback_limit is not None:
-            # Approach the level where the server last pushed back in halving steps, then by 1.
-            step = max(1.0, min(step, (self._pushback_limit - self.global_limit) / 2))
+            # Approach the level where the server last pushed back in halving steps; past it,
+            # probe by 1 only now and then (each probe may cost a 429).
+            gap = self._pushback_limit - 1 - self.global_limit
+            if gap < 1 and self._calm % 8:
+                return None
+            step = max(1.0, min(step, gap / 2))
         return "grow", 1.0, step, False
 
     async def _decide(self) -> None:
