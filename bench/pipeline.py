@@ -19,6 +19,7 @@ import argparse
 import math
 import os
 import secrets
+import socket
 import statistics
 import sys
 import tempfile
@@ -71,6 +72,8 @@ def one_run(args: argparse.Namespace, data: Path, n_items: int) -> dict[str, flo
     env = {"CGD_BROKER_URL": broker}
     if args.inflight is not None:
         env["CGD_MAX_INFLIGHT_PER_ENDPOINT"] = str(args.inflight)
+    if args.fixed:
+        env["CGD_ADAPTIVE_CONCURRENCY"] = "false"
     if args.concurrency is not None:
         env["CGD_WORKER_CONCURRENCY"] = str(args.concurrency)
     with (
@@ -154,11 +157,16 @@ def main() -> None:
     ap.add_argument("--max-waiting", type=int, default=None, help="simulator 429s past this queue")
     ap.add_argument("--no-metrics", action="store_true", help="simulator serves no /metrics")
     ap.add_argument("--inflight", type=int, default=None, help="CGD_MAX_INFLIGHT_PER_ENDPOINT")
+    ap.add_argument("--fixed", action="store_true", help="no adaptation: always --inflight")
     ap.add_argument("--concurrency", type=int, default=None, help="CGD_WORKER_CONCURRENCY")
     ap.add_argument("--chunk-size", type=int, default=None, help="job chunk_size (default: API's)")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--port", type=int, default=8766)
+    ap.add_argument("--port", type=int, default=0, help="API port (0: a free one)")
     args = ap.parse_args()
+    if not args.port:  # a fixed default collides with anyone else's benchmark on the machine
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            args.port = sock.getsockname()[1]
     calls = args.calls or round(args.seconds * args.slots / args.latency)
     n_items = math.ceil(calls / 3)
     data = Path(tempfile.mkdtemp()) / "gsm8k.jsonl"
