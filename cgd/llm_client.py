@@ -360,11 +360,12 @@ class LLMClient:
         return state
 
     async def _fetch_metrics(self, url: str) -> str | None:
-        """vLLM's Prometheus page, or None when the server has none (a hosted API)."""
+        """vLLM's Prometheus page; "" when the server has none (a hosted API), None when it did
+        not answer."""
         try:
             timeout = aiohttp.ClientTimeout(total=5.0)
             async with self._ensure_session().get(url, timeout=timeout) as resp:
-                return (await resp.text()) if resp.status == 200 else None
+                return (await resp.text()) if resp.status == 200 else ""
         except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError):
             return None
 

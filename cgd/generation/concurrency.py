@@ -237,6 +237,8 @@ class AdaptiveLimit:
         self._slow_start = True
         self._pushback_limit: float | None = None  # where the server last pushed back
         self._calm = 0  # windows since the server last pushed back
+        self._overload_inflight = 0
+        self._slow_windows = 0
         self._last_demand = 0.0
         self._deciding = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -291,6 +293,8 @@ class AdaptiveLimit:
         if not self.adaptive or started < self._changed_at:
             return  # sent under an older limit: says nothing about the current one
         if overload:
+            if not self._overload:  # what was really in flight when the server pushed back
+                self._overload_inflight = self.inflight + 1
             self._overload = True
             # A 429 frees its slot at once: without this the next waiter would go straight into
             # the same full queue, and the next, until the decision lands.
@@ -335,7 +339,11 @@ class AdaptiveLimit:
             if probe and self.global_limit >= self._pushback_limit - 1:  # type: ignore[operator]
                 # A probe past the known level failed: step back below it, no further.
                 return "probe", max(cfg.backoff, 1.0 - 2.0 / self.global_limit), 0.0, True
-            self._pushback_limit = self._peak * self.live
+            # The server admits fewer than were in flight when it pushed back: remember the
+            # lowest such level (a later calm probe past it raises it again).
+            level = float(self._overload_inflight * self.live)
+            self._pushback_limit = min(self._pushback_limit or level, level)
+            used = min(1.0, level / max(1.0, self.global_limit))
             return "overload", cfg.backoff * used, 0.0, True
         m = self.metrics
         if m is not None and m.at > self._changed_at:  # read since the last change
@@ -347,14 +355,20 @@ class AdaptiveLimit:
             if m.kv_cache is not None and m.kv_cache >= cfg.kv_cache_high:
                 return None
             return self._grow() if saturated else None
-        if (
+        slow = (
             median is not None
             and baseline is not None
             and median > baseline * cfg.latency_tolerance
-        ):
+        )
+        self._slow_windows = self._slow_windows + 1 if slow else 0
+        # Two slow windows in a row: one alone is as likely a busy client host as a queue.
+        if slow and self._slow_windows >= 2:
+            assert median is not None and baseline is not None
             self._slow_start = False
             self._pushback_limit = self._peak * self.live
-            return "latency", max(0.5, used * baseline / median), float(cfg.queue_target), True
+            return "latency", max(0.25, used * baseline / median), float(cfg.queue_target), True
+        if slow:
+            return None  # one slow window: neither grow nor shrink yet
         return self._grow() if saturated else None
 
     def _grow(self) -> tuple[str, float, float, bool] | None:
@@ -362,6 +376,7 @@ class AdaptiveLimit:
             return "slow start", 2.0, 0.0, False
         step = max(1.0, math.sqrt(self.global_limit))
         if self._pushback_limit is not None:
+            self._pushback_limit = max(self._pushback_limit, self.global_limit)  # held calmly
             # Approach the level where the server last pushed back in halving steps; past it,
             # probe by 1 only now and then (each probe may cost a 429).
             gap = self._pushback_limit - 1 - self.global_limit
@@ -425,11 +440,11 @@ class AdaptiveLimit:
         misses, served = 0, False
         while served or misses < 3:  # three misses before any page: no vLLM metrics here
             if self._active():
-                text = await fetch(url)
+                text = await fetch(url)  # None: no answer (busy, down), which proves nothing
                 parsed = parse_vllm_metrics(text) if text else None
-                if parsed is None:
-                    misses += 1
-                else:
+                if parsed is not None:
                     served, self.metrics = True, parsed
+                elif text is not None:
+                    misses += 1
             await asyncio.sleep(self.cfg.sync_s / 2)
         self.metrics = None

@@ -4,11 +4,11 @@
 A hosted API's limit is in requests and tokens per minute, not in requests in flight, so the
 adaptive in-flight bound alone would learn it only from 429s. :class:`RateGate` spends from two
 token buckets (refilled continuously at ``rpm/60`` and ``tpm/60`` per second, holding at most
-``burst_s`` seconds' worth) before each attempt, and closes until the announced reset when the
-server says a budget is spent: the ``x-ratelimit-remaining-*`` counts are taken in and counted
-down by each request sent, and once spent nothing is sent until the announced ``reset-*``. A request is charged its prompt estimate plus its completion budget, as
-OpenAI counts ``max_tokens`` against the token limit. With several worker processes each takes
-``1 / live processes`` of the configured rates.
+``burst_s`` seconds' worth) before each attempt. It also takes in the server's
+``x-ratelimit-remaining-*`` counts, counts them down by each request sent, and once a budget is
+spent sends nothing until the announced ``x-ratelimit-reset-*``. A request is charged its prompt
+estimate plus its completion budget, as OpenAI counts ``max_tokens`` against the token limit.
+With several worker processes each takes ``1 / live processes`` of the configured rates.
 """
 
 from __future__ import annotations
