@@ -8,17 +8,20 @@ import pytest
 from sqlalchemy import select
 
 from cgd.db.models import Generation
-from tests.test_jobs import (  # noqa: F401 - fixtures
+from tests import test_jobs
+from tests.test_jobs import (
     create_job,
     db_counts,
-    gsm8k_slice,
     job_body,
     sim_stats,
-    simulator,
     triplets,
     upload_slice,
     wait_job,
 )
+
+# The job tests' fixtures, shared (pytest finds fixtures by module attribute).
+gsm8k_slice = test_jobs.gsm8k_slice
+simulator = test_jobs.simulator
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
