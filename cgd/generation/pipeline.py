@@ -186,16 +186,18 @@ class ChunkRun:
         except _Stopped:
             return
         except LLMError as exc:
-            self.fail(item, exc.kind, str(exc), truncated=exc.kind == "truncated")
+            self._fail(item, exc.kind, str(exc), truncated=exc.kind == "truncated")
         except Exception as exc:  # a poison item must never take the chunk down with it
             log.exception("item %s/%s failed unexpectedly", item.idx, item.sample)
-            self.fail(item, "internal", f"{type(exc).__name__}: {exc}")
+            self._fail(item, "internal", f"{type(exc).__name__}: {exc}")
 
-    def fail(self, item: WorkItem, kind: str, message: str, truncated: bool = False) -> None:
+    def _fail(self, item: WorkItem, kind: str, message: str, truncated: bool = False) -> None:
         item.state = "failed"
         item.failures += 1
         item.truncated = item.truncated or truncated
         self.writer.add(item, None, error_kind=kind, error=message[:2000])
+
+    fail = _fail  # for cgd.generation.batch
 
     async def _stages(self, item: WorkItem) -> None:
         q = item.prompt
