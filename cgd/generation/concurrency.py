@@ -327,8 +327,8 @@ class AdaptiveLimit:
             # busy client host) that is slower for good is not mistaken for a growing queue.
             if baseline is None or median < baseline:
                 self._baseline = median
-            else:
-                self._baseline = baseline + (median - baseline) * 0.05
+            elif not self._slow_start:
+                self._baseline = baseline + (median - baseline) * 0.02
         # What this endpoint really has in flight (all processes), vs the bound.
         used = min(1.0, self._peak * self.live / max(1.0, self.global_limit))
         self._calm += 1
@@ -369,6 +369,10 @@ class AdaptiveLimit:
             return "latency", max(0.25, used * baseline / median), float(cfg.queue_target), True
         if slow:
             return None  # one slow window: neither grow nor shrink yet
+        rising = median is not None and baseline is not None and median > baseline * 1.2
+        if self._slow_start and rising:  # latency starts to rise: doubling ends here
+            self._slow_start = False
+            return None
         return self._grow() if saturated else None
 
     def _grow(self) -> tuple[str, float, float, bool] | None:
