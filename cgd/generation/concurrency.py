@@ -345,11 +345,17 @@ class AdaptiveLimit:
             self._pushback_limit = min(self._pushback_limit or level, level)
             used = min(1.0, level / max(1.0, self.global_limit))
             return "overload", cfg.backoff * used, 0.0, True
+        rising = median is not None and baseline is not None and median > baseline * 1.2
+        if self._slow_start and rising:  # latency starts to rise: doubling ends here
+            self._slow_start = False
+            return None
         m = self.metrics
-        if m is not None and m.at > self._changed_at:  # read since the last change
-            if m.waiting > cfg.queue_target:
+        # Read since the last change had time to show at the server (half a no-load latency).
+        if m is not None and m.at > self._changed_at + 0.5 * (baseline or 0.0):
+            waiting = m.waiting
+            if waiting > cfg.queue_target:
                 # Keep what runs plus the target queue: scale the global bound by that fraction.
-                busy = m.running + m.waiting
+                busy = m.running + waiting
                 self._slow_start = False
                 return "waiting", (m.running + cfg.queue_target) / busy, 0.0, True
             if m.kv_cache is not None and m.kv_cache >= cfg.kv_cache_high:
@@ -369,10 +375,6 @@ class AdaptiveLimit:
             return "latency", max(0.25, used * baseline / median), float(cfg.queue_target), True
         if slow:
             return None  # one slow window: neither grow nor shrink yet
-        rising = median is not None and baseline is not None and median > baseline * 1.2
-        if self._slow_start and rising:  # latency starts to rise: doubling ends here
-            self._slow_start = False
-            return None
         return self._grow() if saturated else None
 
     def _grow(self) -> tuple[str, float, float, bool] | None:
