@@ -9,6 +9,10 @@ before the export started: after imports, after building the synthetic text pool
 export). Triplets are realistic in size (prompt ~300 chars, initial/refined answers ~1,000,
 critique ~500) and are generated lazily, as a database cursor would feed them; the ``source``
 line is that generator alone, included in every other line's time. Reports the median.
+
+Rows are ~3 KB of varied words, each row unique (``bench/texts.py``: a 20,000-word Zipf
+vocabulary with numbers), so Parquet's dictionaries and compression see realistic text, not a
+pool of repeated strings; ``--pooled`` uses the old pool of repeated texts for comparison.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def run_one(fmt: str, layout: str, mode: str, rows: int, out: str) -> dict:
+def run_one(fmt: str, layout: str, mode: str, rows: int, out: str, pooled: bool = False) -> dict:
     from cgd.curation.export import iter_export_rows, iter_jsonl_bytes, iter_parquet_bytes
     from cgd.curation.synthetic import synthetic_triplets
 
@@ -51,7 +55,13 @@ def run_one(fmt: str, layout: str, mode: str, rows: int, out: str) -> dict:
 
     for _ in chunks_of(synthetic_triplets(10, pool=4)):  # warm-up: lazy one-time initialisation
         pass
-    source = synthetic_triplets(rows)
+    if pooled:
+        source = synthetic_triplets(rows)
+    else:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from texts import realistic_triplets
+
+        source = realistic_triplets(rows)
     first = next(source)  # builds the text pool before the clock and the RSS baseline
 
     def all_rows() -> Iterator[dict]:
@@ -78,7 +88,8 @@ def run_one(fmt: str, layout: str, mode: str, rows: int, out: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--rows", type=int, default=200_000)
+    ap.add_argument("--rows", type=int, default=20_000)
+    ap.add_argument("--pooled", action="store_true", help="the old pool of repeated texts")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=os.devnull, help="file to write to (default: /dev/null)")
     ap.add_argument("--one", nargs=3, metavar=("FORMAT", "LAYOUT", "MODE"), help=argparse.SUPPRESS)
@@ -86,7 +97,7 @@ def main() -> None:
 
     if args.one:
         fmt, layout, mode = args.one
-        print(json.dumps(run_one(fmt, layout, mode, rows=args.rows, out=args.out)))
+        print(json.dumps(run_one(fmt, layout, mode, args.rows, args.out, args.pooled)))
         return
 
     print(f"{args.rows:,} triplets, median of {args.repeats} runs, output to {args.out}")
@@ -97,7 +108,7 @@ def main() -> None:
         runs = []
         for _ in range(args.repeats):
             cmd = [sys.executable, __file__, "--rows", str(args.rows), "--out", args.out]
-            cmd += ["--one", fmt, layout, mode]
+            cmd += ["--one", fmt, layout, mode] + (["--pooled"] if args.pooled else [])
             proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
             runs.append(json.loads(proc.stdout))
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}

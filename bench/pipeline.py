@@ -1,12 +1,16 @@
 """Generation pipeline benchmark: one real worker process against the simulator at capacity.
 
-Starts a throwaway database, the API, one `cgd worker` process and the simulated OpenAI server
-(K slots × L seconds latency), submits a job of ceil(calls/3) GSM8K prompts through the REST API
-and reports: calls/s and % of capacity (K/L), worker CPU ms per call (worker and its verifier
-processes), peak worker RSS, max in flight seen by the server, time to the first stored triplet,
-and the refine prompt's shared-prefix fraction (in the simulator's token counts).
+Starts a throwaway database, the API, one `cgd worker` process with its DEFAULT settings (the
+in-flight bound adapts; pass --inflight to pin a ceiling) and the simulated OpenAI server
+(K slots × L seconds latency), submits a job sized for --seconds of ideal time (K/L calls/s, three
+calls per GSM8K prompt) through the REST API and reports, clocked from job creation to completion:
+calls/s and % of capacity (K/L); the same over the worker's busy window (first claim → last
+chunk); worker CPU ms per call (worker and its verifier processes), peak worker RSS, max in flight
+seen by the server, the share of requests answered 429, time to the first stored triplet, and the
+refine prompt's shared-prefix fraction (in the simulator's token counts).
 
-    .venv/bin/python bench/pipeline.py [--calls 5000] [--slots 256] [--latency 0.5] [--runs 3]
+    .venv/bin/python bench/pipeline.py --slots 256 [--seconds 30] [--latency 0.5] [--runs 3]
+    .venv/bin/python bench/pipeline.py --slots 64 --max-waiting 8   # a bounded queue: 429s
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import argparse
 import math
 import os
 import secrets
+import socket
 import statistics
 import sys
 import tempfile
@@ -60,14 +65,20 @@ def one_run(args: argparse.Namespace, data: Path, n_items: int) -> dict[str, flo
     redis.Redis.from_url(broker).flushdb()
     sim_args = ["--port", "0", "--slots", str(args.slots), "--latency", str(args.latency),
                 "--latency-jitter", str(args.jitter), "--dataset", str(data)]  # fmt: skip
+    if args.max_waiting is not None:
+        sim_args += ["--max-waiting", str(args.max_waiting)]
+    if args.no_metrics:
+        sim_args.append("--no-metrics")
+    env = {"CGD_BROKER_URL": broker}
+    if args.inflight is not None:
+        env["CGD_MAX_INFLIGHT_PER_ENDPOINT"] = str(args.inflight)
+    if args.fixed:
+        env["CGD_ADAPTIVE_CONCURRENCY"] = "false"
+    if args.concurrency is not None:
+        env["CGD_WORKER_CONCURRENCY"] = str(args.concurrency)
     with (
         SimulatorProcess(sim_args) as sim,
-        bench_stack(
-            args.port,
-            CGD_BROKER_URL=broker,
-            CGD_MAX_INFLIGHT_PER_ENDPOINT=str(args.inflight),
-            CGD_WORKER_CONCURRENCY=str(args.concurrency),
-        ) as stack,
+        bench_stack(args.port, **env) as stack,
     ):
         worker_log = Path(tempfile.mkdtemp()) / "worker.log"
         worker = stack.start("worker", log=worker_log)
@@ -81,11 +92,12 @@ def one_run(args: argparse.Namespace, data: Path, n_items: int) -> dict[str, flo
         time.sleep(1.0)  # let the worker's verifier processes finish importing
         cpu0 = cpu_s(tree_pids(worker.pid))
         endpoint = {"temperature": 0.0, "max_tokens": 1024, "base_url": sim.base_url}
+        chunk = {"chunk_size": args.chunk_size} if args.chunk_size else {}
         body = {
             "dataset_id": ds.json()["id"],
             "student": {**endpoint, "model": "student"},
             "teacher": {**endpoint, "model": "teacher"},
-            "chunk_size": args.chunk_size,
+            **chunk,
         }
         t0 = time.perf_counter()
         job_id = client.post("/v1/jobs", json=body).json()["id"]
@@ -100,7 +112,7 @@ def one_run(args: argparse.Namespace, data: Path, n_items: int) -> dict[str, flo
             status = client.get(f"/v1/jobs/{job_id}").json()
             if status["status"] in ("completed", "failed", "cancelled"):
                 break
-            time.sleep(0.05 if first is None else 0.5)
+            time.sleep(0.05 if first is None else 0.2)
         wall = time.perf_counter() - t0
         cpu = cpu_s(tree_pids(worker.pid)) - cpu0
         stats = httpx.get(f"{sim.url}/sim/stats").json()
@@ -122,9 +134,11 @@ def one_run(args: argparse.Namespace, data: Path, n_items: int) -> dict[str, flo
         capacity = args.slots / args.latency
         return {
             "calls": calls,
-            "calls_per_s": calls / busy,
-            "pct_capacity": 100 * calls / busy / capacity,
-            "end_to_end_calls_per_s": calls / wall,
+            "wall_s": wall,
+            "pct_capacity": 100 * calls / wall / capacity,  # job created → completed
+            "pct_capacity_busy": 100 * calls / busy / capacity,
+            "calls_per_s": calls / wall,
+            "pct_429": 100 * stats["by_status"].get("429", 0) / calls,
             "cpu_ms_per_call": 1000 * cpu / calls,
             "peak_rss_mb": rss,
             "max_inflight": stats["max_inflight"],
@@ -135,17 +149,26 @@ def one_run(args: argparse.Namespace, data: Path, n_items: int) -> dict[str, flo
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--calls", type=int, default=5000)
+    ap.add_argument("--seconds", type=float, default=30.0, help="job size in ideal seconds")
+    ap.add_argument("--calls", type=int, default=None, help="job size in calls (overrides)")
     ap.add_argument("--slots", type=int, default=256)
     ap.add_argument("--latency", type=float, default=0.5)
     ap.add_argument("--jitter", type=float, default=0.0)
-    ap.add_argument("--inflight", type=int, default=320, help="worker in-flight bound (K+margin)")
-    ap.add_argument("--concurrency", type=int, default=4, help="chunks run at once")
-    ap.add_argument("--chunk-size", type=int, default=256)
+    ap.add_argument("--max-waiting", type=int, default=None, help="simulator 429s past this queue")
+    ap.add_argument("--no-metrics", action="store_true", help="simulator serves no /metrics")
+    ap.add_argument("--inflight", type=int, default=None, help="CGD_MAX_INFLIGHT_PER_ENDPOINT")
+    ap.add_argument("--fixed", action="store_true", help="no adaptation: always --inflight")
+    ap.add_argument("--concurrency", type=int, default=None, help="CGD_WORKER_CONCURRENCY")
+    ap.add_argument("--chunk-size", type=int, default=None, help="job chunk_size (default: API's)")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--port", type=int, default=8766)
+    ap.add_argument("--port", type=int, default=0, help="API port (0: a free one)")
     args = ap.parse_args()
-    n_items = math.ceil(args.calls / 3)
+    if not args.port:  # a fixed default collides with anyone else's benchmark on the machine
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            args.port = sock.getsockname()[1]
+    calls = args.calls or round(args.seconds * args.slots / args.latency)
+    n_items = math.ceil(calls / 3)
     data = Path(tempfile.mkdtemp()) / "gsm8k.jsonl"
     lines = GSM8K.read_text().splitlines()
     data.write_text("\n".join((lines * 2)[:n_items]) + "\n")

@@ -4,6 +4,11 @@ Responses: each reference boxed (must be correct) plus, for each, the next refer
 differs (must be incorrect), i.e. 1,000 verifications a run. Cheap checks decide most of them in
 the caller; the rest (surds, tuples, polynomials vs numbers...) go to math-verify in the workers.
 
+"realistic mix": 1,000 answers in the forms models give them (bench/texts.py): 300-1,500
+characters of varied text before the answer; boxed right or wrong, the same answer written
+differently, an intermediate box before the final one, no box ("The answer is …"), GSM8K's
+``####``, or no answer at all. It also reports how many verdicts match the intended one.
+
 Reports, as medians over ``--runs`` fresh pools (the machine is shared and noisy):
 * verifications/s (wall clock) and that divided by the worker count ("per core");
 * verifications per CPU-second (parent + workers, from /proc), a per-core figure that other
@@ -28,6 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from texts import TextGen, answer_mix  # noqa: E402
+
 from cgd.answers import reference_answer  # noqa: E402
 from cgd.verify import VerifierPool, fast_check, normalize_answer  # noqa: E402
 
@@ -51,8 +58,8 @@ class Run:
         return self.n / self.cpu_seconds
 
 
-def load_items() -> tuple[list[Item], list[Item]]:
-    """(all 1,000 items, the subset the cheap checks cannot decide)."""
+def load_items() -> tuple[list[Item], list[Item], list[tuple[Item, bool | None]]]:
+    """(all 1,000 items, the subset the cheap checks cannot decide, the realistic mix)."""
     with DATA.open(encoding="utf-8") as f:
         references = [json.loads(line)["answer"] for line in f if line.strip()]
     finals = [reference_answer(r) or "" for r in references]
@@ -70,7 +77,14 @@ def load_items() -> tuple[list[Item], list[Item]]:
         wrong.append(("math", f"So the answer is \\boxed{{{other}}}.", reference))
     items = right + wrong
     slow = [item for item in items if fast_check(*item) is None]
-    return items, slow
+    gen = TextGen(seed=1)
+    realistic = []
+    for i, reference in enumerate(references):
+        for _ in (0, 1):
+            other = wrong[i][1].split("boxed{", 1)[1].rsplit("}", 1)[0]
+            text, expected = answer_mix(finals[i], other, gen)
+            realistic.append((("math", text, reference), expected))
+    return items, slow, realistic
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -85,7 +99,7 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
-def measure(items: list[Item], processes: int) -> Run:
+def measure(items: list[Item], processes: int, expected: list[bool | None] | None = None) -> Run:
     """One run on a fresh pool (no state carried between runs), start-up excluded."""
     with VerifierPool(processes=processes, timeout_s=10.0) as pool:
         if not pool.wait_ready(120):
@@ -96,6 +110,9 @@ def measure(items: list[Item], processes: int) -> Run:
         elapsed, cpu1 = time.perf_counter() - t0, cpu_seconds(pids)
         if pool.worker_pids() != pids[1:]:
             raise RuntimeError("a worker was replaced mid-run; CPU figures would be wrong")
+    if expected is not None:
+        agree = sum(v.correct == e for v, e in zip(verdicts, expected, strict=True))
+        print(f"  realistic mix: {agree}/{len(items)} verdicts as intended")
     undecided = sum(v.correct is None for v in verdicts)
     if undecided:
         logging.warning("%d verifications undecided (timeouts?)", undecided)
@@ -121,8 +138,12 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    items, slow = load_items()
+    items, slow, realistic = load_items()
     print(f"MATH-500: {len(items)} verifications, {len(slow)} need math-verify")
+    mix = [item for item, _ in realistic]
+    for p in args.processes:
+        report("realistic mix", mix, p, args.runs)
+    measure(mix, 1, [e for _, e in realistic])
     print(f"medians of {args.runs} runs, each on a fresh pool")
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     worst = min(report("all (mix)", items, p, args.runs) for p in args.processes)

@@ -19,8 +19,10 @@ Every method returns the API's JSON (dicts); lists come as pages ``{"data": [...
 from the API's ``{"error", "detail"}`` body; an unreachable API raises
 :class:`CgdConnectionError` (a ``CgdApiError`` with ``status`` 0).
 
-Retries (``max_retries``, jittered exponential backoff, ``Retry-After`` honoured) cover 502/503/504
-answers and transport errors, but only where repeating the request cannot do the work twice:
+Retries (the project's one policy, :mod:`cgd.retry`: ``max_retries``, full-jitter exponential
+backoff, ``Retry-After`` in seconds or as an HTTP-date honoured up to ``retry_after_max_s``) cover
+502/503/504 answers and transport errors, but only where repeating the request cannot do the work
+twice:
 
 * ``GET``/``DELETE`` are idempotent: retried on those statuses and on any transport error
   (a ``DELETE`` whose first attempt's answer was lost and whose retry gets 404 counts as done).
@@ -39,7 +41,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import random
 import tarfile
 import time
 import uuid
@@ -59,6 +60,7 @@ from cgd.enums import (
     Split,
     VerdictFilter,
 )
+from cgd.retry import RetryPolicy, Transient, parse_retry_after
 
 __all__ = [
     "CgdApiError",
@@ -79,6 +81,20 @@ _RETRY_STATUSES = frozenset({502, 503, 504})
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "PUT"})
 # Errors raised before a single byte of the request left this machine.
 _NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+class _Again(Transient):
+    """An attempt worth repeating: the transport error, or the transient answer, it ended in."""
+
+    def __init__(
+        self,
+        error: httpx.TransportError | None = None,
+        response: httpx.Response | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(type(error).__name__ if error else "transient answer", retry_after_s)
+        self.error = error
+        self.response = response
 
 
 class Page(TypedDict):
@@ -270,6 +286,7 @@ class CgdClient:
         max_retries: int = 4,
         backoff_s: float = 0.5,
         max_backoff_s: float = 8.0,
+        retry_after_max_s: float = 60.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         if api_url is None or api_key is None:
@@ -284,6 +301,12 @@ class CgdClient:
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
+        self.retry = RetryPolicy(
+            max_attempts=max_retries + 1,
+            backoff_base_s=backoff_s,
+            backoff_max_s=max_backoff_s,
+            retry_after_max_s=retry_after_max_s,
+        )
         headers = {"User-Agent": "cgd-client/1"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
@@ -305,13 +328,6 @@ class CgdClient:
 
     # -- transport ------------------------------------------------------------------------------
 
-    def _sleep_before_retry(self, attempt: int, response: httpx.Response | None) -> None:
-        delay = min(self.max_backoff_s, self.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
-        if response is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                delay = max(delay, min(float(response.headers["retry-after"]), 60.0))
-        time.sleep(delay)
-
     def _send(
         self,
         method: str,
@@ -321,40 +337,46 @@ class CgdClient:
         ok_statuses: tuple[int, ...] = (),
         **kwargs: Any,
     ) -> httpx.Response:
-        """One logical request, with the retries the module docstring describes. The request
-        is rebuilt for every attempt (a streamed upload rewinds its file)."""
+        """One logical request, with the retries the module docstring describes (the project's
+        one retry policy, :mod:`cgd.retry`). The request is rebuilt for every attempt (a streamed
+        upload rewinds its file)."""
         headers = kwargs.get("headers") or {}
         repeatable = method in _IDEMPOTENT_METHODS or any(
             k.lower() == "idempotency-key" for k in headers
         )
-        attempt = 0
         lost_answer = False
-        while True:
-            request = self._http.build_request(method, path, **kwargs)
-            try:
-                response = self._http.send(request, stream=stream)
-            except httpx.TransportError as exc:
-                # Never sent: always safe. Sent but no answer: only when repeatable.
-                if attempt < self.max_retries and (isinstance(exc, _NOT_SENT_ERRORS) or repeatable):
-                    lost_answer = lost_answer or not isinstance(exc, _NOT_SENT_ERRORS)
-                    self._sleep_before_retry(attempt, None)
-                    attempt += 1
-                    continue
-                raise CgdConnectionError(self.api_url, exc) from exc
-            status = response.status_code
-            if status in _RETRY_STATUSES and repeatable and attempt < self.max_retries:
+        response: httpx.Response | None = None
+        try:
+            for attempt in self.retry.retrying(sleep=time.sleep):
+                with attempt:
+                    request = self._http.build_request(method, path, **kwargs)
+                    try:
+                        response = self._http.send(request, stream=stream)
+                    except httpx.TransportError as exc:
+                        # Never sent: always safe. Sent but no answer: only when repeatable.
+                        if not (isinstance(exc, _NOT_SENT_ERRORS) or repeatable):
+                            raise CgdConnectionError(self.api_url, exc) from exc
+                        lost_answer = lost_answer or not isinstance(exc, _NOT_SENT_ERRORS)
+                        raise _Again(error=exc) from exc
+                    if response.status_code in _RETRY_STATUSES and repeatable:
+                        response.read()  # kept for the error should this be the last attempt
+                        response.close()
+                        wait = parse_retry_after(response.headers.get("retry-after"))
+                        raise _Again(response=response, retry_after_s=wait)
+        except _Again as last:
+            if last.error is not None:
+                raise CgdConnectionError(self.api_url, last.error) from last.error
+            response = last.response
+        assert response is not None
+        status = response.status_code
+        if status == 404 and method == "DELETE" and lost_answer:
+            return response  # the first attempt did it; only its answer was lost
+        if status >= 400 and status not in ok_statuses:
+            if stream:
+                response.read()
                 response.close()
-                self._sleep_before_retry(attempt, response)
-                attempt += 1
-                continue
-            if status == 404 and method == "DELETE" and lost_answer:
-                return response  # the first attempt did it; only its answer was lost
-            if status >= 400 and status not in ok_statuses:
-                if stream:
-                    response.read()
-                    response.close()
-                raise _error_from(response)
-            return response
+            raise _error_from(response)
+        return response
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._send(method, path, **kwargs)

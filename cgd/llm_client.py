@@ -9,10 +9,16 @@ What the generation worker relies on:
 * **Explicit sampling.** :class:`EndpointConfig` holds every sampling parameter with an explicit
   default and sends all of them in every request, so a stored call says exactly what was asked
   for and never depends on a server's defaults. :meth:`EndpointConfig.request_params` is that dict.
-* **Bounded concurrency.** vLLM has no admission control; one semaphore per endpoint (base URL)
-  bounds the requests on the wire.
+* **Adaptive concurrency.** vLLM has no admission control and a hosted API limits requests per
+  minute; an adaptive in-flight bound per endpoint (base URL), shared by every worker process
+  through Redis, learns what the server sustains (:mod:`cgd.generation.concurrency`);
+  ``max_inflight_per_endpoint`` is its ceiling. ``rate_limit`` and the ``x-ratelimit-*`` headers
+  pace requests and tokens per minute (:mod:`cgd.generation.ratelimit`).
 * **Retries.** Timeouts, connection errors, 429 (waiting at least ``Retry-After``) and 5xx are
-  retried with capped exponential backoff and full jitter; other 4xx fail at once.
+  retried by the project's one retry policy (:mod:`cgd.retry`); other 4xx fail at once.
+* **Hosted APIs.** ``token_param`` names the completion budget (``max_completion_tokens`` for
+  OpenAI's reasoning models), ``omit`` drops parameters a server rejects, and a separate
+  ``reasoning_content`` is returned apart from the answer (never part of it).
 * **No truncated answers.** ``finish_reason == "length"`` is never returned: it raises
   :class:`LLMError` (``kind="truncated"``) or, with ``truncation=Truncation.retry_larger``, is
   retried once with a larger ``max_tokens``.
@@ -23,13 +29,11 @@ What the generation worker relies on:
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC
 from typing import Any, Literal
 
 import aiohttp
@@ -38,7 +42,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from yarl import URL
 
 from cgd.enums import Truncation
+from cgd.generation.concurrency import AdaptiveLimit, ControlConfig, LimitStore, LocalLimitStore
+from cgd.generation.ratelimit import RateGate
+from cgd.retry import RetryPolicy, parse_retry_after
 from cgd.security.text import server_text
+
+__all__ = ["CallResult", "EndpointConfig", "LLMClient", "LLMError", "parse_retry_after"]
 
 log = logging.getLogger("cgd.llm_client")
 
@@ -51,6 +60,15 @@ TruncationPolicy = Truncation
 
 # Request keys the client owns; `extra` must not override them.
 _RESERVED = frozenset({"messages", "model", "n", "stream"})
+
+
+class RateLimit(BaseModel):
+    """A hosted endpoint's published limits (per API key, shared by all worker processes)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rpm: int | None = Field(None, ge=1, description="Requests per minute")
+    tpm: int | None = Field(None, ge=1, description="Tokens per minute (prompt + max tokens)")
 
 
 class EndpointConfig(BaseModel):
@@ -77,12 +95,27 @@ class EndpointConfig(BaseModel):
     stop: list[str] | None = None
     n: Literal[1] = 1  # one completion per call: every call is stored (and retried) on its own
     extra: dict[str, Any] = Field(default_factory=dict)
+    token_param: Literal["max_tokens", "max_completion_tokens"] = Field(
+        "max_tokens",
+        description="The request key for the completion budget; OpenAI's reasoning models "
+        "answer 400 to max_tokens and take max_completion_tokens",
+    )
+    omit: list[str] = Field(
+        default_factory=list, description="Sampling parameters not to send (a server rejects them)"
+    )
+    rate_limit: RateLimit | None = None
+    mode: Literal["online", "batch"] = Field(
+        "online", description="online: one HTTP call each; batch: the OpenAI Batch API"
+    )
 
     @model_validator(mode="after")
     def _check_extra(self) -> EndpointConfig:
         clash = sorted((_RESERVED | _SAMPLING_FIELDS) & self.extra.keys())
         if clash:
             raise ValueError(f"extra must not set {clash}; use the named fields")
+        unknown = sorted(set(self.omit) - _OMITTABLE)
+        if unknown:
+            raise ValueError(f"omit names {unknown}; it may name {sorted(_OMITTABLE)}")
         return self
 
     @property
@@ -104,9 +137,17 @@ class EndpointConfig(BaseModel):
         params.update({name: getattr(self, name) for name in _SAMPLING_ORDER})
         if max_tokens is not None:
             params["max_tokens"] = max_tokens
+        if self.token_param != "max_tokens":
+            params[self.token_param] = params.pop("max_tokens")
         params["stream"] = False
+        for name in self.omit:
+            params.pop(name, None)
         params.update(self.extra)
         return params
+
+    def budget(self, params: dict[str, Any]) -> int:
+        """The completion budget a request body asks for, whatever its key."""
+        return int(params.get(self.token_param) or self.max_tokens)
 
 
 _SAMPLING_ORDER = (
@@ -120,6 +161,8 @@ _SAMPLING_ORDER = (
     "n",
 )
 _SAMPLING_FIELDS = frozenset(_SAMPLING_ORDER)
+# The completion budget can only be renamed (token_param), never dropped.
+_OMITTABLE = _SAMPLING_FIELDS - {"max_tokens", "n"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +177,7 @@ class CallResult:
     request_params: dict[str, Any]  # what the successful attempt sent, minus messages
     model: str | None = None  # as reported by the server
     response_id: str | None = None
+    reasoning: str | None = None  # a reasoning model's reasoning_content: never the answer
 
 
 class LLMError(Exception):
@@ -188,7 +232,8 @@ class EndpointStats:
 
 @dataclass
 class _Endpoint:
-    semaphore: asyncio.Semaphore
+    limiter: AdaptiveLimit
+    gate: RateGate
     stats: EndpointStats
 
 
@@ -200,6 +245,7 @@ class _Response:
     completion_tokens: int
     model: str | None
     response_id: str | None
+    reasoning: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,25 +254,6 @@ class _Outcome:
     latency_s: float
     attempts: int  # counted over the whole call, truncation retry included
     params: dict[str, Any]
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    now_ts = time.time() if now is None else now
-    return max(0.0, when.timestamp() - now_ts)
 
 
 def safe_url(url: str) -> str:
@@ -246,7 +273,7 @@ class LLMClient:
 
     def __init__(
         self,
-        max_inflight_per_endpoint: int = 128,
+        max_inflight_per_endpoint: int = 1024,
         timeout_s: float = 600.0,
         connect_timeout_s: float = 10.0,
         max_attempts: int = 5,
@@ -257,6 +284,9 @@ class LLMClient:
         truncation_max_tokens: int = 16384,
         rng: random.Random | None = None,
         url_guard: Callable[[str], None] | None = None,
+        adaptive: bool = True,
+        limit_store: LimitStore | None = None,
+        control: ControlConfig | None = None,
     ) -> None:
         if max_inflight_per_endpoint < 1 or max_attempts < 1:
             raise ValueError("max_inflight_per_endpoint and max_attempts must be >= 1")
@@ -266,15 +296,27 @@ class LLMClient:
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.max_attempts = max_attempts
-        self.backoff_base_s = backoff_base_s
-        self.backoff_max_s = backoff_max_s
-        self.retry_after_max_s = retry_after_max_s
+        self.retry = RetryPolicy(
+            max_attempts=max_attempts,
+            backoff_base_s=backoff_base_s,
+            backoff_max_s=backoff_max_s,
+            retry_after_max_s=retry_after_max_s,
+            rng=rng or random.Random(),
+        )
         self.truncation = truncation
         self.truncation_max_tokens = truncation_max_tokens
         self._rng = rng or random.Random()
         # Called with the URL before every attempt (retries included); raises to refuse it, so
         # an endpoint the operator has since disallowed is never called again.
         self.url_guard = url_guard
+        self.adaptive = adaptive
+        # The fixed bound is the ceiling the adaptive one moves under.
+        base = control or ControlConfig()
+        self.control = ControlConfig(
+            **{**base.__dict__, "ceiling": max_inflight_per_endpoint,
+               "initial": min(base.initial, max_inflight_per_endpoint)}
+        )  # fmt: skip
+        self.limit_store: LimitStore = limit_store or LocalLimitStore()
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._endpoints: dict[str, _Endpoint] = {}
@@ -292,13 +334,14 @@ class LLMClient:
 
     async def aclose(self) -> None:
         """Close the session; the client may then be used again, in any event loop."""
+        for ep in self._endpoints.values():
+            # asyncio objects belong to one loop: the next loop starts them afresh (the learnt
+            # limit and the stats are kept).
+            ep.limiter.stop()
         if self._session is not None:
             await self._session.close()
             self._session = None
         self._loop = None
-        for ep in self._endpoints.values():
-            # asyncio primitives belong to one loop: fresh ones for the next (stats are kept).
-            ep.semaphore = asyncio.Semaphore(self.max_inflight_per_endpoint)
 
     def _ensure_session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -308,7 +351,7 @@ class LLMClient:
             )
         self._loop = loop
         if self._session is None or self._session.closed:
-            # No connector-wide cap (limit=0): our per-endpoint semaphores are the only bound, so
+            # No connector-wide cap (limit=0): our per-endpoint windows are the only bound, so
             # the connector can never become a smaller hidden bottleneck.
             connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(connector=connector)
@@ -317,13 +360,34 @@ class LLMClient:
     def _endpoint(self, endpoint: EndpointConfig) -> _Endpoint:
         state = self._endpoints.get(endpoint.key)
         if state is None:
-            sem = asyncio.Semaphore(self.max_inflight_per_endpoint)
-            state = self._endpoints[endpoint.key] = _Endpoint(sem, EndpointStats())
+            limiter = AdaptiveLimit(
+                endpoint.key, self.control, self.limit_store, adaptive=self.adaptive
+            )
+            limiter.metrics_url = _metrics_url(endpoint.base_url)
+            # Always a gate: x-ratelimit-* headers are honoured even with no rate_limit set.
+            rl = endpoint.rate_limit or RateLimit()
+            gate = RateGate(rl.rpm, rl.tpm)
+            state = self._endpoints[endpoint.key] = _Endpoint(limiter, gate, EndpointStats())
+        state.limiter.start(self._fetch_metrics)
         return state
+
+    async def _fetch_metrics(self, url: str) -> str | None:
+        """vLLM's Prometheus page; "" when the server has none (a hosted API), None when it did
+        not answer."""
+        try:
+            timeout = aiohttp.ClientTimeout(total=5.0)
+            async with self._ensure_session().get(url, timeout=timeout) as resp:
+                return (await resp.text()) if resp.status == 200 else ""
+        except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError):
+            return None
 
     def stats(self) -> dict[str, EndpointStats]:
         """Per-endpoint counters (current and peak in-flight, attempts, errors by kind)."""
         return {key: ep.stats for key, ep in self._endpoints.items()}
+
+    def limiter(self, endpoint: EndpointConfig) -> AdaptiveLimit:
+        """The endpoint's in-flight window (its current limit and decisions)."""
+        return self._endpoint(endpoint).limiter
 
     # -- calls ----------------------------------------------------------------------------------
 
@@ -358,6 +422,7 @@ class LLMClient:
             request_params=outcome.params,
             model=response.model,
             response_id=response.response_id,
+            reasoning=response.reasoning,
         )
 
     async def _handle_truncation(
@@ -368,12 +433,13 @@ class LLMClient:
         outcome: _Outcome,
         policy: TruncationPolicy,
     ) -> _Outcome:
-        current = outcome.params["max_tokens"]
+        current = endpoint.budget(outcome.params)
         larger = min(current * 2, self.truncation_max_tokens)
         if policy == Truncation.retry_larger and larger > current:
             log.info(
-                "truncated answer from %s (max_tokens=%d); retrying with max_tokens=%d",
+                "truncated answer from %s (%s=%d); retrying with %d",
                 safe_url(endpoint.base_url),
+                endpoint.token_param,
                 current,
                 larger,
             )
@@ -385,7 +451,7 @@ class LLMClient:
         self._count_error(ep, "truncated")
         raise LLMError(
             "truncated",
-            f"finish_reason=length at max_tokens={current}",
+            f"finish_reason=length at {endpoint.token_param}={current}",
             outcome.attempts,
             prompt_tokens=outcome.response.prompt_tokens,
             completion_tokens=outcome.response.completion_tokens,
@@ -399,57 +465,50 @@ class LLMClient:
         params: dict[str, Any],
         attempts_before: int,
     ) -> _Outcome:
-        """Attempts (up to max_attempts) until one answers; errors become LLMError."""
+        """Attempts under the retry policy until one answers; errors become LLMError."""
         body = orjson.dumps({**params, "messages": messages})
-        for attempt in range(1, self.max_attempts + 1):
-            total = attempts_before + attempt
-            try:
-                response, latency = await self._attempt(endpoint, ep, body)
-            except _AttemptError as err:
-                if self.observer is not None:
-                    self.observer(endpoint, err.kind, err.message, attempt)
-                delay = self._retry_delay(err, attempt)
-                if delay is None:
-                    self._count_error(ep, err.kind)
-                    raise LLMError(err.kind, err.message, total, status=err.status) from None
-                ep.stats.retries += 1
-                log.warning(
-                    "LLM call to %s failed (%s, attempt %d/%d); retrying in %.2fs",
-                    safe_url(endpoint.base_url),
-                    err.kind,
-                    attempt,
-                    self.max_attempts,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                continue
+        # What a rate limit charges for this request: its prompt (≈4 bytes a token) and budget.
+        tokens = len(body) // 4 + endpoint.budget(params)
+
+        def before_sleep(state: Any) -> None:
+            err = state.outcome.exception()
+            ep.stats.retries += 1
+            log.warning(
+                "LLM call to %s failed (%s, attempt %d/%d); retrying in %.2fs",
+                safe_url(endpoint.base_url),
+                getattr(err, "kind", "?"),
+                state.attempt_number,
+                self.max_attempts,
+                state.upcoming_sleep,
+            )
+
+        attempt = 0
+        try:
+            async for try_ in self.retry.async_retrying(before_sleep=before_sleep):
+                with try_:
+                    attempt = try_.retry_state.attempt_number
+                    try:
+                        response, latency = await self._attempt(endpoint, ep, body, tokens)
+                    except _AttemptError as err:
+                        if self.observer is not None:  # the circuit breaker counts failures
+                            self.observer(endpoint, err.kind, err.message, attempt)
+                        raise
             if self.observer is not None:
                 self.observer(endpoint, None, "", attempt)
-            return _Outcome(response, latency, total, params)
-        raise AssertionError("unreachable")  # the last attempt always returns or raises
-
-    def _retry_delay(self, err: _AttemptError, attempt: int) -> float | None:
-        """Seconds to wait before the next attempt, or None when the call must fail now."""
-        if not err.retryable or attempt >= self.max_attempts:
-            return None
-        if err.retry_after_s is not None and err.retry_after_s > self.retry_after_max_s:
-            # Honouring it would stall the worker; failing lets the job decide what to do.
-            err.message += f"; Retry-After {err.retry_after_s:.0f}s exceeds the cap"
-            return None
-        return self._backoff(attempt, err.retry_after_s)
-
-    def _backoff(self, attempt: int, retry_after_s: float | None) -> float:
-        """Full-jitter exponential backoff, never shorter than the server's Retry-After."""
-        cap = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
-        delay = self._rng.uniform(0.0, cap)
-        return max(delay, retry_after_s) if retry_after_s is not None else delay
+        except _AttemptError as err:
+            if self.retry.too_long(err):
+                err.message += f"; Retry-After {err.retry_after_s:.0f}s exceeds the cap"
+            self._count_error(ep, err.kind)
+            total = attempts_before + attempt
+            raise LLMError(err.kind, err.message, total, status=err.status) from None
+        return _Outcome(response, latency, attempts_before + attempt, params)
 
     @staticmethod
     def _count_error(ep: _Endpoint, kind: str) -> None:
         ep.stats.errors[kind] = ep.stats.errors.get(kind, 0) + 1
 
     async def _attempt(
-        self, endpoint: EndpointConfig, ep: _Endpoint, body: bytes
+        self, endpoint: EndpointConfig, ep: _Endpoint, body: bytes, tokens: int
     ) -> tuple[_Response, float]:
         session = self._ensure_session()
         if self.url_guard is not None:
@@ -461,35 +520,54 @@ class LLMClient:
         if endpoint.api_key is not None:
             headers["Authorization"] = f"Bearer {endpoint.api_key.get_secret_value()}"
         timeout = aiohttp.ClientTimeout(total=self.timeout_s, sock_connect=self.connect_timeout_s)
-        async with ep.semaphore:
-            stats = ep.stats
-            stats.inflight += 1
-            stats.max_inflight = max(stats.max_inflight, stats.inflight)
-            stats.attempts += 1
-            started = time.monotonic()
-            try:
-                async with session.post(
-                    endpoint.chat_url,
-                    data=body,
-                    headers=headers,
-                    timeout=timeout,
-                    allow_redirects=False,  # a redirect could lead past the allow-list
-                ) as resp:
-                    raw = await resp.read()
-                    status, resp_headers = resp.status, resp.headers
-            except TimeoutError:
-                raise _AttemptError(
-                    "timeout", f"no answer within {self.timeout_s}s", True
-                ) from None
-            except aiohttp.ClientError as exc:
-                # Refused, reset, closed without a response, broken payload …
-                raise _AttemptError("connection", type(exc).__name__, True) from None
-            finally:
-                stats.inflight -= 1
+        ep.gate.share = ep.limiter.live
+        await ep.gate.admit(tokens)
+        limiter, stats = ep.limiter, ep.stats
+        started = await limiter.acquire()
+        stats.inflight += 1
+        stats.max_inflight = max(stats.max_inflight, stats.inflight)
+        stats.attempts += 1
+        overload = False
+        try:
+            async with session.post(
+                endpoint.chat_url,
+                data=body,
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,  # a redirect could lead past the allow-list
+            ) as resp:
+                raw = await resp.read()
+                status, resp_headers = resp.status, resp.headers
+        except TimeoutError:
+            overload = True
+            raise _AttemptError("timeout", f"no answer within {self.timeout_s}s", True) from None
+        except aiohttp.ClientError as exc:
+            # Refused, reset, closed without a response, broken payload …
+            overload = True
+            raise _AttemptError("connection", type(exc).__name__, True) from None
+        finally:
             latency = time.monotonic() - started
+            stats.inflight -= 1
+            limiter.release()
+            if overload:
+                limiter.record(started, None, True)
+        overloaded = status in (429, 503)
+        limiter.record(started, latency if status == 200 else None, overloaded)
+        ep.gate.observe(resp_headers, tokens)
         if status != 200:
             raise _status_error(status, raw, resp_headers, endpoint)
         return _parse_response(raw), latency
+
+
+def _metrics_url(base_url: str) -> str | None:
+    """Where vLLM serves its Prometheus page: the server root, not under /v1."""
+    try:
+        url = URL(base_url)
+    except (ValueError, TypeError):
+        return None
+    if not url.is_absolute():
+        return None
+    return str(url.with_path("/metrics").with_query(None))
 
 
 def _status_error(status: int, raw: bytes, headers: Any, endpoint: EndpointConfig) -> _AttemptError:
@@ -516,6 +594,11 @@ def _parse_response(raw: bytes) -> _Response:
         choice = data["choices"][0]
         text = choice["message"]["content"]
         finish = choice.get("finish_reason") or "stop"
+        # vLLM's reasoning parsers say reasoning_content, some servers reasoning.
+        message = choice["message"]
+        reasoning = message.get("reasoning_content") or message.get("reasoning")
+        if text is None and reasoning is not None:
+            text = ""  # all reasoning, no answer: an (empty) answer, not a malformed response
         usage = data.get("usage") or {}
         prompt_tokens = int(usage.get("prompt_tokens") or 0)
         completion_tokens = int(usage.get("completion_tokens") or 0)
@@ -533,4 +616,5 @@ def _parse_response(raw: bytes) -> _Response:
         completion_tokens=completion_tokens,
         model=data.get("model"),
         response_id=data.get("id"),
+        reasoning=reasoning if isinstance(reasoning, str) else None,
     )

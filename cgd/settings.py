@@ -39,11 +39,17 @@ class Settings(BaseSettings):
     upload_tmp_dir: Path | None = Field(None, description="Spool directory for uploads")
 
     # Generation.
-    max_inflight_per_endpoint: int = Field(128, description="Bounded in-flight calls per endpoint")
+    max_inflight_per_endpoint: int = Field(
+        1024, description="Ceiling of the adaptive in-flight bound per endpoint (all workers)"
+    )
+    adaptive_concurrency: bool = Field(
+        True, description="Learn each endpoint's in-flight bound; false = always the ceiling"
+    )
     llm_timeout_s: float = Field(600.0, description="Per-request timeout for LLM calls")
     llm_max_attempts: int = Field(5, description="Attempts per LLM call (transient errors)")
     llm_backoff_base_s: float = Field(0.5, description="First retry delay (jittered, doubling)")
     llm_backoff_max_s: float = Field(30.0, description="Longest retry delay")
+    batch_poll_s: float = Field(30.0, description="How often a Batch API batch is polled")
     worker_concurrency: int = Field(4, description="Chunks one worker process runs at once")
     worker_metrics_port: int | None = Field(
         None,

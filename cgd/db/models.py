@@ -296,6 +296,31 @@ class Generation(Base):
     latency_s: Mapped[float] = mapped_column(default=0.0)
     attempts: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # A reasoning model's reasoning_content, kept apart from `text` (the answer, which is what
+    # is verified and trained on): never part of a training target.
+    reasoning: Mapped[str | None] = mapped_column(Text)
+
+
+class GenerationBatch(Base):
+    """One Batch API submission: a chunk's calls of one stage. Persisted as soon as the server
+    accepts it, so a runner that dies while it waits resumes polling instead of resubmitting."""
+
+    __tablename__ = "generation_batches"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    chunk_no: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    stage: Mapped[str] = mapped_column(String(10), primary_key=True)
+    batch_id: Mapped[str] = mapped_column(String(200))
+    input_file_id: Mapped[str] = mapped_column(String(200))
+    output_file_id: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(30))  # the server's, then "stored" once written
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    completed: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 # --- snapshots ---------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from cgd.db.models import TERMINAL_STATES, utcnow
-from cgd.generation import dispatch, store
+from cgd.generation import batch, dispatch, store
 from cgd.generation.breaker import Breaker, TeamLimits
 from cgd.generation.store import ChunkWork, StageResult, WorkItem
 from cgd.llm_client import CallResult, EndpointConfig, LLMClient, LLMError, safe_url
@@ -49,6 +49,7 @@ class PipelineDeps:
     breaker: Breaker | None = None  # per process: pauses jobs whose endpoint is down
     team_limits: TeamLimits | None = None  # per process: a team's in-flight calls per endpoint
     team_max_running_chunks: int = 8
+    batch_poll_s: float = 30.0  # how often a Batch API batch is polled (batch-mode endpoints)
 
 
 class _Stopped(Exception):
@@ -231,6 +232,7 @@ class ChunkRun:
             "latency_s": round(result.latency_s, 4),
             "attempts": result.attempts,
             "created_at": utcnow(),
+            "reasoning": result.reasoning,
         }
 
     async def process(self, item: WorkItem) -> None:
@@ -251,6 +253,8 @@ class ChunkRun:
         item.failures += 1
         item.truncated = item.truncated or truncated
         self.writer.add(item, None, error_kind=kind, error=message[:2000])
+
+    fail = _fail  # for cgd.generation.batch
 
     async def _stages(self, item: WorkItem) -> None:
         q = item.prompt
@@ -382,7 +386,10 @@ async def run_claimed(deps: PipelineDeps, job_id: uuid.UUID, chunk_no: int) -> s
     )
     run.watch_breaker(True)
     beat = asyncio.create_task(run.heartbeat())
-    tasks = [asyncio.create_task(run.process(i)) for i in todo]
+    if batch.uses_batch(run):  # stage by stage through the Batch API (cgd.generation.batch)
+        tasks = [asyncio.create_task(batch.run_batch_chunk(run, todo))]
+    else:
+        tasks = [asyncio.create_task(run.process(i)) for i in todo]
     stopped = asyncio.create_task(run.stop.wait())
     try:
         all_done: asyncio.Future[Any] = asyncio.gather(*tasks)

@@ -22,6 +22,7 @@ from cgd.db.models import (
     TERMINAL_STATES,
     DatasetItem,
     Generation,
+    GenerationBatch,
     Job,
     JobChunk,
     JobItem,
@@ -172,7 +173,8 @@ def job_statuses(session: Session, jobs: list[Job]) -> list[JobStatusOut]:
         for job_id, rows in groups.items()
     }
     quality = QUALITY_CACHE.get(session, seen)
-    return [_status(job, groups[job.id], quality[job.id]) for job in jobs]
+    batches = _batches(session, jobs)
+    return [_status(job, groups[job.id], quality[job.id], batches[job.id]) for job in jobs]
 
 
 def _in_flight(rows: list[Any]) -> bool:
@@ -218,7 +220,25 @@ def state_groups(session: Session, jobs: list[Job]) -> dict[uuid.UUID, list[Any]
     return groups
 
 
-def _status(job: Job, groups: list[Any], quality: Quality) -> JobStatusOut:
+def _batches(session: Session, jobs: list[Job]) -> dict[uuid.UUID, list[dict[str, Any]]]:
+    """Per job: the Batch API batches of its batch-mode stages, as last polled."""
+    batches: dict[uuid.UUID, list[dict[str, Any]]] = {j.id: [] for j in jobs}
+    for b in session.scalars(
+        select(GenerationBatch)
+        .where(GenerationBatch.job_id.in_(list(batches)))
+        .order_by(GenerationBatch.chunk_no, GenerationBatch.created_at)
+    ):
+        batches[b.job_id].append(
+            {"chunk": b.chunk_no, "stage": b.stage, "batch_id": b.batch_id, "status": b.status,
+             "requests": b.requests, "completed": b.completed, "failed": b.failed,
+             "updated_at": b.updated_at}
+        )  # fmt: skip
+    return batches
+
+
+def _status(
+    job: Job, groups: list[Any], quality: Quality, batches: list[dict[str, Any]]
+) -> JobStatusOut:
     by_state = {s: 0 for s in ITEM_STATES}
     errors: dict[str, int] = {}
     prompt_tokens = completion_tokens = truncated = 0
@@ -271,6 +291,7 @@ def _status(job: Job, groups: list[Any], quality: Quality) -> JobStatusOut:
             "started_at": job.started_at,
             "finished_at": job.finished_at,
             "cancelled_at": job.cancelled_at,
+            "batches": batches,
         }
     )
 

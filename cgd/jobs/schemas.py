@@ -62,6 +62,19 @@ class JobPause(BaseModel):
     at: datetime | None = Field(description="When the job was paused")
 
 
+class BatchOut(BaseModel):
+    """One stage of one chunk sent through the Batch API, as last polled."""
+
+    chunk: int
+    stage: str
+    batch_id: str
+    status: str = Field(description="The server's batch status, then `stored` once written")
+    requests: int
+    completed: int
+    failed: int
+    updated_at: datetime
+
+
 class JobStatusOut(BaseModel):
     """Everything derived from the job's item rows, so it is right after any crash."""
 
@@ -136,6 +149,9 @@ class JobStatusOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     cancelled_at: datetime | None
+    batches: list[BatchOut] = Field(
+        default_factory=list, description="Batch API submissions (endpoints in batch mode)"
+    )
 
 
 class JobCancelled(BaseModel):

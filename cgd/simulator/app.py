@@ -16,6 +16,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from cgd.simulator.answers import apply_stop, classify, count_tokens, cut_to_tokens
+from cgd.simulator.batch import add_batch_routes
 from cgd.simulator.config import DEFAULT_MODEL, STARTUP_ONLY, SimConfig
 from cgd.simulator.state import STATE, SimState
 
@@ -146,9 +147,18 @@ async def _chat(st: SimState, request: web.Request) -> web.Response:
     model = body.get("model") or DEFAULT_MODEL
     if cfg.served_models and model not in cfg.served_models:
         return _error(st, 404, f"The model `{model}` does not exist.")
+    rejected = [k for k in cfg.reject_params if k in body]
+    if rejected:
+        # As OpenAI answers max_tokens sent to a reasoning model.
+        return _error(st, 400, f"Unsupported parameter: '{rejected[0]}' is not supported.")
     messages = body["messages"]
     parsed = classify(messages)
     _record(st, raw, body, parsed.stage, model)
+    limit_headers = st.take_rate(cfg)
+    if limit_headers is not None and limit_headers["x-ratelimit-remaining-requests"] == "-1":
+        limit_headers["x-ratelimit-remaining-requests"] = "0"
+        st.stats.faults["rpm"] += 1
+        return _error(st, 429, "simulated requests-per-minute limit", **limit_headers)
 
     contents = [m.get("content") or "" for m in messages]
     if any(p in c for p in cfg.poison for c in contents):
@@ -158,9 +168,21 @@ async def _chat(st: SimState, request: web.Request) -> web.Response:
     if fault is not None and fault != "truncate":
         return await _fault_response(st, request, fault)
 
+    if cfg.max_waiting is not None and st.slots.locked() and st.stats.queued >= cfg.max_waiting:
+        # A bounded queue (or a hosted API's admission control): no room to wait.
+        st.stats.faults["queue_full"] += 1
+        return _error(st, 429, "simulated queue full", **{"Retry-After": _seconds(cfg)})
     text = st.answerer.answer(parsed, model, body.get("seed"), cfg)
     await _hold_slot(st)
-    return _completion(st, body, model, messages, text, truncate=fault == "truncate")
+    response = _completion(st, body, model, messages, text, truncate=fault == "truncate")
+    if limit_headers is not None:
+        response.headers.update(limit_headers)
+    return response
+
+
+def _seconds(cfg: SimConfig) -> str:
+    value = cfg.retry_after_s
+    return str(int(value)) if value == int(value) else f"{value:g}"
 
 
 def _completion(
@@ -172,7 +194,11 @@ def _completion(
     truncate: bool,
 ) -> web.Response:
     text = apply_stop(text, body.get("stop"))
-    tokens = count_tokens(text)
+    reasoning = None
+    if st.config.reasoning:
+        # A reasoning model thinks first; the thinking is not the answer.
+        reasoning = "Thinking: the question asks for one quantity; checking each step twice."
+    tokens = count_tokens(text) + (count_tokens(reasoning) if reasoning else 0)
     finish = "stop"
     if truncate:
         st.stats.faults["truncate"] += 1
@@ -199,7 +225,7 @@ def _completion(
                 "message": {
                     "role": "assistant",
                     "content": text,
-                    "reasoning_content": None,
+                    "reasoning_content": reasoning,
                     "tool_calls": [],
                 },
                 "logprobs": None,
@@ -225,6 +251,26 @@ async def redirect_chat(request: web.Request) -> web.Response:
 
 async def noisy_error(request: web.Request) -> web.Response:
     return web.Response(status=400, text="bad\x1b[31m\r\nrequest " + "S" * 5000)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """vLLM's scheduler gauges (Prometheus text): what an adaptive client can watch."""
+    st = request.app[STATE]
+    if not st.config.serve_metrics:
+        return web.Response(status=404, text="404: Not Found")
+    model = (st.config.served_models or [DEFAULT_MODEL])[0]
+    label = f'{{model_name="{model}"}}'
+    # The batch size (slots) binds before the KV cache does, as with vLLM's max_num_seqs.
+    kv = 0.8 * min(1.0, st.stats.running / st.config.slots)
+    lines = [
+        "# TYPE vllm:num_requests_running gauge",
+        f"vllm:num_requests_running{label} {st.stats.running}",
+        "# TYPE vllm:num_requests_waiting gauge",
+        f"vllm:num_requests_waiting{label} {st.stats.queued}",
+        "# TYPE vllm:kv_cache_usage_perc gauge",
+        f"vllm:kv_cache_usage_perc{label} {kv:.4f}",
+    ]
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -308,6 +354,8 @@ def build_app(config: SimConfig) -> web.Application:
     app[STATE] = SimState(config)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model}", retrieve_model)
+    app.router.add_get("/metrics", metrics)
+    add_batch_routes(app)
     app.router.add_post("/v1/chat/completions", chat_completions)
     # A misbehaving (or hostile) server: every call is redirected to ?to=<url> (security tests).
     app.router.add_post("/redirect/v1/chat/completions", redirect_chat)

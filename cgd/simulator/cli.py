@@ -40,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fault-model", action="append", default=[], help="limit faults to a model")
     p.add_argument("--api-key", default=None, help="require this bearer token")
     p.add_argument("--record-last", type=int, default=100)
+    p.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
+    p.add_argument("--max-waiting", type=int, default=None, help="429 past this queue length")
+    p.add_argument("--rpm", type=int, default=None, help="requests per minute (x-ratelimit-*)")
+    p.add_argument("--reject-param", action="append", default=[], help="400 on this request key")
+    p.add_argument("--reasoning", action="store_true", help="answers carry reasoning_content")
+    p.add_argument("--batch-delay", type=float, default=1.0, help="seconds a batch takes")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -68,6 +74,12 @@ def config_from_args(ns: argparse.Namespace) -> SimConfig:
         fault_models=ns.fault_model,
         api_key=ns.api_key,
         record_last=ns.record_last,
+        serve_metrics=not ns.no_metrics,
+        max_waiting=ns.max_waiting,
+        rpm=ns.rpm,
+        reject_params=ns.reject_param,
+        reasoning=ns.reasoning,
+        batch_delay_s=ns.batch_delay,
     )
 
 

@@ -51,6 +51,21 @@ class SimConfig(BaseModel):
         default_factory=list, description="Random faults only for these models; empty = all"
     )
     api_key: SecretStr | None = Field(None, description="If set, require this bearer token")
+    serve_metrics: bool = Field(True, description="Serve vLLM-like Prometheus gauges at /metrics")
+    max_waiting: int | None = Field(
+        None, ge=0, description="Answer 429 once more than this many requests wait (bounded queue)"
+    )
+    rpm: int | None = Field(
+        None, ge=1, description="Requests per rate window; x-ratelimit-* headers, 429 past it"
+    )
+    rate_window_s: float = Field(60.0, gt=0, description="The rpm window (60 s, as hosted APIs)")
+    reject_params: list[str] = Field(
+        default_factory=list, description="Request keys answered with 400 (hosted-API quirks)"
+    )
+    batch_delay_s: float = Field(1.0, ge=0, description="How long a Batch API batch takes")
+    reasoning: bool = Field(
+        False, description="Answers carry reasoning_content apart from the final answer"
+    )
     record_last: int = Field(100, ge=0, description="Sampling parameters kept for /sim/stats")
 
     @model_validator(mode="after")

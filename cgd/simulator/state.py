@@ -68,6 +68,29 @@ class SimState:
         self.stopping = asyncio.Event()  # set on shutdown so hung requests end
         self.ids = itertools.count(1)
         self.started = time.time()
+        self.rate_window_start, self.rate_count = -1e9, 0  # the rpm window
+        self.files: dict[str, bytes] = {}  # Batch API files (input and output)
+        self.batches: dict[str, dict[str, Any]] = {}
+        self.background: set[asyncio.Task[None]] = set()
+
+    def take_rate(self, cfg: SimConfig) -> dict[str, str] | None:
+        """Spend one request of the rpm window; the x-ratelimit-* headers of the answer.
+        ``remaining-requests`` is -1 when the request is over the limit (not spent). The window
+        is fixed and the reset is when it starts afresh, as OpenAI's headers describe."""
+        if cfg.rpm is None:
+            return None
+        now = time.monotonic()
+        if now >= self.rate_window_start + cfg.rate_window_s:
+            self.rate_window_start, self.rate_count = now, 0
+        over = self.rate_count >= cfg.rpm
+        if not over:
+            self.rate_count += 1
+        reset = self.rate_window_start + cfg.rate_window_s - now
+        return {
+            "x-ratelimit-limit-requests": str(cfg.rpm),
+            "x-ratelimit-remaining-requests": "-1" if over else str(cfg.rpm - self.rate_count),
+            "x-ratelimit-reset-requests": f"{max(0.0, reset):.3f}s",
+        }
 
     def _fresh_stats(self, live: SimStats | None = None) -> SimStats:
         stats = SimStats(recent=deque(maxlen=self.config.record_last))

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from cgd.db.engine import make_engine, make_sessionmaker, session_scope
 from cgd.generation.breaker import Breaker, TeamLimits
+from cgd.generation.concurrency import LimitStore, LocalLimitStore, RedisLimitStore
 from cgd.generation.pipeline import PipelineDeps
 from cgd.llm_client import LLMClient
 from cgd.security.urls import check_url
@@ -44,6 +45,8 @@ class WorkerRuntime:
             # The worker's own allow-list, checked before every attempt: a job accepted under an
             # older list (retry-failed, a redelivered chunk) can't reach what it now forbids.
             url_guard=lambda url: check_url(url, settings.endpoint_allowlist),
+            adaptive=settings.adaptive_concurrency,
+            limit_store=limit_store(settings),
         )
         self.breaker = Breaker(settings.breaker_failures, settings.preflight_timeout_s)
         self.client.observer = self.breaker.record
@@ -73,6 +76,7 @@ class WorkerRuntime:
             breaker=self.breaker,
             team_limits=self.team_limits,
             team_max_running_chunks=s.team_max_running_chunks,
+            batch_poll_s=s.batch_poll_s,
         )
 
     def run(self, coro: Coroutine[Any, Any, T], timeout_s: float) -> T:
@@ -86,6 +90,15 @@ class WorkerRuntime:
         self.verifier.close()
         self.db_pool.shutdown(wait=False)
         self.engine.dispose()
+
+
+def limit_store(settings: Settings) -> LimitStore:
+    """Shared through the broker's Redis, so every worker respects one bound per endpoint; the
+    embedded quickstart (no Redis) adapts per process."""
+    url = settings.broker_url
+    if url and url.startswith(("redis://", "rediss://")):
+        return RedisLimitStore(url)
+    return LocalLimitStore()
 
 
 _runtime: WorkerRuntime | None = None
