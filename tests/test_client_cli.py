@@ -293,6 +293,7 @@ def last_line(p: subprocess.CompletedProcess[str]) -> str:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_cli_end_to_end(  # type: ignore[no-untyped-def]
     api_server, sessionmaker_, start_worker, sim, gsm8k_20, tmp_path
 ) -> None:

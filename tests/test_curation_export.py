@@ -177,6 +177,7 @@ def _peak_mib(fmt: str, rows: int) -> tuple[float, float]:
     return peak / 2**20, arrow_peak / 2**20
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 def test_peak_memory_does_not_grow_with_rows(fmt: str) -> None:
     (py_small, arrow_small), (py_large, arrow_large) = (

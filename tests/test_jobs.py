@@ -421,6 +421,7 @@ def test_poison_item_fails_alone_then_retry_failed(
     assert after["gen_refine"] == before.get("gen_refine", 0) + 1
 
 
+@pytest.mark.slow
 def test_cancel_stops_new_calls_and_keeps_finished_work(
     client, start_worker, simulator, gsm8k_slice
 ) -> None:  # type: ignore[no-untyped-def]

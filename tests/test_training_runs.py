@@ -132,6 +132,7 @@ def test_trainer_drives_a_run_end_to_end(client, start_worker, snapshot_id, tiny
     assert AutoModelForCausalLM.from_pretrained(model_path) is not None  # merged, loadable
 
 
+@pytest.mark.slow
 def test_cancel_stops_at_the_next_step(client, start_worker, snapshot_id, tiny_model) -> None:  # type: ignore[no-untyped-def]
     start_worker("trainer")
     body = run_body(snapshot_id, tiny_model, max_steps=10_000)
