@@ -6,6 +6,12 @@
 # Installed only where apt-get can run as root; the tests that need them skip (saying why)
 # elsewhere.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+# LLaMA-Factory's wheel alone (no dependencies: it pins older datasets/transformers than ours);
+# tests/test_hub_export.py imports its dataset loader from it to read our dataset_info.json.
+if ! ls .venv/wheels/llamafactory-*.whl >/dev/null 2>&1; then
+  .venv/bin/python -m pip download -q --no-deps "llamafactory==0.9.5" -d .venv/wheels
+fi
 missing=()
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
