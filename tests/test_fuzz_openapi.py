@@ -75,7 +75,7 @@ def _existing_resources(url: str, key: str) -> dict[str, str]:
     job = c.post(
         "/v1/jobs",
         json={"dataset_id": dataset, "student": {"base_url": sim, "model": "s"},
-              "teacher": {"base_url": sim, "model": "t"}},
+              "teacher": {"base_url": sim, "model": "t"}, "preflight": False},
     ).json()["id"]  # fmt: skip
     snap = c.post("/v1/snapshots", json={"job_ids": [job], "allow_partial": True}).json()["id"]
     return {"dataset_id": dataset, "job_id": job, "snapshot_id": snap}

@@ -34,6 +34,7 @@ def _job(client: httpx.Client, dataset_id: str, template: str) -> httpx.Response
         "student": endpoint,
         "teacher": endpoint,
         "template": template,
+        "preflight": False,  # nothing serves this endpoint; no worker runs the job
     }
     return client.post("/v1/jobs", json=body)
 

@@ -200,6 +200,8 @@ def state_groups(session: Session, jobs: list[Job]) -> dict[uuid.UUID, list[Any]
             .group_by(c.job_id, c.state, c.error_kind, c.truncated)
         )
         for job_id, state, kind, trunc, n, pt, ct in rows:
+            if int(n) == 0:  # a count the trigger took back down: no item is in that state
+                continue
             groups[job_id].append((state, kind or None, trunc, int(n), int(pt), int(ct)))
         return groups
     # SQLite (embedded, small): no trigger there; aggregate the items themselves.

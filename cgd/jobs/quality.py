@@ -167,7 +167,9 @@ def stage_tokens(
     """Prompt and completion tokens per stage of each job (completed calls only)."""
     ids = list(job_ids)
     out: dict[uuid.UUID, dict[str, StageTokens]] = {
-        j: {s: StageTokens(prompt=0, completion=0) for s in STAGES} for j in ids
+        # The teacher_solution call ("solve") is listed only for jobs that made it.
+        j: {s: StageTokens(prompt=0, completion=0) for s in STAGES if s != "solve"}
+        for j in ids
     }
     if not ids:
         return out

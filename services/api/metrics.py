@@ -14,10 +14,10 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from cgd.db.models import ITEM_STATES, Job, JobItem
+from cgd.db.models import ITEM_STATES, Job
 from cgd.tasks import QUEUES
 
 REQUESTS = Counter("cgd_http_requests_total", "HTTP requests", ["method", "route", "status"])
@@ -87,18 +87,22 @@ class StateCollector(Collector):
             self._at = time.monotonic()
 
     def _count_items(self) -> dict[str, int]:
+        from cgd.jobs.ops import state_groups
+
         counts = dict.fromkeys(ITEM_STATES, 0)
-        q = (
-            select(JobItem.state, func.count())
-            .join(Job, Job.id == JobItem.job_id)
-            .where(Job.finished_at.is_(None), Job.cancelled_at.is_(None))
-            .group_by(JobItem.state)
-        )
+        active = select(Job).where(Job.finished_at.is_(None), Job.cancelled_at.is_(None))
         try:
             with self.factory() as session:
-                counts.update({state: int(n) for state, n in session.execute(q)})
+                jobs = list(session.scalars(active))
+                groups = state_groups(session, jobs)  # maintained counts, not an item scan
         except Exception:  # the database is down: say nothing rather than fail the scrape
             return {}
+        for job in jobs:
+            seen = 0
+            for state, _kind, _truncated, n, *_ in groups[job.id]:
+                counts[state] += n
+                seen += n
+            counts["pending"] += job.total_items - seen  # chunks not yet run have no item rows
         return counts
 
     def _queue_depths(self) -> dict[str, int]:
