@@ -59,14 +59,16 @@ def main() -> None:
         print(f"upload of {args.items} items: {time.monotonic() - started:.1f} s")
         body = {
             "dataset_id": ds.json()["id"],
-            "student": {"base_url": sim.base_url, "model": "student"},
+            # Several samples per prompt need a sampling student (greedy ones would be equal).
+            "student": {"base_url": sim.base_url, "model": "student", "temperature": 0.7},
             "teacher": {"base_url": sim.base_url, "model": "teacher"},
             "verifier": "exact",
             "samples_per_prompt": args.samples,
         }
         started = time.monotonic()
         job = client.post("/v1/jobs", json=body)
-        job.raise_for_status()
+        if job.status_code != 202:
+            raise SystemExit(f"job creation answered {job.status_code}: {job.text}")
         create_s = time.monotonic() - started
         job_id = job.json()["id"]
         print(f"POST /v1/jobs ({args.items} items x {args.samples} samples): {create_s:.2f} s")
