@@ -24,7 +24,7 @@ from cgd.datasets.schemas import DatasetOut, DatasetParams, ItemOut, Upload
 from cgd.db.bulk import DuplicateItemId, load_items
 from cgd.db.engine import session_scope
 from cgd.db.models import Dataset, DatasetItem, Job
-from cgd.db.queries import team_newest_first
+from cgd.db.queries import team_newest_first, team_row
 from cgd.pagination import Page, created_page, decode_created_cursor, decode_cursor, page
 from cgd.security.names import MAX_FILENAME_CHARS, MAX_NAME_CHARS, check_name
 
@@ -167,10 +167,7 @@ class _StatsAccumulator:
 
 
 def get_dataset(session: Session, team_id: uuid.UUID, dataset_id: uuid.UUID) -> Dataset:
-    dataset = session.get(Dataset, dataset_id)
-    if dataset is None or dataset.team_id != team_id:
-        raise DatasetNotFound({"dataset_id": str(dataset_id)})
-    return dataset
+    return team_row(session, Dataset, team_id, dataset_id, DatasetNotFound, "dataset_id")
 
 
 def list_datasets(

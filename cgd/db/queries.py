@@ -4,12 +4,29 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cgd.errors import NotFound
+
 T = TypeVar("T")
+
+
+def team_row(
+    session: Session,
+    model: type[T],
+    team_id: uuid.UUID,
+    row_id: uuid.UUID,
+    not_found: type[NotFound],
+    id_field: str,
+) -> T:
+    """The team's row with this id; another team's row answers as if it did not exist."""
+    row: Any = session.get(model, row_id)
+    if row is None or row.team_id != team_id:
+        raise not_found({id_field: str(row_id)})
+    return cast(T, row)
 
 
 def team_newest_first(

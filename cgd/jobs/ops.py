@@ -29,7 +29,7 @@ from cgd.db.models import (
     JobItemCount,
     utcnow,
 )
-from cgd.db.queries import team_newest_first
+from cgd.db.queries import team_newest_first, team_row
 from cgd.enums import PRIORITY_RANK
 from cgd.errors import InvalidRequest
 from cgd.generation.spec import JobSpec
@@ -143,10 +143,7 @@ def create_job(
 
 
 def get_job(session: Session, team_id: uuid.UUID, job_id: uuid.UUID) -> Job:
-    job = session.get(Job, job_id)
-    if job is None or job.team_id != team_id:
-        raise JobNotFound({"job_id": str(job_id)})
-    return job
+    return team_row(session, Job, team_id, job_id, JobNotFound, "job_id")
 
 
 def list_jobs(

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from cgd import metrics
 from cgd.db.models import Snapshot, TrainingRun, TrainingRunEvent, utcnow
-from cgd.db.queries import team_newest_first
+from cgd.db.queries import team_newest_first, team_row
 from cgd.enums import TERMINAL_RUN_STATUSES as TERMINAL
 from cgd.errors import InvalidRequest, NotFound, Unauthorized
 from cgd.pagination import Page, created_page, decode_created_cursor, decode_cursor, page
@@ -148,10 +148,7 @@ def eval_dataset_rows(session: Session, run: TrainingRun, dataset_id: uuid.UUID)
 
 
 def get_run(session: Session, team_id: uuid.UUID, run_id: uuid.UUID) -> TrainingRun:
-    run = session.get(TrainingRun, run_id)
-    if run is None or run.team_id != team_id:
-        raise TrainingRunNotFound({"training_run_id": str(run_id)})
-    return run
+    return team_row(session, TrainingRun, team_id, run_id, TrainingRunNotFound, "training_run_id")
 
 
 def run_for_token(session: Session, run_id: uuid.UUID, authorization: str | None) -> TrainingRun:

@@ -44,7 +44,7 @@ from cgd.db.models import (
     TrainingRun,
     utcnow,
 )
-from cgd.db.queries import team_newest_first
+from cgd.db.queries import team_newest_first, team_row
 from cgd.errors import InvalidRequest, NotFound
 from cgd.generation.spec import JobSpec
 from cgd.jobs.quality import quality_dict, snapshot_quality
@@ -370,10 +370,7 @@ def mark_failed(session: Session, snapshot_id: uuid.UUID, error: str) -> None:
 
 
 def get_snapshot(session: Session, team_id: uuid.UUID, snapshot_id: uuid.UUID) -> Snapshot:
-    snap = session.get(Snapshot, snapshot_id)
-    if snap is None or snap.team_id != team_id:
-        raise SnapshotNotFound({"snapshot_id": str(snapshot_id)})
-    return snap
+    return team_row(session, Snapshot, team_id, snapshot_id, SnapshotNotFound, "snapshot_id")
 
 
 def delete_snapshot(session: Session, snap: Snapshot) -> None:
