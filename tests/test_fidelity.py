@@ -139,6 +139,8 @@ def test_distill_sft_and_boxed_targets_end_to_end(  # type: ignore[no-untyped-de
         assert r.status_code == 409, r.text
         detail = r.json()["detail"]
         assert detail["snapshot_id"] == snap2 and detail["field"] == "teacher_solution"
+        hub = client.get(f"/v1/snapshots/{snap2}/export-hub", params={"mode": "distill"})
+        assert hub.status_code == 409 and hub.json()["error"] == "ModeUnavailable", hub.text
         assert detail["job_ids"] == [job2] and snap2 in detail["reason"]
         run = client.post(
             "/v1/training-runs", json={"snapshot_id": snap2, "base_model": "x", "mode": "distill"}

@@ -564,6 +564,11 @@ def test_snapshot_of_an_unfinished_job_is_409(client, dataset, sim) -> None:  # 
     ).json()
     header = client.get(f"/v1/snapshots/{evil['id']}/export").headers["content-disposition"]
     assert header.count("filename=") == 1 and 'filename="evil.exe"' not in header, header
+    # The Hub folder is an export too: the same download name.
+    hub = client.get(f"/v1/snapshots/{evil['id']}/export-hub")
+    assert hub.status_code == 200, hub.status_code
+    header = hub.headers["content-disposition"]
+    assert header.count("filename=") == 1 and 'filename="evil.exe"' not in header, header
 
 
 # --- operator key management -------------------------------------------------------------------

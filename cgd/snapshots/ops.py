@@ -390,6 +390,23 @@ def delete_snapshot(session: Session, snap: Snapshot) -> None:
 _MODE_NEEDS = {"distill": "teacher_solution"}
 
 
+def exportable(
+    session: Session, team_id: uuid.UUID, snapshot_id: uuid.UUID, mode: str | None
+) -> Snapshot:
+    """The team's snapshot, ready, and holding what ``mode`` trains on (``None``: the native
+    rows, which carry every field): what every export, file or Hub folder, starts from."""
+    snap = get_snapshot(session, team_id, snapshot_id)
+    if snap.status != "ready":
+        raise SnapshotNotReady({"snapshot_id": str(snap.id), "status": snap.status})
+    if mode is not None:
+        check_mode(snap, mode)
+    return snap
+
+
+def download_name(snap: Snapshot, tag: str, suffix: str) -> str:
+    return f"{(snap.name or 'snapshot').replace('/', '_')}-{tag}.{suffix}"
+
+
 def check_mode(snap: Snapshot, mode: str) -> None:
     """Refuse a mode whose targets the snapshot's jobs never produced (rather than export an
     empty file or train on nothing): ``distill`` needs jobs run with ``teacher_solution``."""

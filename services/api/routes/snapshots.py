@@ -145,17 +145,14 @@ def export_snapshot(
 ) -> StreamingResponse:
     """Stream the snapshot as a training file in a layout (native, messages, prompt-completion,
     alpaca) and a mode (what the target is: see docs/method.md)."""
-    snap = ops.get_snapshot(session, team_id, snapshot_id)
-    if snap.status != "ready":
-        raise SnapshotNotReady({"snapshot_id": str(snap.id), "status": snap.status})
     try:
         checked_mode = check_mode_for(layout, mode)
     except ValueError as exc:
         raise InvalidRequest({"field": "mode", "reason": str(exc)}) from None
-    if layout != ExportLayout.native:  # native rows carry every field, whatever the mode
-        ops.check_mode(snap, checked_mode)
-    tag = layout.value if layout == ExportLayout.native else f"{layout}-{checked_mode}"
-    name = f"{(snap.name or 'snapshot').replace('/', '_')}-{tag}-{split}.{format}"
+    native = layout == ExportLayout.native  # native rows carry every field, and take no mode
+    snap = ops.exportable(session, team_id, snapshot_id, None if native else checked_mode)
+    tag = layout.value if native else f"{layout}-{checked_mode}"
+    name = ops.download_name(snap, f"{tag}-{split}", format.value)
     media = "application/vnd.apache.parquet" if format == "parquet" else "application/x-ndjson"
     body = ops.stream_export(
         request.app.state.sessionmaker,
@@ -185,7 +182,7 @@ def export_snapshot(
             "README.md (YAML metadata + card), dataset_info.json (LLaMA-Factory)",
             "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}},
         },
-        **error_responses(SnapshotNotFound, SnapshotNotReady, InvalidRequest),
+        **error_responses(SnapshotNotFound, SnapshotNotReady, ModeUnavailable, InvalidRequest),
     },
 )
 def export_hub(
@@ -201,14 +198,12 @@ def export_hub(
     """The snapshot as a Hugging Face Hub dataset folder, in a tar (``cgd snapshots export-hub``
     unpacks it): ``datasets.load_dataset(DIR)`` loads both splits and LLaMA-Factory reads the
     ``dataset_info.json`` entries."""
-    snap = ops.get_snapshot(session, team_id, snapshot_id)
-    if snap.status != "ready":
-        raise SnapshotNotReady({"snapshot_id": str(snap.id), "status": snap.status})
     if not LICENSE_RE.match(license):
         raise InvalidRequest(
             {"field": "license", "reason": "expected a Hub license id such as mit, apache-2.0"}
         )
-    name = f"{(snap.name or 'snapshot').replace('/', '_')}-hub-{mode}.tar"
+    snap = ops.exportable(session, team_id, snapshot_id, mode)
+    name = ops.download_name(snap, f"hub-{mode}", "tar")
     body = ops.stream_hub_tar(
         request.app.state.sessionmaker, snap.id, mode=mode.value, license=license
     )
@@ -216,7 +211,7 @@ def export_hub(
         body,
         media_type="application/x-tar",
         headers={
-            "Content-Disposition": f'attachment; filename="{name}"',
+            "Content-Disposition": content_disposition(name),
             "X-Content-Hash": snap.content_hash or "",
         },
     )
