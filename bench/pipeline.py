@@ -11,6 +11,7 @@ refine prompt's shared-prefix fraction (in the simulator's token counts).
 
     .venv/bin/python bench/pipeline.py --slots 256 [--seconds 30] [--latency 0.5] [--runs 3]
     .venv/bin/python bench/pipeline.py --slots 64 --max-waiting 8   # a bounded queue: 429s
+    .venv/bin/python bench/pipeline.py --slots 256 --runs 1 --timeline  # where capacity goes
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import socket
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -58,6 +60,30 @@ def cpu_s(pids: list[int]) -> float:
         except FileNotFoundError:
             pass
     return total / CLK
+
+
+class Timeline(threading.Thread):
+    """Samples the server's running/waiting gauges every 0.1 s (where the capacity goes)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.samples, self.stop = url, [], threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client() as http:
+            while not self.stop.wait(0.1):
+                stats = http.get(f"{self.url}/sim/stats").json()
+                self.samples.append((time.perf_counter(), stats["running"], stats["queued"]))
+
+    def report(self, t0: float, slots: int) -> None:
+        by_second: dict[int, list[tuple[int, int]]] = {}
+        first = next((t - t0 for t, running, _ in self.samples if running), None)
+        print(f"  first request at the server after {first} s")
+        for t, running, queued in self.samples:
+            by_second.setdefault(int(t - t0), []).append((running, queued))
+        for sec, rows in sorted(by_second.items()):
+            busy = statistics.mean(r for r, _ in rows) / slots
+            print(f"  t={sec:3d}s busy={100 * busy:5.1f}% waiting={max(q for _, q in rows)}")
 
 
 def one_run(args: argparse.Namespace, data: Path, n_items: int) -> dict[str, float]:
@@ -99,8 +125,12 @@ def one_run(args: argparse.Namespace, data: Path, n_items: int) -> dict[str, flo
             "teacher": {**endpoint, "model": "teacher"},
             **chunk,
         }
+        timeline = Timeline(sim.url) if args.timeline else None
+        if timeline is not None:
+            timeline.start()
         t0 = time.perf_counter()
         job_id = client.post("/v1/jobs", json=body).json()["id"]
+        posted = time.perf_counter() - t0
         first = None
         while True:
             if first is None:
@@ -114,6 +144,10 @@ def one_run(args: argparse.Namespace, data: Path, n_items: int) -> dict[str, flo
                 break
             time.sleep(0.05 if first is None else 0.2)
         wall = time.perf_counter() - t0
+        if timeline is not None:
+            timeline.stop.set()
+            print(f"  POST /v1/jobs answered in {posted:.2f} s")
+            timeline.report(t0, args.slots)
         cpu = cpu_s(tree_pids(worker.pid)) - cpu0
         stats = httpx.get(f"{sim.url}/sim/stats").json()
         rss = peak_rss_kb(worker.pid) / 1024
@@ -130,6 +164,16 @@ def one_run(args: argparse.Namespace, data: Path, n_items: int) -> dict[str, flo
                    WHERE c.job_id = %s AND c.stage = 'critique' AND r.stage = 'refine'""",
                 (uuid.UUID(job_id),),
             ).fetchone()[0]
+            if timeline is not None:  # where the job's last second went
+                epoch = time.time() - (time.perf_counter() - t0)
+                for label, sql in (
+                    ("last call stored", "SELECT max(created_at) FROM generations WHERE job_id=%s"),
+                    ("last item written", "SELECT max(updated_at) FROM job_items WHERE job_id=%s"),
+                    ("last chunk done", "SELECT max(finished_at) FROM job_chunks WHERE job_id=%s"),
+                    ("job finished", "SELECT finished_at FROM jobs WHERE id=%s"),
+                ):
+                    at = c.execute(sql, (uuid.UUID(job_id),)).fetchone()[0]
+                    print(f"  {label}: t={at.timestamp() - epoch:.2f} s")
         busy = (finished - started).total_seconds()
         capacity = args.slots / args.latency
         return {
@@ -161,6 +205,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=None, help="CGD_WORKER_CONCURRENCY")
     ap.add_argument("--chunk-size", type=int, default=None, help="job chunk_size (default: API's)")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--timeline", action="store_true", help="server utilisation per second")
     ap.add_argument("--port", type=int, default=0, help="API port (0: a free one)")
     args = ap.parse_args()
     if not args.port:  # a fixed default collides with anyone else's benchmark on the machine

@@ -64,11 +64,13 @@ def bench_stack(port: int, **env: str) -> Iterator[Stack]:
     db_url = PG_ADMIN.rsplit("/", 1)[0] + f"/{db}"
     full_env = {k: v for k, v in os.environ.items() if k != "CGD_BROKER_URL"}
     full_env.update(
-        CGD_DATABASE_URL=db_url.replace("postgresql://", "postgresql+psycopg://"),
-        CGD_HOME=tempfile.mkdtemp(),
-        CGD_LOG_LEVEL="WARNING",
-        CGD_ENDPOINT_ALLOWLIST="http://127.0.0.1:*/",  # the loopback simulators, any port
-        **env,
+        {
+            "CGD_DATABASE_URL": db_url.replace("postgresql://", "postgresql+psycopg://"),
+            "CGD_HOME": tempfile.mkdtemp(),
+            "CGD_LOG_LEVEL": "WARNING",
+            "CGD_ENDPOINT_ALLOWLIST": "http://127.0.0.1:*/",  # the loopback simulators, any port
+            **env,
+        }
     )
     stack = Stack(db_url=db_url, env=full_env, key="")
     try:

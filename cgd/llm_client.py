@@ -396,19 +396,22 @@ class LLMClient:
         endpoint: EndpointConfig,
         messages: list[Message],
         truncation: TruncationPolicy | None = None,
+        priority: float = 0.0,
     ) -> CallResult:
         """One chat completion with retries; raises :class:`LLMError` when none is usable.
 
         ``truncation`` overrides the client's policy for this call (jobs choose their own).
+        Calls waiting for the endpoint's window go in ``priority`` order (lower first).
         """
         started = time.monotonic()
         self._ensure_session()  # fail fast when used from another event loop
         ep = self._endpoint(endpoint)
         ep.stats.calls += 1
-        outcome = await self._with_retries(endpoint, ep, messages, endpoint.request_params(), 0)
+        params = endpoint.request_params()
+        outcome = await self._with_retries(endpoint, ep, messages, params, 0, priority)
         if outcome.response.finish_reason == "length":
             outcome = await self._handle_truncation(
-                endpoint, ep, messages, outcome, truncation or self.truncation
+                endpoint, ep, messages, outcome, truncation or self.truncation, priority
             )
         response = outcome.response
         return CallResult(
@@ -432,6 +435,7 @@ class LLMClient:
         messages: list[Message],
         outcome: _Outcome,
         policy: TruncationPolicy,
+        priority: float,
     ) -> _Outcome:
         current = endpoint.budget(outcome.params)
         larger = min(current * 2, self.truncation_max_tokens)
@@ -444,7 +448,9 @@ class LLMClient:
                 larger,
             )
             bigger = endpoint.request_params(max_tokens=larger)
-            outcome = await self._with_retries(endpoint, ep, messages, bigger, outcome.attempts)
+            outcome = await self._with_retries(
+                endpoint, ep, messages, bigger, outcome.attempts, priority
+            )
             if outcome.response.finish_reason != "length":
                 return outcome
             current = larger
@@ -464,6 +470,7 @@ class LLMClient:
         messages: list[Message],
         params: dict[str, Any],
         attempts_before: int,
+        priority: float,
     ) -> _Outcome:
         """Attempts under the retry policy until one answers; errors become LLMError."""
         body = orjson.dumps({**params, "messages": messages})
@@ -488,7 +495,9 @@ class LLMClient:
                 with try_:
                     attempt = try_.retry_state.attempt_number
                     try:
-                        response, latency = await self._attempt(endpoint, ep, body, tokens)
+                        response, latency = await self._attempt(
+                            endpoint, ep, body, tokens, priority
+                        )
                     except _AttemptError as err:
                         if self.observer is not None:  # the circuit breaker counts failures
                             self.observer(endpoint, err.kind, err.message, attempt)
@@ -508,7 +517,7 @@ class LLMClient:
         ep.stats.errors[kind] = ep.stats.errors.get(kind, 0) + 1
 
     async def _attempt(
-        self, endpoint: EndpointConfig, ep: _Endpoint, body: bytes, tokens: int
+        self, endpoint: EndpointConfig, ep: _Endpoint, body: bytes, tokens: int, priority: float
     ) -> tuple[_Response, float]:
         session = self._ensure_session()
         if self.url_guard is not None:
@@ -523,11 +532,12 @@ class LLMClient:
         ep.gate.share = ep.limiter.live
         await ep.gate.admit(tokens)
         limiter, stats = ep.limiter, ep.stats
-        started = await limiter.acquire()
+        started = await limiter.acquire(priority)
         stats.inflight += 1
         stats.max_inflight = max(stats.max_inflight, stats.inflight)
         stats.attempts += 1
-        overload = False
+        status: int | None = None
+        failed = False  # no answer: a timeout or a dropped connection
         try:
             async with session.post(
                 endpoint.chat_url,
@@ -539,20 +549,22 @@ class LLMClient:
                 raw = await resp.read()
                 status, resp_headers = resp.status, resp.headers
         except TimeoutError:
-            overload = True
+            failed = True
             raise _AttemptError("timeout", f"no answer within {self.timeout_s}s", True) from None
         except aiohttp.ClientError as exc:
             # Refused, reset, closed without a response, broken payload …
-            overload = True
+            failed = True
             raise _AttemptError("connection", type(exc).__name__, True) from None
         finally:
             latency = time.monotonic() - started
             stats.inflight -= 1
+            # Recorded before the slot is released: a pushback must shrink the window before
+            # the slot is handed to the next waiter (or it goes straight into the same full
+            # queue). A cancelled attempt says nothing about the server.
+            if failed or status is not None:
+                overloaded = failed or status in (429, 503)
+                limiter.record(started, latency if status == 200 else None, overloaded)
             limiter.release()
-            if overload:
-                limiter.record(started, None, True)
-        overloaded = status in (429, 503)
-        limiter.record(started, latency if status == 200 else None, overloaded)
         ep.gate.observe(resp_headers, tokens)
         if status != 200:
             raise _status_error(status, raw, resp_headers, endpoint)

@@ -9,6 +9,7 @@ import json
 import secrets
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,7 +22,19 @@ import redis
 from sqlalchemy import func, select
 
 from cgd.client import CgdApiError, CgdClient
-from cgd.db.models import Job, JobChunk, JobItem, JobItemCount, Snapshot, TrainingRun, utcnow
+from cgd.db.models import (
+    Job,
+    JobChunk,
+    JobItem,
+    JobItemCount,
+    Snapshot,
+    Team,
+    TrainingRun,
+    utcnow,
+)
+from cgd.generation import dispatch
+from cgd.jobs import ops as jobs_ops
+from cgd.jobs.schemas import JobSpec
 from tests import test_jobs
 from tests.conftest import free_port, make_key
 from tests.test_jobs import create_job, job_body, upload_slice, wait_job
@@ -123,6 +136,58 @@ def test_team_cap_on_running_chunks(
         time.sleep(0.05)
     assert peak == {"a": 1, "b": 1}, peak
     assert both
+
+
+def _queued_job(a: httpx.Client, name: str, sim: Any, gsm8k: Any, sm: Any) -> uuid.UUID:
+    """A two-chunk job created without sending its run tokens: no worker can claim it."""
+    ds = upload_slice(a, gsm8k, 20)
+    with sm() as s:
+        team_id = s.scalar(select(Team.id).where(Team.name == name))
+        spec = JobSpec.model_validate(job_body(ds, sim, chunk_size=10))
+        created, _tokens = jobs_ops.create(s, team_id, spec, None)
+        s.commit()
+    return created.id
+
+
+def _claim_while_another_holds(sm: Any, cap: int) -> tuple[Any, Any, bool]:
+    """Claim A stays uncommitted while claim B starts; returns (A's, B's, B waited for A)."""
+    first = sm()
+    held = dispatch.claim_next(first, "slot-a", 60, cap)
+    result: dict[str, Any] = {}
+
+    def second() -> None:
+        with sm() as s:
+            result["claim"] = dispatch.claim_next(s, "slot-b", 60, cap)
+            s.commit()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    thread.join(0.5)
+    waited = thread.is_alive()
+    first.commit()
+    first.close()
+    thread.join(10)
+    return held, result["claim"], waited
+
+
+def test_claims_for_one_team_at_once_each_get_a_chunk(
+    team, simulator, gsm8k_slice, sessionmaker_
+) -> None:  # type: ignore[no-untyped-def]
+    """Several worker slots asking at once for one team's work take turns on the team's row:
+    each gets its own chunk (none goes idle while chunks are left), and the team's cap still
+    holds under the lock."""
+    sim = simulator("--slots", "8", "--latency", "0.1")
+    name, a = team()
+    job_id = _queued_job(a, name, sim, gsm8k_slice, sessionmaker_)
+    held, claimed, waited = _claim_while_another_holds(sessionmaker_, cap=8)
+    assert waited  # B waited for A's claim to commit ...
+    assert held == (job_id, 0) and claimed == (job_id, 1)  # ... and then took the next chunk
+
+    name, b = team()
+    job_id = _queued_job(b, name, sim, gsm8k_slice, sessionmaker_)
+    held, claimed, waited = _claim_while_another_holds(sessionmaker_, cap=1)
+    assert held == (job_id, 0) and waited
+    assert claimed is None  # the team's one running chunk is its cap: B saw A's claim
 
 
 # --- preflight -------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ API limits requests per minute), so the bound is learnt while the job runs:
   above the no-load baseline: requests then queue at the server, and with latency ∝ in-flight /
   capacity the bound that just fills the server is ``limit / (latency / baseline)``; a small
   waiting queue (``queue_target``) is kept on top so no slot idles between requests.
-* **vLLM's /metrics**, when served, replaces the latency rule (a real engine's latency also
+* **vLLM's /metrics**, when served, raises a fresh endpoint's start from 32 to 128 and replaces
+  the latency rule (a real engine's latency also
   rises with batch size, long before anything queues): ``num_requests_waiting`` is held near
   ``queue_target`` and the bound stops growing once the KV cache is nearly full (preemptions).
 
@@ -27,6 +28,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import heapq
+import itertools
 import logging
 import math
 import os
@@ -46,6 +49,10 @@ log = logging.getLogger("cgd.concurrency")
 class ControlConfig:
     ceiling: int = 1024  # CGD_MAX_INFLIGHT_PER_ENDPOINT
     initial: int = 32  # where a fresh endpoint starts (slow start doubles it per window)
+    # Where it starts once the endpoint turns out to serve vLLM's /metrics: an overshoot only
+    # waits in vLLM's queue (no 429s) and its gauges show it at once, so start nearer a typical
+    # engine's batch (vLLM's default max_num_seqs is 256 or more).
+    initial_vllm: int = 128
     floor: int = 1
     latency_tolerance: float = 1.5  # window median / baseline above this means queueing
     queue_target: int = 4  # requests kept waiting at the server
@@ -223,11 +230,18 @@ class AdaptiveLimit:
         self.proc = proc or f"{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.global_limit = float(cfg.initial if adaptive else cfg.ceiling)
         self.live = 1
+        self._admitted: int | None = None  # what the server still admits after a 429, until
+        # the next decision
+        self._overload_at = 0.0
         self.limit = self._share()
         self.inflight = 0
         self.metrics: ServerMetrics | None = None
         self.metrics_url: str | None = None
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        # Waiters by (priority, arrival): the pipeline passes its chunk's start, so the oldest
+        # chunk finishes first and chunks end one after another, not all at once (a chunk's
+        # last calls leave the server idle unless another chunk has calls waiting behind them).
+        self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
         self._samples: list[float] = []
         self._overload = False
         self._peak = 0
@@ -247,22 +261,25 @@ class AdaptiveLimit:
     # -- the window -----------------------------------------------------------------------------
 
     def _share(self) -> int:
-        return max(self.cfg.floor, math.ceil(self.global_limit / self.live))
+        share = max(self.cfg.floor, math.ceil(self.global_limit / self.live))
+        return share if self._admitted is None else min(share, self._admitted)
 
-    async def acquire(self) -> float:
-        """Wait for room; returns the monotonic start time to pass to :meth:`record`."""
+    async def acquire(self, priority: float = 0.0) -> float:
+        """Wait for room (lower ``priority`` first, then arrival order); returns the monotonic
+        start time to pass to :meth:`record`."""
         self._last_demand = time.monotonic()
+        while self._waiters and self._waiters[0][2].done():
+            heapq.heappop(self._waiters)  # cancelled while waiting
         if self.inflight >= self.limit or self._waiters:
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.append(fut)
+            heapq.heappush(self._waiters, (priority, next(self._seq), fut))
             try:
                 await fut
             except asyncio.CancelledError:
-                if fut in self._waiters:
-                    self._waiters.remove(fut)
-                elif fut.done() and not fut.cancelled():
-                    self._wake()  # we were handed a slot we will not use: pass it on
-                raise
+                if fut.done() and not fut.cancelled():
+                    self.inflight -= 1  # we were handed a slot we will not use: pass it on
+                    self._wake()
+                raise  # a cancelled future left in the heap is skipped when it comes up
         else:
             self.inflight += 1
         self._peak = max(self._peak, self.inflight)
@@ -274,7 +291,7 @@ class AdaptiveLimit:
 
     def _wake(self) -> None:
         while self._waiters and self.inflight < self.limit:
-            fut = self._waiters.popleft()
+            fut = heapq.heappop(self._waiters)[2]
             if not fut.done():
                 self.inflight += 1  # the slot is handed over, not raced for
                 fut.set_result(None)
@@ -289,23 +306,34 @@ class AdaptiveLimit:
     # -- observations ---------------------------------------------------------------------------
 
     def record(self, started: float, latency_s: float | None, overload: bool) -> None:
-        """One finished attempt: its latency (success) or whether the server pushed back."""
-        if not self.adaptive or started < self._changed_at:
-            return  # sent under an older limit: says nothing about the current one
+        """One finished attempt, called *before* :meth:`release`: its latency (success) or
+        whether the server pushed back."""
+        if not self.adaptive:
+            return
         if overload:
+            # A 429 frees its slot at once: the window shrinks to what is still in flight (this
+            # attempt excluded), or the next waiter would go straight into the same full queue,
+            # and the next, until the decision lands. Held until that decision, whatever the
+            # shared limit says meanwhile: what is left in flight is what the server admits.
+            left = min(self._admitted or self.inflight, self.inflight - 1)
+            self._admitted = max(self.cfg.floor, left)
+            self.limit = min(self.limit, self._admitted)
+            if started < self._changed_at:
+                return
             if not self._overload:  # what was really in flight when the server pushed back
-                self._overload_inflight = self.inflight + 1
+                self._overload_inflight = self.inflight
+                self._overload_at = time.monotonic()
             self._overload = True
-            # A 429 frees its slot at once: without this the next waiter would go straight into
-            # the same full queue, and the next, until the decision lands.
-            self.limit = min(self.limit, max(self.cfg.floor, self.inflight))
+        elif started < self._changed_at:
+            return  # sent under an older limit: says nothing about the current one
         elif latency_s is not None:
             self._samples.append(latency_s)
         now = time.monotonic()
         baseline = self._baseline or 0.0
-        long_enough = self._overload or now - self._window_start >= max(
-            self.cfg.min_window_s, baseline
-        )
+        # A burst of 429s is over within a moment (each one shrinks the window by one): decide
+        # once it has settled, on what the server then admits.
+        settled = self._overload and now - self._overload_at >= self.cfg.min_window_s
+        long_enough = settled or now - self._window_start >= max(self.cfg.min_window_s, baseline)
         enough = self._overload or len(self._samples) >= min(self.cfg.min_samples, self.limit)
         if long_enough and enough and not self._deciding:
             self._deciding = True
@@ -339,9 +367,11 @@ class AdaptiveLimit:
             if probe and self.global_limit >= self._pushback_limit - 1:  # type: ignore[operator]
                 # A probe past the known level failed: step back below it, no further.
                 return "probe", max(cfg.backoff, 1.0 - 2.0 / self.global_limit), 0.0, True
-            # The server admits fewer than were in flight when it pushed back: remember the
-            # lowest such level (a later calm probe past it raises it again).
-            level = float(self._overload_inflight * self.live)
+            # The server admits fewer than were in flight when it pushed back (what was left in
+            # flight once its 429s came back, when that is known): remember the lowest such
+            # level (a later calm probe past it raises it again).
+            admitted = min(self._overload_inflight, self._admitted or self._overload_inflight)
+            level = float(max(self.cfg.floor, admitted) * self.live)
             self._pushback_limit = min(self._pushback_limit or level, level)
             used = min(1.0, level / max(1.0, self.global_limit))
             return "overload", cfg.backoff * used, 0.0, True
@@ -395,6 +425,7 @@ class AdaptiveLimit:
         try:
             plan = self._plan()
             self._samples, self._overload, self._peak = [], False, self.inflight
+            self._admitted = None
             self._window_start = time.monotonic()
             if plan is None:
                 return
@@ -425,7 +456,7 @@ class AdaptiveLimit:
         for task in list(self._tasks):
             task.cancel()
         self._tasks.clear()
-        for fut in self._waiters:
+        for *_, fut in self._waiters:
             fut.cancel()
         self._waiters.clear()
         self.inflight = 0
@@ -442,6 +473,21 @@ class AdaptiveLimit:
                 log.warning("concurrency store unavailable (%s)", exc)
             await asyncio.sleep(self.cfg.sync_s)
 
+    async def _start_for_vllm(self) -> None:
+        """Nothing learnt yet and the server is vLLM: jump to ``initial_vllm``."""
+        gap = self.cfg.initial_vllm - self.global_limit
+        if not (self._slow_start and self._pushback_limit is None and gap > 0):
+            return
+        try:
+            value = await self.store.apply(self.key, 1.0, gap, False, self.cfg)
+        except Exception as exc:
+            log.warning("concurrency store unavailable (%s)", exc)
+            return
+        self._changed_at = self._window_start = time.monotonic()
+        self._samples, self._peak = [], self.inflight
+        self.decisions.append((self._changed_at, "vllm", value))
+        self._set_global(value)
+
     async def _metrics_loop(self, fetch: Fetch, url: str) -> None:
         misses, served = 0, False
         while served or misses < 3:  # three misses before any page: no vLLM metrics here
@@ -449,6 +495,8 @@ class AdaptiveLimit:
                 text = await fetch(url)  # None: no answer (busy, down), which proves nothing
                 parsed = parse_vllm_metrics(text) if text else None
                 if parsed is not None:
+                    if not served:
+                        await self._start_for_vllm()
                     served, self.metrics = True, parsed
                 elif text is not None:
                     misses += 1

@@ -10,8 +10,9 @@ decides who is served:
    skipped;
 3. within the team: job priority high → normal → low, then oldest job, then lowest chunk.
 
-A team's row is locked (``FOR UPDATE SKIP LOCKED``) while one of its chunks is claimed, so two
-workers can never both take a team's last free slot; the chunk row is locked the same way.
+A team's row is locked (``FOR UPDATE``, in a savepoint) while one of its chunks is claimed, so
+two workers can never both take a team's last free slot; concurrent claims for one team wait
+their turn. The chunk row is locked with ``SKIP LOCKED``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from cgd.db.bulk import is_postgres
 from cgd.db.models import Job, JobChunk, Team, TeamQuota, utcnow
 
 
@@ -109,39 +111,59 @@ def claim_next(
         cap = caps.get(team_id) or default_cap
         if running.get(team_id, 0) >= cap:
             continue
-        locked = session.scalar(
-            select(Team.id).where(Team.id == team_id).with_for_update(skip_locked=True)
-        )
-        if locked is None:
-            continue  # another worker is claiming for this team right now: try the next team
+        # Wait for the team's row: claims for one team take turns (a few ms each). Skipping a
+        # locked team instead sent a worker slot idle whenever several slots asked at once
+        # (one team's job, four tokens arriving together: one chunk ran instead of four). The
+        # lock of a team passed over is released with its savepoint, so a claim holds at most
+        # one team row while it waits for another, and two claims can never deadlock.
+        # (SQLite, embedded: one writer at a time, no row locks and no savepoint needed.)
+        savepoint = session.begin_nested() if is_postgres(session) else None
+        session.execute(select(Team.id).where(Team.id == team_id).with_for_update())
         # Recount under the lock: a claim that committed since the first count must be seen.
-        if running_per_team_one(session, team_id, now) >= cap:
+        if running_per_team_one(session, team_id, now) < cap:
+            claimed = _claim_in_team(session, team_id, by_team[team_id], owner, lease_s, now)
+            if claimed is not None:
+                if savepoint is not None:
+                    savepoint.commit()
+                return claimed
+        if savepoint is not None:
+            savepoint.rollback()
+    return None
+
+
+def _claim_in_team(
+    session: Session,
+    team_id: uuid.UUID,
+    jobs: list[Any],
+    owner: str,
+    lease_s: float,
+    now: datetime,
+) -> tuple[uuid.UUID, int] | None:
+    for _, _, job_id in sorted(jobs):
+        chunk_no = session.scalar(
+            select(JobChunk.chunk_no)
+            .where(JobChunk.job_id == job_id, _claimable(now))
+            .order_by(JobChunk.chunk_no)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        if chunk_no is None:
             continue
-        for _, _, job_id in sorted(by_team[team_id]):
-            chunk_no = session.scalar(
-                select(JobChunk.chunk_no)
-                .where(JobChunk.job_id == job_id, _claimable(now))
-                .order_by(JobChunk.chunk_no)
-                .limit(1)
-                .with_for_update(skip_locked=True)
+        session.execute(
+            update(JobChunk)
+            .where(JobChunk.job_id == job_id, JobChunk.chunk_no == chunk_no)
+            .values(
+                status="running",
+                lease_owner=owner,
+                lease_until=now + timedelta(seconds=lease_s),
+                deliveries=JobChunk.deliveries + 1,
             )
-            if chunk_no is None:
-                continue
-            session.execute(
-                update(JobChunk)
-                .where(JobChunk.job_id == job_id, JobChunk.chunk_no == chunk_no)
-                .values(
-                    status="running",
-                    lease_owner=owner,
-                    lease_until=now + timedelta(seconds=lease_s),
-                    deliveries=JobChunk.deliveries + 1,
-                )
-            )
-            session.execute(
-                update(Job).where(Job.id == job_id, Job.started_at.is_(None)).values(started_at=now)
-            )
-            session.execute(update(Team).where(Team.id == team_id).values(last_dispatch_at=now))
-            return job_id, chunk_no
+        )
+        session.execute(
+            update(Job).where(Job.id == job_id, Job.started_at.is_(None)).values(started_at=now)
+        )
+        session.execute(update(Team).where(Team.id == team_id).values(last_dispatch_at=now))
+        return job_id, chunk_no
     return None
 
 

@@ -145,6 +145,8 @@ class ChunkRun:
         self.template: Template = work.template
         self.stop = asyncio.Event()
         self.stop_reason: str | None = None
+        # The priority of this chunk's calls at a shared endpoint window: oldest chunk first.
+        self.started = time.monotonic()
         self.writer = _Writer(deps, work.job_id)
         self._students: dict[int, EndpointConfig] = {}
         self.pause: tuple[str, str] | None = None  # (endpoint, last error) when the breaker opened
@@ -208,13 +210,14 @@ class ChunkRun:
         return result
 
     async def _chat(self, endpoint: EndpointConfig, messages: list[dict[str, str]]) -> CallResult:
+        client, truncation = self.deps.client, self.spec.truncation
         limits = self.deps.team_limits
         if limits is None:
-            return await self.deps.client.chat(endpoint, messages, self.spec.truncation)
+            return await client.chat(endpoint, messages, truncation, self.started)
         async with limits.slot(self.work.team_id, endpoint.key):
             if self.stop.is_set():
                 raise _Stopped
-            return await self.deps.client.chat(endpoint, messages, self.spec.truncation)
+            return await client.chat(endpoint, messages, truncation, self.started)
 
     def generation_row(self, item: WorkItem, stage: str, result: CallResult) -> dict[str, Any]:
         return {

@@ -48,7 +48,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.key_cache = KeyCache(ttl_s=settings.key_cache_ttl_s)
         # Job status is an aggregate over the job's items; polled by many clients at once it is
         # computed at most once per job per second. Entries: (team id, status body).
-        app.state.status_cache = TTLCache[uuid.UUID, tuple[uuid.UUID, dict[str, Any]]](ttl_s=1.0)
+        # Fresh for 0.5 s; up to 5 s more for pollers that arrive while it is recomputed.
+        app.state.status_cache = TTLCache[uuid.UUID, tuple[uuid.UUID, dict[str, Any]]](
+            ttl_s=0.5, stale_s=5.0
+        )
         app.state.status_pending = {}
         check_startup(settings, app.state.sessionmaker)
         state_metrics = install_state_collector(app.state.sessionmaker, app.state.redis)

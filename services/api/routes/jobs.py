@@ -70,28 +70,36 @@ def list_jobs(
 @router.get("/{job_id}", response_model=JobStatusOut, responses=error_responses(JobNotFound))
 async def get_job(request: Request, team_id: TeamDep, job_id: uuid.UUID) -> JSONBody:
     """Job status: counts, progress per stage, rate, ETA, tokens, errors by kind. Computed at
-    most once per second per job (it aggregates the job's items) and answered from the event
+    most twice per second per job (it aggregates the job's items) and answered from the event
     loop in between: many clients poll it."""
     cache = request.app.state.status_cache
-    cached = cache.get(job_id)
-    if cached is None or cached[0] != team_id:
-        # Single flight: when the entry expires, one request recomputes and the others that
-        # arrive meanwhile wait for that result instead of each running the aggregate.
-        # Keyed by team too: another team's request for this id must never share our answer
-        # (or our 404).
-        pending: dict[Any, asyncio.Future[tuple[uuid.UUID, dict[str, Any]]]]
-        pending = request.app.state.status_pending
-        key = (job_id, team_id)
-        future = pending.get(key)
-        if future is None:
-            future = asyncio.ensure_future(
-                run_in_threadpool(_fresh_status, request, team_id, job_id)
-            )
-            pending[key] = future
-            future.add_done_callback(lambda _: pending.pop(key, None))
-        cached = await asyncio.shield(future)
-        cache.put(job_id, cached)
-    return JSONBody(cached[1])
+    found = cache.lookup(job_id)
+    # Keyed by team too: another team's request for this id must never share our answer (or
+    # our 404).
+    mine = found is not None and found[0][0] == team_id
+    if mine and found[1]:
+        return JSONBody(found[0][1])
+    # Single flight: when the entry expires, one request recomputes it and waits for the
+    # result; the requests that arrive meanwhile get the entry it replaces, up to a few seconds
+    # old, rather than queueing behind the aggregate (or, without one, wait for that result).
+    pending: dict[Any, asyncio.Future[tuple[uuid.UUID, dict[str, Any]]]]
+    pending = request.app.state.status_pending
+    key = (job_id, team_id)
+    future = pending.get(key)
+    if future is not None and mine:
+        return JSONBody(found[0][1])  # type: ignore[index]
+    if future is None:
+        future = asyncio.ensure_future(run_in_threadpool(_fresh_status, request, team_id, job_id))
+        pending[key] = future
+
+        def done(f: asyncio.Future[tuple[uuid.UUID, dict[str, Any]]]) -> None:
+            pending.pop(key, None)
+            if not f.cancelled() and f.exception() is None:
+                cache.put(job_id, f.result())
+
+        future.add_done_callback(done)
+    fresh = await asyncio.shield(future)
+    return JSONBody(fresh[1])
 
 
 def _fresh_status(
