@@ -42,7 +42,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from yarl import URL
 
 from cgd.enums import Truncation
-from cgd.generation.concurrency import AdaptiveLimit, ControlConfig, LimitStore, LocalLimitStore
+from cgd.generation.concurrency import (
+    AdaptiveLimit,
+    ControlConfig,
+    LimitStore,
+    LocalLimitStore,
+    Priority,
+)
 from cgd.generation.ratelimit import RateGate
 from cgd.retry import RetryPolicy, parse_retry_after
 from cgd.security.text import server_text
@@ -396,7 +402,7 @@ class LLMClient:
         endpoint: EndpointConfig,
         messages: list[Message],
         truncation: TruncationPolicy | None = None,
-        priority: float = 0.0,
+        priority: Priority = (),
     ) -> CallResult:
         """One chat completion with retries; raises :class:`LLMError` when none is usable.
 
@@ -435,7 +441,7 @@ class LLMClient:
         messages: list[Message],
         outcome: _Outcome,
         policy: TruncationPolicy,
-        priority: float,
+        priority: Priority,
     ) -> _Outcome:
         current = endpoint.budget(outcome.params)
         larger = min(current * 2, self.truncation_max_tokens)
@@ -470,7 +476,7 @@ class LLMClient:
         messages: list[Message],
         params: dict[str, Any],
         attempts_before: int,
-        priority: float,
+        priority: Priority,
     ) -> _Outcome:
         """Attempts under the retry policy until one answers; errors become LLMError."""
         body = orjson.dumps({**params, "messages": messages})
@@ -517,7 +523,7 @@ class LLMClient:
         ep.stats.errors[kind] = ep.stats.errors.get(kind, 0) + 1
 
     async def _attempt(
-        self, endpoint: EndpointConfig, ep: _Endpoint, body: bytes, tokens: int, priority: float
+        self, endpoint: EndpointConfig, ep: _Endpoint, body: bytes, tokens: int, priority: Priority
     ) -> tuple[_Response, float]:
         session = self._ensure_session()
         if self.url_guard is not None:

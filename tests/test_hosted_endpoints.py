@@ -148,8 +148,8 @@ def test_limit_is_shared_through_redis_by_live_processes() -> None:
 
 
 def test_waiters_are_served_oldest_chunk_first() -> None:
-    """Calls waiting for the window go in priority order (the pipeline passes its chunk's start),
-    then in arrival order; a waiter cancelled meanwhile is skipped."""
+    """Calls waiting for the window go in priority order (the pipeline passes its chunk's start
+    and the stage's depth), then in arrival order; a waiter cancelled meanwhile is skipped."""
 
     async def main() -> None:
         cfg = ControlConfig(ceiling=1, initial=1)
@@ -157,18 +157,21 @@ def test_waiters_are_served_oldest_chunk_first() -> None:
         await limiter.acquire()
         order: list[str] = []
 
-        async def wait(name: str, priority: float) -> None:
+        async def wait(name: str, priority: tuple[float, int]) -> None:
             await limiter.acquire(priority)
             order.append(name)
 
-        waiting = [("young", 3.0), ("old", 1.0), ("gone", 0.5), ("middle", 2.0), ("old2", 1.0)]
+        # (chunk start, -stage depth): the oldest chunk first, then its items' later stages.
+        waiting = [("young", (3.0, 0)), ("old probe", (1.0, 0)), ("gone", (0.5, 0)),
+                   ("middle", (2.0, -1)), ("old refine", (1.0, -2)),
+                   ("old probe 2", (1.0, 0))]  # fmt: skip
         tasks = {name: asyncio.create_task(wait(name, p)) for name, p in waiting}
         await asyncio.sleep(0.01)
         tasks["gone"].cancel()
-        for _ in range(4):
+        for _ in range(5):
             limiter.release()
             await asyncio.sleep(0.01)
-        assert order == ["old", "old2", "middle", "young"]
+        assert order == ["old refine", "old probe", "old probe 2", "middle", "young"]
         assert limiter.inflight == 1
 
     asyncio.run(main())

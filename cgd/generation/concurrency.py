@@ -210,6 +210,8 @@ def parse_vllm_metrics(text: str) -> ServerMetrics | None:
 
 
 Fetch = Callable[[str], Awaitable[str | None]]
+# A waiting call's place in the window's queue: lower first, then arrival order.
+Priority = tuple[float, ...]
 
 
 class AdaptiveLimit:
@@ -240,7 +242,7 @@ class AdaptiveLimit:
         # Waiters by (priority, arrival): the pipeline passes its chunk's start, so the oldest
         # chunk finishes first and chunks end one after another, not all at once (a chunk's
         # last calls leave the server idle unless another chunk has calls waiting behind them).
-        self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._waiters: list[tuple[Priority, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
         self._samples: list[float] = []
         self._overload = False
@@ -264,7 +266,7 @@ class AdaptiveLimit:
         share = max(self.cfg.floor, math.ceil(self.global_limit / self.live))
         return share if self._admitted is None else min(share, self._admitted)
 
-    async def acquire(self, priority: float = 0.0) -> float:
+    async def acquire(self, priority: Priority = ()) -> float:
         """Wait for room (lower ``priority`` first, then arrival order); returns the monotonic
         start time to pass to :meth:`record`."""
         self._last_demand = time.monotonic()

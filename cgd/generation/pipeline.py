@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from cgd.db.models import TERMINAL_STATES, utcnow
 from cgd.generation import batch, dispatch, store
 from cgd.generation.breaker import Breaker, TeamLimits
+from cgd.generation.concurrency import Priority
 from cgd.generation.store import ChunkWork, StageResult, WorkItem
 from cgd.llm_client import CallResult, EndpointConfig, LLMClient, LLMError, safe_url
 from cgd.metrics import endpoint_label, llm_call
@@ -33,6 +34,13 @@ from cgd.templates import Template, parse_verdict
 from cgd.verify import Verdict, VerifierPool
 
 log = logging.getLogger("cgd.generation")
+# A chunk's first few items jump its queue at their later stages (a waiting refine of theirs goes
+# before the chunk's waiting probes), so the first triplets are done after a few latencies, not
+# after every probe of the chunk. Only a few: an item's stages run one after another, so were
+# every item taken depth first, the last items of a job would start late and leave the server
+# idle while they finish.
+_LEADING_ITEMS = 4
+_DEPTH = {"probe": 0, "critique": 1, "refine": 2, "solve": 3}
 T = TypeVar("T")
 RunDb = Callable[[Callable[[Session], T]], Awaitable[T]]
 
@@ -145,8 +153,11 @@ class ChunkRun:
         self.template: Template = work.template
         self.stop = asyncio.Event()
         self.stop_reason: str | None = None
-        # The priority of this chunk's calls at a shared endpoint window: oldest chunk first.
+        # The priority of this chunk's calls at an endpoint's window: oldest chunk first, then
+        # its leading items' later stages, then first come first served.
         self.started = time.monotonic()
+        todo = [(i.idx, i.sample) for i in work.items if i.state not in TERMINAL_STATES]
+        self.leading = set(todo[:_LEADING_ITEMS])
         self.writer = _Writer(deps, work.job_id)
         self._students: dict[int, EndpointConfig] = {}
         self.pause: tuple[str, str] | None = None  # (endpoint, last error) when the breaker opened
@@ -192,7 +203,8 @@ class ChunkRun:
             label = self._labels[key] = endpoint_label(*key)
         async with llm_call(label, stage) as rec:
             try:
-                result = await self._chat(endpoint, messages)
+                depth = _DEPTH[stage] if (item.idx, item.sample) in self.leading else 0
+                result = await self._chat(endpoint, messages, (self.started, -depth))
             except LLMError as exc:  # a truncated answer was still billed
                 rec.prompt_tokens = exc.prompt_tokens or 0
                 rec.completion_tokens = exc.completion_tokens or 0
@@ -209,15 +221,17 @@ class ChunkRun:
         item.done[stage] = StageResult(result.text, result.finish_reason)
         return result
 
-    async def _chat(self, endpoint: EndpointConfig, messages: list[dict[str, str]]) -> CallResult:
+    async def _chat(
+        self, endpoint: EndpointConfig, messages: list[dict[str, str]], priority: Priority
+    ) -> CallResult:
         client, truncation = self.deps.client, self.spec.truncation
         limits = self.deps.team_limits
         if limits is None:
-            return await client.chat(endpoint, messages, truncation, self.started)
+            return await client.chat(endpoint, messages, truncation, priority)
         async with limits.slot(self.work.team_id, endpoint.key):
             if self.stop.is_set():
                 raise _Stopped
-            return await client.chat(endpoint, messages, truncation, self.started)
+            return await client.chat(endpoint, messages, truncation, priority)
 
     def generation_row(self, item: WorkItem, stage: str, result: CallResult) -> dict[str, Any]:
         return {
