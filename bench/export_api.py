@@ -1,9 +1,10 @@
 """Snapshot export benchmark through the real API: 200,000 triplets streamed as JSONL and Parquet.
 
-Loads a snapshot of synthetic triplets (realistic lengths) straight into a throwaway Postgres
-database, starts `cgd api` on it, and downloads `GET /v1/snapshots/{id}/export` in each format.
-Reports rows/s (request start → last byte) and the API process's peak-RSS growth.
-Target (docs/performance.md): ≥ 50,000 rows/s, constant memory.
+Loads a snapshot of synthetic triplets (~3 KB of varied words each, every row unique:
+``bench/texts.py``) straight into a throwaway Postgres database, starts `cgd api` on it, and
+downloads `GET /v1/snapshots/{id}/export` in each format. Reports rows/s (request start → last
+byte) and the API process's peak-RSS growth. Target (docs/performance.md): ≥ 50,000 rows/s,
+constant memory.
 
     .venv/bin/python bench/export_api.py [--rows 200000] [--runs 3]
 """
@@ -19,14 +20,14 @@ from pathlib import Path
 
 import psycopg
 from stack import bench_stack, peak_rss_kb, reset_peak_rss
+from texts import realistic_triplets
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_snapshot(db_url: str, team_id: uuid.UUID, rows: int) -> uuid.UUID:
+    """``rows`` unique triplets of ~3 KB of varied words (``bench/texts.py``), COPYed in."""
     sid, job = uuid.uuid4(), uuid.uuid4()
-    prompt = "Natalia sold clips to 48 of her friends in April, and then half as many in May. " * 4
-    answer = "Step: we compute the intermediate values one at a time and check them. " * 14
     with psycopg.connect(db_url) as conn:
         conn.execute(
             "INSERT INTO snapshots (id, team_id, name, status, job_ids, spec, num_items, stats,"
@@ -42,29 +43,12 @@ def load_snapshot(db_url: str, team_id: uuid.UUID, rows: int) -> uuid.UUID:
                 " initial_correct, refined_correct, status, error, truncated) FROM STDIN"
             ) as copy,
         ):
-            for i in range(rows):
+            for i, t in enumerate(realistic_triplets(rows)):
                 copy.write_row(
-                    (
-                        sid,
-                        i,
-                        f"{job}:{i}:0",
-                        str(job),
-                        str(i),
-                        0,
-                        "train",
-                        f"{i}: {prompt}",
-                        f"#### {i}",
-                        answer + f"\\boxed{{{i + 1}}}",
-                        answer[:600] + "Conclusion: wrong",
-                        "wrong",
-                        answer + f"\\boxed{{{i}}}",
-                        False,
-                        True,
-                        "verified",
-                        None,
-                        False,
-                    )
-                )
+                    (sid, i, f"{job}:{i}:0", str(job), str(i), 0, "train", t["prompt"],
+                     t["reference"], t["initial_response"], t["critique"], t["verdict"],
+                     t["refined_response"], False, True, "verified", None, False)
+                )  # fmt: skip
     return sid
 
 
@@ -84,6 +68,7 @@ def main() -> None:
             ("jsonl", "messages", ""),
             ("parquet", "messages", ""),
             ("parquet", "messages", "&compression=lz4"),
+            ("parquet", "messages", "&compression=none"),
             ("jsonl", "native", ""),
         ):
             rates, growth = [], []
