@@ -1,5 +1,6 @@
-"""What every benchmark needs: a throwaway Postgres database (migrated, with an API key) and a
-real `cgd api` process on it, torn down afterwards; and the API process's peak RSS."""
+"""What every benchmark needs: a throwaway Postgres database (migrated, with an API key), a
+Redis broker database and a real `cgd api` process on them, torn down afterwards; and the API
+process's peak RSS."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import redis
 
 PG_ADMIN = os.environ.get("CGD_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS = os.environ.get("CGD_BENCH_REDIS", "redis://127.0.0.1:6379")
 
 
 @dataclass
@@ -57,7 +60,12 @@ class Stack:
 
 @contextmanager
 def bench_stack(port: int, **env: str) -> Iterator[Stack]:
-    """A migrated throwaway database, an API key, and `cgd api` on ``port``."""
+    """A migrated throwaway database, a Redis broker database of its own (flushed; unless
+    ``CGD_BROKER_URL`` is given), an API key, and `cgd api` on ``port``. Redis, as deployed:
+    the embedded folder broker polls, which would add its latency to every dispatch."""
+    if "CGD_BROKER_URL" not in env:
+        env["CGD_BROKER_URL"] = f"{REDIS}/{1 + secrets.randbelow(15)}"
+        redis.Redis.from_url(env["CGD_BROKER_URL"]).flushdb()
     db = f"cgd_bench_{secrets.token_hex(4)}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as c:
         c.execute(f'CREATE DATABASE "{db}"')

@@ -58,6 +58,9 @@ def embedded_broker_options(settings: Settings) -> dict[str, object]:
         "control_folder": str(root / "control"),
         "processed_folder": str(root / "processed"),
         "store_processed": False,
+        # The transport polls the folder (kombu's default: once a second, which a job waited
+        # for before its first chunk ran); ten listings a second of a small folder cost nothing.
+        "polling_interval": 0.1,
     }
 
 
