@@ -253,7 +253,6 @@ class AdaptiveLimit:
         self._slow_start = True
         self._pushback_limit: float | None = None  # where the server last pushed back
         self._calm = 0  # windows since the server last pushed back
-        self._overload_inflight = 0
         self._slow_windows = 0
         self._last_demand = 0.0
         self._deciding = False
@@ -322,8 +321,7 @@ class AdaptiveLimit:
             self.limit = min(self.limit, self._admitted)
             if started < self._changed_at:
                 return
-            if not self._overload:  # what was really in flight when the server pushed back
-                self._overload_inflight = self.inflight
+            if not self._overload:
                 self._overload_at = time.monotonic()
             self._overload = True
         elif started < self._changed_at:
@@ -369,11 +367,11 @@ class AdaptiveLimit:
             if probe and self.global_limit >= self._pushback_limit - 1:  # type: ignore[operator]
                 # A probe past the known level failed: step back below it, no further.
                 return "probe", max(cfg.backoff, 1.0 - 2.0 / self.global_limit), 0.0, True
-            # The server admits fewer than were in flight when it pushed back (what was left in
-            # flight once its 429s came back, when that is known): remember the lowest such
-            # level (a later calm probe past it raises it again).
-            admitted = min(self._overload_inflight, self._admitted or self._overload_inflight)
-            level = float(max(self.cfg.floor, admitted) * self.live)
+            # The server admits what was left in flight once its 429s came back (every 429
+            # shrank the window to that): remember the lowest such level (a later calm probe
+            # past it raises it again).
+            assert self._admitted is not None  # set by the record() that set _overload
+            level = float(self._admitted * self.live)
             self._pushback_limit = min(self._pushback_limit or level, level)
             used = min(1.0, level / max(1.0, self.global_limit))
             return "overload", cfg.backoff * used, 0.0, True
@@ -426,23 +424,28 @@ class AdaptiveLimit:
     async def _decide(self) -> None:
         try:
             plan = self._plan()
-            self._samples, self._overload, self._peak = [], False, self.inflight
-            self._admitted = None
-            self._window_start = time.monotonic()
-            if plan is None:
-                return
-            reason, mul, add, decrease = plan
-            try:
-                value = await self.store.apply(self.key, mul, add, decrease, self.cfg)
-            except Exception as exc:  # shared store down: adapt locally until it is back
-                log.warning("concurrency store unavailable (%s); adapting locally", exc)
-                value = _clamp(self.global_limit * mul + add, self.cfg)
-            self._changed_at = time.monotonic()
-            self.decisions.append((self._changed_at, reason, value))
-            log.debug("in-flight bound for endpoint: %s → %.1f", reason, value)
-            self._set_global(value)
+            self._new_window()
+            if plan is not None:
+                await self._apply(*plan)
         finally:
             self._deciding = False
+
+    def _new_window(self) -> None:
+        self._samples, self._overload, self._peak = [], False, self.inflight
+        self._admitted = None
+        self._window_start = time.monotonic()
+
+    async def _apply(self, reason: str, mul: float, add: float, decrease: bool) -> None:
+        """Move the shared limit; later windows judge only calls sent after this."""
+        try:
+            value = await self.store.apply(self.key, mul, add, decrease, self.cfg)
+        except Exception as exc:  # shared store down: adapt locally until it is back
+            log.warning("concurrency store unavailable (%s); adapting locally", exc)
+            value = _clamp(self.global_limit * mul + add, self.cfg)
+        self._changed_at = time.monotonic()
+        self.decisions.append((self._changed_at, reason, value))
+        log.debug("in-flight bound for endpoint: %s → %.1f", reason, value)
+        self._set_global(value)
 
     # -- background: shared limit, server metrics -------------------------------------------------
 
@@ -478,17 +481,10 @@ class AdaptiveLimit:
     async def _start_for_vllm(self) -> None:
         """Nothing learnt yet and the server is vLLM: jump to ``initial_vllm``."""
         gap = self.cfg.initial_vllm - self.global_limit
-        if not (self._slow_start and self._pushback_limit is None and gap > 0):
-            return
-        try:
-            value = await self.store.apply(self.key, 1.0, gap, False, self.cfg)
-        except Exception as exc:
-            log.warning("concurrency store unavailable (%s)", exc)
-            return
-        self._changed_at = self._window_start = time.monotonic()
-        self._samples, self._peak = [], self.inflight
-        self.decisions.append((self._changed_at, "vllm", value))
-        self._set_global(value)
+        if self._slow_start and self._pushback_limit is None and gap > 0:
+            self._samples, self._peak = [], self.inflight
+            self._window_start = time.monotonic()
+            await self._apply("vllm", 1.0, gap, False)
 
     async def _metrics_loop(self, fetch: Fetch, url: str) -> None:
         misses, served = 0, False

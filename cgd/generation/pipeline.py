@@ -156,8 +156,8 @@ class ChunkRun:
         # The priority of this chunk's calls at an endpoint's window: oldest chunk first, then
         # its leading items' later stages, then first come first served.
         self.started = time.monotonic()
-        todo = [(i.idx, i.sample) for i in work.items if i.state not in TERMINAL_STATES]
-        self.leading = set(todo[:_LEADING_ITEMS])
+        self.todo = [i for i in work.items if i.state not in TERMINAL_STATES]
+        self.leading = {(i.idx, i.sample) for i in self.todo[:_LEADING_ITEMS]}
         self.writer = _Writer(deps, work.job_id)
         self._students: dict[int, EndpointConfig] = {}
         self.pause: tuple[str, str] | None = None  # (endpoint, last error) when the breaker opened
@@ -395,7 +395,7 @@ async def run_claimed(deps: PipelineDeps, job_id: uuid.UUID, chunk_no: int) -> s
         await deps.run_db(lambda s: store.release_chunk(s, job_id, chunk_no, owner))
         return "cancelled"
     run = ChunkRun(deps, work)
-    todo = [i for i in work.items if i.state not in TERMINAL_STATES]
+    todo = run.todo
     started = time.monotonic()
     log.info(
         "chunk started",

@@ -73,12 +73,12 @@ async def get_job(request: Request, team_id: TeamDep, job_id: uuid.UUID) -> JSON
     most twice per second per job (it aggregates the job's items) and answered from the event
     loop in between: many clients poll it."""
     cache = request.app.state.status_cache
-    found = cache.lookup(job_id)
+    entry, fresh = cache.lookup(job_id) or (None, False)
     # Keyed by team too: another team's request for this id must never share our answer (or
     # our 404).
-    mine = found is not None and found[0][0] == team_id
-    if mine and found[1]:
-        return JSONBody(found[0][1])
+    ours = entry[1] if entry is not None and entry[0] == team_id else None
+    if ours is not None and fresh:
+        return JSONBody(ours)
     # Single flight: when the entry expires, one request recomputes it and waits for the
     # result; the requests that arrive meanwhile get the entry it replaces, up to a few seconds
     # old, rather than queueing behind the aggregate (or, without one, wait for that result).
@@ -86,8 +86,8 @@ async def get_job(request: Request, team_id: TeamDep, job_id: uuid.UUID) -> JSON
     pending = request.app.state.status_pending
     key = (job_id, team_id)
     future = pending.get(key)
-    if future is not None and mine:
-        return JSONBody(found[0][1])  # type: ignore[index]
+    if future is not None and ours is not None:
+        return JSONBody(ours)
     if future is None:
         future = asyncio.ensure_future(run_in_threadpool(_fresh_status, request, team_id, job_id))
         pending[key] = future
@@ -98,8 +98,8 @@ async def get_job(request: Request, team_id: TeamDep, job_id: uuid.UUID) -> JSON
                 cache.put(job_id, f.result())
 
         future.add_done_callback(done)
-    fresh = await asyncio.shield(future)
-    return JSONBody(fresh[1])
+    computed = await asyncio.shield(future)
+    return JSONBody(computed[1])
 
 
 def _fresh_status(
