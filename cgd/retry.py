@@ -33,15 +33,22 @@ class Transient(Exception):
         self.retry_after_s = retry_after_s
 
 
+def plain_seconds(value: str) -> float | None:
+    """A header's plain number of seconds (never negative); None when it is not a number."""
+    try:
+        return max(0.0, float(value.strip()))
+    except ValueError:
+        return None
+
+
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
     if not value:
         return None
+    seconds = plain_seconds(value)
+    if seconds is not None:
+        return seconds
     value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -30,6 +30,7 @@ import aiohttp
 import orjson
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from cgd.db.bulk import insert_ignore
 from cgd.db.models import GenerationBatch, utcnow
@@ -230,11 +231,7 @@ async def _batch_stage(
     await run.deps.run_db(
         lambda s: s.execute(
             update(GenerationBatch)
-            .where(
-                GenerationBatch.job_id == job_id,
-                GenerationBatch.chunk_no == chunk_no,
-                GenerationBatch.stage == stage,
-            )
+            .where(*_batch_key(job_id, chunk_no, stage))
             .values(status="stored", updated_at=utcnow())
         )  # fmt: skip
     )
@@ -297,14 +294,17 @@ def _row(job_id: Any, chunk_no: int, stage: str, batch: dict[str, Any]) -> dict[
     }  # fmt: skip
 
 
-def _load(session: Session, job_id: Any, chunk_no: int, stage: str) -> dict[str, Any] | None:
-    b = session.scalar(
-        select(GenerationBatch).where(
-            GenerationBatch.job_id == job_id,
-            GenerationBatch.chunk_no == chunk_no,
-            GenerationBatch.stage == stage,
-        )
+def _batch_key(job_id: Any, chunk_no: int, stage: str) -> tuple[ColumnElement[bool], ...]:
+    """The row of one (job, chunk, stage) batch."""
+    return (
+        GenerationBatch.job_id == job_id,
+        GenerationBatch.chunk_no == chunk_no,
+        GenerationBatch.stage == stage,
     )
+
+
+def _load(session: Session, job_id: Any, chunk_no: int, stage: str) -> dict[str, Any] | None:
+    b = session.scalar(select(GenerationBatch).where(*_batch_key(job_id, chunk_no, stage)))
     return None if b is None else {"batch_id": b.batch_id, "status": b.status}
 
 
@@ -316,12 +316,7 @@ async def _save(
     await run.deps.run_db(
         lambda s: s.execute(
             update(GenerationBatch)
-            .where(
-                GenerationBatch.job_id == job_id,
-                GenerationBatch.chunk_no == chunk_no,
-                GenerationBatch.stage == stage,
-                GenerationBatch.status != "stored",
-            )
+            .where(*_batch_key(job_id, chunk_no, stage), GenerationBatch.status != "stored")
             .values(**values, updated_at=utcnow())
         )  # fmt: skip
     )

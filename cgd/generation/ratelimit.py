@@ -18,6 +18,8 @@ import re
 import time
 from collections.abc import Mapping
 
+from cgd.retry import plain_seconds
+
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -26,11 +28,10 @@ def parse_reset(value: str | None) -> float | None:
     """Seconds until an ``x-ratelimit-reset-*`` value: ``"1s"``, ``"6m0s"``, ``"20ms"``, ``"2"``."""
     if not value:
         return None
+    seconds = plain_seconds(value)
+    if seconds is not None:
+        return seconds
     value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
     parts = _DURATION_RE.findall(value)
     if not parts or "".join(n + u for n, u in parts) != value:
         return None
