@@ -142,6 +142,28 @@ WORKER_ENV = {
 }
 
 
+def start_api(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    """``cgd api`` on ``port`` with ``env``, its output in ``log`` (not waited for)."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "api", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def admin(api_server: ApiServer, *args: str) -> subprocess.CompletedProcess[str]:
+    """``cgd admin ...`` on the API server's database; output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", "admin", *args],
+        env=api_server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 @pytest.fixture(scope="session")
 def api_server(
     database_url: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory
@@ -157,13 +179,7 @@ def api_server(
         **TEST_LIMITS,
         **WORKER_ENV,
     }
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "api", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = start_api(env, port, log)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_http(f"{url}/healthz", proc)

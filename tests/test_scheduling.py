@@ -7,8 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -36,7 +34,7 @@ from cgd.generation import dispatch
 from cgd.jobs import ops as jobs_ops
 from cgd.jobs.schemas import JobSpec
 from tests import test_jobs
-from tests.conftest import free_port, make_key
+from tests.conftest import admin, free_port, make_key
 from tests.test_jobs import create_job, job_body, upload_slice, wait_job
 
 pytestmark = pytest.mark.integration
@@ -320,16 +318,6 @@ def assert_counts_match(sessionmaker_, job: str) -> None:  # type: ignore[no-unt
 
 
 # --- quotas ----------------------------------------------------------------------------------
-
-
-def admin(api_server: Any, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli", "admin", *args],
-        env=api_server.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_quotas_answer_429_naming_the_quota(team, api_server, simulator, gsm8k_slice) -> None:  # type: ignore[no-untyped-def]

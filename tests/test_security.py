@@ -337,10 +337,8 @@ def test_names_and_filenames_are_checked(client) -> None:  # type: ignore[no-unt
 
 @pytest.mark.integration
 def test_stale_spool_files_are_removed_at_start(api_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    import subprocess
-    import sys
 
-    from tests.conftest import _wait_http, free_port
+    from tests.conftest import _wait_http, free_port, start_api
 
     spool = tmp_path / "spool"
     spool.mkdir()
@@ -352,13 +350,7 @@ def test_stale_spool_files_are_removed_at_start(api_server, tmp_path) -> None:  
     # ... and a `*` allow-list is an explicit opt-in the API warns about.
     env = {**api_server.env, "CGD_UPLOAD_TMP_DIR": str(spool), "CGD_ENDPOINT_ALLOWLIST": "*"}
     log = tmp_path / "api.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "api", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = start_api(env, port, log)
     try:
         _wait_http(f"http://127.0.0.1:{port}/healthz", proc)
         assert not dead.exists() and live.exists()
@@ -577,22 +569,15 @@ def test_snapshot_of_an_unfinished_job_is_409(client, dataset, sim) -> None:  # 
 @pytest.mark.integration
 def test_admin_lists_and_revokes_keys(api_server, sessionmaker_) -> None:  # type: ignore[no-untyped-def]
     import subprocess
-    import sys
 
-    from tests.conftest import make_key
+    from tests.conftest import admin, make_key
 
     team = f"team-{secrets.token_hex(4)}"
     key = make_key(sessionmaker_, team)
     key_id = key.split("_")[1]
 
     def cgd(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "services.cli", "admin", *args],
-            env=api_server.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        return admin(api_server, *args)
 
     listed = cgd("list-keys", "--team", team)
     assert listed.returncode == 0 and key_id in listed.stdout, listed.stderr
