@@ -188,6 +188,24 @@ def test_claims_for_one_team_at_once_each_get_a_chunk(
     assert claimed is None  # the team's one running chunk is its cap: B saw A's claim
 
 
+def test_a_claim_that_waited_for_a_team_reconsiders_the_order(
+    team, simulator, gsm8k_slice, sessionmaker_
+) -> None:  # type: ignore[no-untyped-def]
+    """Two slots ask at once while two teams have queued work: both first pick the same team
+    (fewest running, tie); the one that waited for the team's lock sees the other's claim and
+    serves the other team, so one round gives each team a slot (not one team both)."""
+    sim = simulator("--slots", "8", "--latency", "0.1")
+    name_c, c = team()
+    name_d, d = team()
+    jobs = {
+        _queued_job(c, name_c, sim, gsm8k_slice, sessionmaker_),
+        _queued_job(d, name_d, sim, gsm8k_slice, sessionmaker_),
+    }
+    held, claimed, waited = _claim_while_another_holds(sessionmaker_, cap=8)
+    assert waited
+    assert {held[0], claimed[0]} == jobs, (held, claimed)
+
+
 # --- preflight -------------------------------------------------------------------------------
 
 

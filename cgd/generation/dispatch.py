@@ -79,7 +79,24 @@ def claim_next(
     session: Session, owner: str, lease_s: float, default_cap: int, now: datetime | None = None
 ) -> tuple[uuid.UUID, int] | None:
     """Lease the next chunk in fair order to ``owner``; None when nothing may run now."""
-    now = now or utcnow()
+    for attempt in range(_REORDER_TRIES):
+        outcome = _claim_once(
+            session, owner, lease_s, default_cap, now or utcnow(), attempt < _REORDER_TRIES - 1
+        )
+        if outcome != "reorder":
+            return outcome  # type: ignore[return-value]
+    return None  # unreachable: the last attempt never asks to reorder
+
+
+# While a claim waited for a team's lock another claim may have served that team: the order
+# it chose from (fewest running first) is then stale, and following it would hand one team two
+# slots while another has none. Such a claim starts over with fresh counts, a few times at most.
+_REORDER_TRIES = 3
+
+
+def _claim_once(
+    session: Session, owner: str, lease_s: float, default_cap: int, now: datetime, reorder: bool
+) -> tuple[uuid.UUID, int] | None | str:
     jobs = session.execute(
         select(Job.team_id, Job.id, Job.priority, Job.created_at).where(
             _open_job(),
@@ -120,8 +137,15 @@ def claim_next(
         savepoint = session.begin_nested() if is_postgres(session) else None
         session.execute(select(Team.id).where(Team.id == team_id).with_for_update())
         # Recount under the lock: a claim that committed since the first count must be seen.
-        if running_per_team_one(session, team_id, now) < cap:
-            claimed = _claim_in_team(session, team_id, by_team[team_id], owner, lease_s, now)
+        now_running = running_per_team_one(session, team_id, now)
+        if reorder and now_running != running.get(team_id, 0):
+            if savepoint is not None:
+                savepoint.rollback()
+            return "reorder"
+        if now_running < cap:
+            claimed = _claim_in_team(
+                session, team_id, by_team[team_id], owner, lease_s, max(now, utcnow())
+            )
             if claimed is not None:
                 if savepoint is not None:
                     savepoint.commit()
