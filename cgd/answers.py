@@ -10,6 +10,7 @@ Conventions (see docs/method.md, Evaluation): the answer is the last ``\\boxed{}
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Iterator
 
 __all__ = [
@@ -19,8 +20,7 @@ __all__ = [
     "reference_answer",
 ]
 
-# `\boxed` or `\fbox` as a whole command: `\boxedx` is some other macro.
-_BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+_ASCII_LETTERS = frozenset(string.ascii_letters)
 
 # "the answer is X", "the final answer is X", "final answer: X", "answer: X" (X ends at a
 # sentence end or line end). A period followed by a digit is a decimal point, not a sentence end.
@@ -74,6 +74,11 @@ def _box_content(text: str, start: int) -> str | None:
         # `\boxed 5`: the argument runs to the next whitespace or math delimiter.
         m = re.match(r"[^\s$]+", text[i:])
         return m.group(0).rstrip(".,;") if m else None
+    close = text.find("}", i + 1)
+    if close >= 0:
+        inner = text[i + 1 : close]
+        if "{" not in inner and "\\" not in inner:  # the usual `\boxed{42}`: no nesting to scan
+            return inner.strip()
     depth = 0
     j = i
     while j < n:
@@ -97,13 +102,14 @@ def _box_ends_backwards(text: str) -> Iterator[int]:
     the export's main thread (py-spy, docs/benchmarks.md)."""
     end = len(text)
     while True:
-        boxed, fbox = text.rfind("\\boxed", 0, end), text.rfind("\\fbox", 0, end)
-        start = max(boxed, fbox)
+        # `\fbox` is rare: look for it only after the last `\boxed` (a full scan otherwise).
+        boxed = text.rfind("\\boxed", 0, end)
+        fbox = text.rfind("\\fbox", boxed + 1, end)
+        start, name_end = (fbox, fbox + 5) if fbox >= 0 else (boxed, boxed + 6)
         if start < 0:
             return
-        m = _BOX_RE.match(text, start)
-        if m is not None:
-            yield m.end()
+        if name_end == len(text) or text[name_end] not in _ASCII_LETTERS:
+            yield name_end  # a whole command: `\boxedx` is some other macro
         end = start
 
 

@@ -44,6 +44,14 @@ _rows = data_rows
         ("", None),
         (None, None),
         (r"\boxedx{3}", None),
+        (r"\boxed{5} then \boxedx{3}", "5"),
+        (r"\boxed{1} then \fbox{2}", "2"),
+        (r"\fbox{1} then \boxed{2}", "2"),
+        (r"\boxed{4} then \fboxy{9}", "4"),
+        (r"\boxed{a}b}", "a"),
+        (r"\boxed{x \} y}", r"x \} y"),
+        (r"\boxed{4}", "4"),
+        ("\\boxed", None),
     ],
 )
 def test_extract_boxed(text: str | None, expected: str | None) -> None:

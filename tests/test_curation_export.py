@@ -23,7 +23,7 @@ from cgd.curation.export import (
     write_jsonl,
     write_parquet,
 )
-from cgd.curation.formats import INPUT_TEMPLATES, MODES, build_input, target
+from cgd.curation.formats import INPUT_TEMPLATES, MODES, build_input, missing_field, target
 from cgd.curation.snapshot import curate
 from cgd.curation.synthetic import make_triplet, synthetic_triplets
 from cgd.templates import CGD_TRAIN_INSTRUCTION
@@ -108,6 +108,34 @@ def test_row_shapes_and_cgd_input() -> None:
     assert target("cft", t) == t["critique"] and "Critique" not in build_input("cft", t)
     assert "Critique" not in build_input("no-critique", t)
     assert set(INPUT_TEMPLATES) == set(MODES)
+
+
+def test_inputs_are_the_templates_filled_verbatim() -> None:
+    """build_input joins the template's pieces: the same text as ``str.format_map``, braces in
+    the values kept as they are; a numeric prompt becomes text."""
+    t = {
+        "prompt": "Is {x} in {1, 2}?",
+        "initial_response": "No: {x} \\boxed{no}",
+        "critique": "{0} is {not} a field",
+        "refined_response": "\\boxed{yes}",
+        "teacher_solution": "\\boxed{yes}",
+        "reference": "yes",
+    }
+    for m in MODES:
+        assert build_input(m, t) == INPUT_TEMPLATES[m].format_map(t), m
+    assert build_input("sft", {**t, "prompt": 12}) == "12"
+
+
+def test_missing_field_per_mode() -> None:
+    full = make_triplet(1)
+    assert all(missing_field(m, full) is None for m in MODES)
+    assert missing_field("cgd", {**full, "critique": ""}) == "critique"
+    assert missing_field("cft", {**full, "refined_response": None}) is None  # not read by cft
+    assert missing_field("distill", {**full, "teacher_solution": None}) == "teacher_solution"
+    # sft's target is the worked solution, else the reference answer
+    assert missing_field("sft", {**full, "solution": None}) is None
+    assert missing_field("sft", {**full, "solution": "", "reference": None}) == "reference"
+    assert missing_field("sft", {**full, "solution": "work", "reference": None}) is None
 
 
 def test_split_selection_and_native_fields() -> None:

@@ -29,7 +29,14 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cgd.curation.formats import Mode, build_input, check_mode, missing_field, target
+from cgd.curation.formats import (
+    Mode,
+    build_input,
+    check_mode,
+    fields_read,
+    missing_field,
+    target,
+)
 from cgd.curation.split import split_name
 from cgd.enums import ExportLayout, Split
 
@@ -123,6 +130,16 @@ def check_mode_for(layout: Layout, mode: str | None) -> Mode:
             )
         return DEFAULT_MODE  # unused
     return check_mode(mode if mode is not None else DEFAULT_MODE)
+
+
+def fields_for(layout: str, mode: str | None) -> tuple[str, ...] | None:
+    """The triplet fields an export of ``layout``/``mode`` reads (``split`` included); None
+    for every field (``native``). A database read of only these is much cheaper: decoding
+    columns nobody uses was a third of the export's time on ~3 KB rows."""
+    checked = check_layout(layout)
+    if checked == Layout.native:
+        return None
+    return ("split", *fields_read(check_mode_for(checked, mode)))
 
 
 def lineage_text(lineage: Any) -> str | None:

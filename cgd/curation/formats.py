@@ -14,6 +14,7 @@ mode it was trained in.
 
 from __future__ import annotations
 
+import string
 from collections.abc import Mapping
 from typing import Any
 
@@ -65,6 +66,8 @@ _INPUT_FIELDS: dict[Mode, tuple[str, ...]] = {
 
 
 def check_mode(mode: str) -> Mode:
+    if isinstance(mode, Mode):
+        return mode  # the per-row callers pass a checked mode: skip Enum's lookup
     try:
         return Mode(mode)
     except ValueError:
@@ -74,12 +77,25 @@ def check_mode(mode: str) -> Mode:
 def missing_field(mode: Mode | str, triplet: Mapping[str, Any]) -> str | None:
     """The first field the mode needs that the triplet lacks (``None``: usable)."""
     m = check_mode(mode)
-    for field in (*_INPUT_FIELDS[m], TARGET_FIELDS[m]):
-        if m == Mode.sft and field == "solution":
-            field = "solution" if _present(triplet, "solution") else "reference"
-        if not _present(triplet, field):
+    for field in _NEEDED[m]:
+        value = triplet.get(field)
+        if value is None or value == "":
+            if m == Mode.sft and field == "solution":
+                if _present(triplet, "reference"):
+                    continue  # sft falls back to the reference answer
+                return "reference"
             return field
     return None
+
+
+_NEEDED: dict[Mode, tuple[str, ...]] = {m: (*_INPUT_FIELDS[m], TARGET_FIELDS[m]) for m in MODES}
+
+
+def fields_read(mode: Mode | str) -> tuple[str, ...]:
+    """Every triplet field ``missing_field``, ``build_input`` and ``target`` read in ``mode``:
+    an export fetches only these from the database."""
+    m = check_mode(mode)
+    return (*_NEEDED[m], "reference") if m == Mode.sft else _NEEDED[m]
 
 
 def _present(triplet: Mapping[str, Any], field: str) -> bool:
@@ -89,12 +105,23 @@ def _present(triplet: Mapping[str, Any], field: str) -> bool:
 
 def build_input(mode: Mode | str, triplet: Mapping[str, Any]) -> str:
     """The user-turn text the student is trained on (check ``missing_field`` first)."""
-    tpl = INPUT_TEMPLATES[check_mode(mode)]
-    if tpl == "{prompt}":
-        return _text(triplet["prompt"])
-    # str.format substitutes values verbatim (braces inside the texts are not re-parsed) and
-    # reads only the fields the template names, so the triplet itself is the mapping.
-    return tpl.format_map(triplet)
+    parts = _INPUT_PARTS[check_mode(mode)]
+    # The template's literal text and fields, joined: the same text as ``str.format_map`` (values
+    # verbatim, braces inside them not re-parsed) in about half the time, per exported row.
+    out: list[str] = []
+    for literal, field in parts:
+        out.append(literal)
+        if field is not None:
+            out.append(_text(triplet[field]))
+    return "".join(out)
+
+
+def _parts(template: str) -> tuple[tuple[str, str | None], ...]:
+    """(literal text, the field after it) along ``template``; None after a trailing literal."""
+    return tuple((lit, name) for lit, name, _, _ in string.Formatter().parse(template))
+
+
+_INPUT_PARTS = {m: _parts(tpl) for m, tpl in INPUT_TEMPLATES.items()}
 
 
 def target(mode: Mode | str, triplet: Mapping[str, Any]) -> str:

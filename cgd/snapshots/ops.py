@@ -25,6 +25,7 @@ from cgd.curation.card import build_card, render_markdown
 from cgd.curation.export import (
     NATIVE_FIELDS,
     ExportStats,
+    fields_for,
     iter_export_rows,
     iter_jsonl_bytes,
     iter_parquet_bytes,
@@ -465,7 +466,10 @@ def stream_export(
         snap = session.get(Snapshot, snapshot_id)
         if snap is None:
             return
-        rows = iter_export_rows(iter_rows(session, snap), layout, mode, split, ExportStats())
+        fields = fields_for(layout, mode)
+        rows = iter_export_rows(
+            iter_rows(session, snap, fields), layout, mode, split, ExportStats()
+        )
         if format == "parquet":
             yield from iter_parquet_bytes(rows, layout, compression=compression)
         else:
@@ -489,14 +493,22 @@ def stream_hub_tar(
         yield from iter_tar(folder, mtime=stamp)
 
 
-def iter_rows(session: Session, snap: Snapshot) -> Iterator[dict[str, Any]]:
-    """The snapshot's rows in order, as triplet dicts (what the export layouts read).
+def iter_rows(
+    session: Session, snap: Snapshot, fields: tuple[str, ...] | None = None
+) -> Iterator[dict[str, Any]]:
+    """The snapshot's rows in order, as triplet dicts (what the export layouts read): every
+    field and the job's lineage, or only ``fields`` (no lineage) when given.
 
     Plain column tuples from a server-side cursor; on Postgres straight from the driver: ORM
     objects, and even SQLAlchemy's row processing, cost more than the whole JSONL encoding.
     """
+    if fields is not None:
+        columns = tuple(f for f in _EXPORT_COLUMNS if f in fields)
+        for values in _row_tuples(session, snap.id, columns):
+            yield dict(zip(columns, values, strict=True))
+        return
     lineage = snap.lineage
-    for values in _row_tuples(session, snap.id):
+    for values in _row_tuples(session, snap.id, _EXPORT_COLUMNS):
         row = dict(zip(_EXPORT_COLUMNS, values, strict=True))
         row["lineage"] = lineage.get(row["job_id"])
         yield row
@@ -536,20 +548,21 @@ def _prefetched(fetch: Any, depth: int = 2) -> Iterator[list[Any]]:
         thread.join()
 
 
-def _row_tuples(session: Session, snapshot_id: uuid.UUID) -> Iterator[tuple[Any, ...]]:
+def _row_tuples(
+    session: Session, snapshot_id: uuid.UUID, names: tuple[str, ...]
+) -> Iterator[tuple[Any, ...]]:
     if is_postgres(session):
         conn: Any = session.connection().connection.driver_connection
         with conn.cursor(name=f"export_{snapshot_id.hex}") as cur:
             cur.itersize = 5000
             cur.execute(
-                f"SELECT {', '.join(_EXPORT_COLUMNS)} FROM snapshot_rows"
-                " WHERE snapshot_id = %s ORDER BY pos",
+                f"SELECT {', '.join(names)} FROM snapshot_rows WHERE snapshot_id = %s ORDER BY pos",
                 (snapshot_id,),
             )
             for batch in _prefetched(lambda: cur.fetchmany(2000)):
                 yield from batch
         return
-    columns = [getattr(SnapshotRow, c) for c in _EXPORT_COLUMNS]
+    columns = [getattr(SnapshotRow, c) for c in names]
     q = (
         select(*columns)
         .where(SnapshotRow.snapshot_id == snapshot_id)
