@@ -54,10 +54,37 @@ class PipelineDeps:
     lease_s: float = 60.0
     heartbeat_s: float = 10.0
     flush_interval_s: float = 0.5  # idle wake-up; results themselves are flushed at once
+    # Completed calls not yet committed, for the whole process (one gate shared by its chunks).
+    unwritten: UnwrittenGate | None = None
     breaker: Breaker | None = None  # per process: pauses jobs whose endpoint is down
     team_limits: TeamLimits | None = None  # per process: a team's in-flight calls per endpoint
     team_max_running_chunks: int = 8
     batch_poll_s: float = 30.0  # how often a Batch API batch is polled (batch-mode endpoints)
+
+
+class UnwrittenGate:
+    """Completed calls not yet committed (queued in a writer or in its flush), counted over
+    every chunk of a process; above ``limit`` no new call starts until a flush lands. What a
+    crash repeats is then at most the calls in flight plus ``limit``. Without it a slow flush
+    let items run on through their next stages uncommitted (a SIGKILL under load repeated 252
+    calls with 64 in flight). All users run on the process's one event loop."""
+
+    def __init__(self, limit: int = 64) -> None:
+        self.limit = limit
+        self.count = 0
+        self._changed = asyncio.Event()
+
+    def add(self, n: int) -> None:
+        self.count += n
+
+    def done(self, n: int) -> None:
+        self.count -= n
+        self._changed.set()
+
+    async def room(self) -> None:
+        while self.count >= self.limit:
+            self._changed.clear()
+            await self._changed.wait()
 
 
 class _Stopped(Exception):
@@ -72,6 +99,7 @@ class _Writer:
         self.job_id = job_id
         self.generations: list[dict[str, Any]] = []
         self.updates: dict[tuple[int, int], dict[str, Any]] = {}
+        self.gate = deps.unwritten or UnwrittenGate()
         self._wake = asyncio.Event()
         self._closed = False
         self._task = asyncio.create_task(self._loop())
@@ -79,6 +107,7 @@ class _Writer:
     def add(self, item: WorkItem, generation: dict[str, Any] | None, **fields: Any) -> None:
         if generation is not None:
             self.generations.append(generation)
+            self.gate.add(1)
         self.updates[(item.idx, item.sample)] = _item_row(self.job_id, item, fields)
         # Group commit: flush as soon as the previous flush is done. Under load, whatever
         # arrived meanwhile shares one transaction; a completed call is never left unwritten
@@ -97,6 +126,12 @@ class _Writer:
             return
         gens, ups = self.generations, list(self.updates.values())
         self.generations, self.updates = [], {}
+        try:
+            await self._write(gens, ups)
+        finally:
+            self.gate.done(len(gens))
+
+    async def _write(self, gens: list[dict[str, Any]], ups: list[dict[str, Any]]) -> None:
         delay = 0.5
         while True:
             try:
@@ -195,6 +230,9 @@ class ChunkRun:
     async def call(
         self, item: WorkItem, stage: str, endpoint: EndpointConfig, messages: list[dict[str, str]]
     ) -> CallResult:
+        if self.stop.is_set():
+            raise _Stopped
+        await self.writer.gate.room()
         if self.stop.is_set():
             raise _Stopped
         key = (endpoint.base_url, endpoint.model)

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from cgd.db.engine import make_engine, make_sessionmaker, session_scope
 from cgd.generation.breaker import Breaker, TeamLimits
 from cgd.generation.concurrency import LimitStore, LocalLimitStore, RedisLimitStore
-from cgd.generation.pipeline import PipelineDeps
+from cgd.generation.pipeline import PipelineDeps, UnwrittenGate
 from cgd.llm_client import LLMClient
 from cgd.security.urls import check_url
 from cgd.settings import Settings
@@ -56,6 +56,7 @@ class WorkerRuntime:
             processes=settings.verify_processes, timeout_s=settings.verify_timeout_s
         )
         self.owner_prefix = f"{socket.gethostname()}:{os.getpid()}"
+        self.unwritten = UnwrittenGate()  # created here, used only on self.loop
 
     def run_db_sync(self, fn: Callable[[Session], T]) -> T:
         with session_scope(self.sessionmaker) as session:
@@ -77,6 +78,7 @@ class WorkerRuntime:
             team_limits=self.team_limits,
             team_max_running_chunks=s.team_max_running_chunks,
             batch_poll_s=s.batch_poll_s,
+            unwritten=self.unwritten,
         )
 
     def run(self, coro: Coroutine[Any, Any, T], timeout_s: float) -> T:
