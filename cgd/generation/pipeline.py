@@ -100,6 +100,7 @@ class _Writer:
         self.generations: list[dict[str, Any]] = []
         self.updates: dict[tuple[int, int], dict[str, Any]] = {}
         self.gate = deps.unwritten or UnwrittenGate()
+        self._counted = 0  # this writer's share of the gate's count
         self._wake = asyncio.Event()
         self._closed = False
         self._task = asyncio.create_task(self._loop())
@@ -108,6 +109,7 @@ class _Writer:
         if generation is not None:
             self.generations.append(generation)
             self.gate.add(1)
+            self._counted += 1
         self.updates[(item.idx, item.sample)] = _item_row(self.job_id, item, fields)
         # Group commit: flush as soon as the previous flush is done. Under load, whatever
         # arrived meanwhile shares one transaction; a completed call is never left unwritten
@@ -129,6 +131,7 @@ class _Writer:
         try:
             await self._write(gens, ups)
         finally:
+            self._counted -= len(gens)
             self.gate.done(len(gens))
 
     async def _write(self, gens: list[dict[str, Any]], ups: list[dict[str, Any]]) -> None:
@@ -148,8 +151,14 @@ class _Writer:
     async def close(self) -> None:
         self._closed = True
         self._wake.set()
-        await self._task
-        await self.flush()
+        try:
+            await self._task
+            await self.flush()
+        finally:
+            # Rows a failed flush loop never wrote must not hold the process's gate shut.
+            if self._counted:
+                self.gate.done(self._counted)
+                self._counted = 0
 
 
 def _short(exc: BaseException) -> str:
