@@ -25,10 +25,14 @@ from texts import realistic_triplets
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_snapshot(db_url: str, team_id: uuid.UUID, rows: int) -> uuid.UUID:
-    """``rows`` unique triplets of ~3 KB of varied words (``bench/texts.py``), COPYed in."""
+def load_snapshot(db_url: str, rows: int) -> uuid.UUID:
+    """A snapshot of the bench team: ``rows`` unique triplets of ~3 KB of varied words
+    (``bench/texts.py``), COPYed in."""
     sid, job = uuid.uuid4(), uuid.uuid4()
     with psycopg.connect(db_url) as conn:
+        team = conn.execute("SELECT id FROM teams WHERE name = 'bench'").fetchone()
+        assert team is not None
+        team_id = team[0]
         conn.execute(
             "INSERT INTO snapshots (id, team_id, name, status, job_ids, spec, num_items, stats,"
             " lineage, content_hash, created_at) VALUES (%s, %s, 'bench', 'ready', %s, '{}', %s,"
@@ -59,10 +63,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=8767)
     args = ap.parse_args()
     with bench_stack(args.port) as stack:
-        with psycopg.connect(stack.db_url) as conn:
-            row = conn.execute("SELECT id FROM teams WHERE name = 'bench'").fetchone()
-        assert row is not None
-        sid = load_snapshot(stack.db_url, row[0], args.rows)
+        sid = load_snapshot(stack.db_url, args.rows)
         key, base, api_pid = stack.key, stack.base, stack.api_pid
         for fmt, layout, extra in (
             ("jsonl", "messages", ""),

@@ -34,10 +34,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=8768)
     args = ap.parse_args()
     with bench_stack(args.port) as stack:
-        with psycopg.connect(stack.db_url) as conn:
-            row = conn.execute("SELECT id FROM teams WHERE name = 'bench'").fetchone()
-        assert row is not None
-        sid = load_snapshot(stack.db_url, row[0], args.rows)
+        sid = load_snapshot(stack.db_url, args.rows)
         with psycopg.connect(stack.db_url, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE snapshot_rows")
         factory = sessionmaker(create_engine(stack.env["CGD_DATABASE_URL"]))

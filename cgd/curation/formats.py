@@ -78,8 +78,7 @@ def missing_field(mode: Mode | str, triplet: Mapping[str, Any]) -> str | None:
     """The first field the mode needs that the triplet lacks (``None``: usable)."""
     m = check_mode(mode)
     for field in _NEEDED[m]:
-        value = triplet.get(field)
-        if value is None or value == "":
+        if not _present(triplet, field):
             if m == Mode.sft and field == "solution":
                 if _present(triplet, "reference"):
                     continue  # sft falls back to the reference answer

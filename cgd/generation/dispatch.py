@@ -79,24 +79,27 @@ def claim_next(
     session: Session, owner: str, lease_s: float, default_cap: int, now: datetime | None = None
 ) -> tuple[uuid.UUID, int] | None:
     """Lease the next chunk in fair order to ``owner``; None when nothing may run now."""
-    for attempt in range(_REORDER_TRIES):
-        outcome = _claim_once(
-            session, owner, lease_s, default_cap, now or utcnow(), attempt < _REORDER_TRIES - 1
-        )
-        if outcome != "reorder":
-            return outcome  # type: ignore[return-value]
-    return None  # unreachable: the last attempt never asks to reorder
+    for _ in range(_REORDER_TRIES - 1):
+        try:
+            return _claim_once(session, owner, lease_s, default_cap, now or utcnow(), True)
+        except _StaleOrder:
+            continue
+    return _claim_once(session, owner, lease_s, default_cap, now or utcnow(), False)
 
 
-# While a claim waited for a team's lock another claim may have served that team: the order
-# it chose from (fewest running first) is then stale, and following it would hand one team two
-# slots while another has none. Such a claim starts over with fresh counts, a few times at most.
+class _StaleOrder(Exception):
+    """While a claim waited for a team's lock another claim served that team: the order it
+    chose from (fewest running first) is stale, and following it would hand one team two
+    slots while another has none. The claim starts over with fresh counts, a few times at
+    most."""
+
+
 _REORDER_TRIES = 3
 
 
 def _claim_once(
     session: Session, owner: str, lease_s: float, default_cap: int, now: datetime, reorder: bool
-) -> tuple[uuid.UUID, int] | None | str:
+) -> tuple[uuid.UUID, int] | None:
     jobs = session.execute(
         select(Job.team_id, Job.id, Job.priority, Job.created_at).where(
             _open_job(),
@@ -141,7 +144,7 @@ def _claim_once(
         if reorder and now_running != running.get(team_id, 0):
             if savepoint is not None:
                 savepoint.rollback()
-            return "reorder"
+            raise _StaleOrder
         if now_running < cap:
             claimed = _claim_in_team(
                 session, team_id, by_team[team_id], owner, lease_s, max(now, utcnow())

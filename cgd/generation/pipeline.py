@@ -17,7 +17,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
@@ -45,23 +45,6 @@ T = TypeVar("T")
 RunDb = Callable[[Callable[[Session], T]], Awaitable[T]]
 
 
-@dataclass
-class PipelineDeps:
-    client: LLMClient
-    run_db: RunDb[Any]  # runs fn(session) in a worker thread, in one committed transaction
-    owner: str  # lease owner id: host/pid/task
-    verifier: VerifierPool  # math-verify needs a main thread: always through the pool
-    lease_s: float = 60.0
-    heartbeat_s: float = 10.0
-    flush_interval_s: float = 0.5  # idle wake-up; results themselves are flushed at once
-    # Completed calls not yet committed, for the whole process (one gate shared by its chunks).
-    unwritten: UnwrittenGate | None = None
-    breaker: Breaker | None = None  # per process: pauses jobs whose endpoint is down
-    team_limits: TeamLimits | None = None  # per process: a team's in-flight calls per endpoint
-    team_max_running_chunks: int = 8
-    batch_poll_s: float = 30.0  # how often a Batch API batch is polled (batch-mode endpoints)
-
-
 class UnwrittenGate:
     """Completed calls not yet committed (queued in a writer or in its flush), counted over
     every chunk of a process; above ``limit`` no new call starts until a flush lands. What a
@@ -87,6 +70,23 @@ class UnwrittenGate:
             await self._changed.wait()
 
 
+@dataclass
+class PipelineDeps:
+    client: LLMClient
+    run_db: RunDb[Any]  # runs fn(session) in a worker thread, in one committed transaction
+    owner: str  # lease owner id: host/pid/task
+    verifier: VerifierPool  # math-verify needs a main thread: always through the pool
+    lease_s: float = 60.0
+    heartbeat_s: float = 10.0
+    flush_interval_s: float = 0.5  # idle wake-up; results themselves are flushed at once
+    # Completed calls not yet committed: the worker passes one gate shared by its chunks.
+    unwritten: UnwrittenGate = field(default_factory=UnwrittenGate)
+    breaker: Breaker | None = None  # per process: pauses jobs whose endpoint is down
+    team_limits: TeamLimits | None = None  # per process: a team's in-flight calls per endpoint
+    team_max_running_chunks: int = 8
+    batch_poll_s: float = 30.0  # how often a Batch API batch is polled (batch-mode endpoints)
+
+
 class _Stopped(Exception):
     """The chunk was cancelled or its lease was lost: leave the item where it is."""
 
@@ -99,8 +99,7 @@ class _Writer:
         self.job_id = job_id
         self.generations: list[dict[str, Any]] = []
         self.updates: dict[tuple[int, int], dict[str, Any]] = {}
-        self.gate = deps.unwritten or UnwrittenGate()
-        self._counted = 0  # this writer's share of the gate's count
+        self.gate = deps.unwritten
         self._wake = asyncio.Event()
         self._closed = False
         self._task = asyncio.create_task(self._loop())
@@ -109,7 +108,6 @@ class _Writer:
         if generation is not None:
             self.generations.append(generation)
             self.gate.add(1)
-            self._counted += 1
         self.updates[(item.idx, item.sample)] = _item_row(self.job_id, item, fields)
         # Group commit: flush as soon as the previous flush is done. Under load, whatever
         # arrived meanwhile shares one transaction; a completed call is never left unwritten
@@ -131,7 +129,6 @@ class _Writer:
         try:
             await self._write(gens, ups)
         finally:
-            self._counted -= len(gens)
             self.gate.done(len(gens))
 
     async def _write(self, gens: list[dict[str, Any]], ups: list[dict[str, Any]]) -> None:
@@ -155,10 +152,11 @@ class _Writer:
             await self._task
             await self.flush()
         finally:
-            # Rows a failed flush loop never wrote must not hold the process's gate shut.
-            if self._counted:
-                self.gate.done(self._counted)
-                self._counted = 0
+            # Rows a failed flush loop never took must not hold the process's gate shut (a
+            # flush gives back its own rows whatever happens to them).
+            if self.generations:
+                self.gate.done(len(self.generations))
+                self.generations = []
 
 
 def _short(exc: BaseException) -> str:
@@ -239,8 +237,6 @@ class ChunkRun:
     async def call(
         self, item: WorkItem, stage: str, endpoint: EndpointConfig, messages: list[dict[str, str]]
     ) -> CallResult:
-        if self.stop.is_set():
-            raise _Stopped
         await self.writer.gate.room()
         if self.stop.is_set():
             raise _Stopped

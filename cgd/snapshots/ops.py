@@ -502,15 +502,14 @@ def iter_rows(
     Plain column tuples from a server-side cursor; on Postgres straight from the driver: ORM
     objects, and even SQLAlchemy's row processing, cost more than the whole JSONL encoding.
     """
-    if fields is not None:
-        columns = tuple(f for f in _EXPORT_COLUMNS if f in fields)
-        for values in _row_tuples(session, snap.id, columns):
-            yield dict(zip(columns, values, strict=True))
-        return
-    lineage = snap.lineage
-    for values in _row_tuples(session, snap.id, _EXPORT_COLUMNS):
-        row = dict(zip(_EXPORT_COLUMNS, values, strict=True))
-        row["lineage"] = lineage.get(row["job_id"])
+    columns = (
+        _EXPORT_COLUMNS if fields is None else tuple(f for f in _EXPORT_COLUMNS if f in fields)
+    )
+    lineage = snap.lineage if fields is None else None
+    for values in _row_tuples(session, snap.id, columns):
+        row = dict(zip(columns, values, strict=True))
+        if lineage is not None:
+            row["lineage"] = lineage.get(row["job_id"])
         yield row
 
 
