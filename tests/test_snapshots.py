@@ -357,15 +357,17 @@ def test_parquet_compression_choices_load(finished_job) -> None:  # type: ignore
 
 
 def test_sweeper_requeues_lost_builds_and_fails_dead_ones(sessionmaker_) -> None:  # type: ignore[no-untyped-def]
-    """A build whose message never arrived is sent again; one whose worker vanished fails."""
+    """A build whose message never arrived is sent again; one whose worker vanished fails.
+
+    Rows and sweeps share one transaction that is rolled back: a live worker's own sweeper
+    (another test's) never sees these rows, so it can't requeue or build them first."""
     from datetime import timedelta
 
     from cgd.auth import create_key
-    from cgd.db.engine import session_scope
     from cgd.db.models import Snapshot, utcnow
     from cgd.snapshots import ops as snapshots
 
-    with session_scope(sessionmaker_) as s:
+    with sessionmaker_() as s:
         team, _ = create_key(s, f"team-{secrets.token_hex(6)}")
         old = utcnow() - timedelta(hours=1)
         lost = Snapshot(
@@ -384,16 +386,16 @@ def test_sweeper_requeues_lost_builds_and_fails_dead_ones(sessionmaker_) -> None
         )
         s.add_all([lost, dead, fresh])
         s.flush()
-        ids = (str(lost.id), dead.id, fresh.id)
-    with session_scope(sessionmaker_) as s:
         requeued = snapshots.sweep_builds(s, requeue_after_s=300, lost_after_s=6 * 3600)
-    assert ids[0] in requeued and str(ids[2]) not in requeued
-    with session_scope(sessionmaker_) as s:
-        assert s.get(Snapshot, ids[1]).status == "failed"
-        assert "build lost" in s.get(Snapshot, ids[1]).error
-        assert s.get(Snapshot, ids[2]).status == "building"
+        s.flush()
+        assert str(lost.id) in requeued and str(fresh.id) not in requeued
+        s.expire_all()
+        assert s.get(Snapshot, dead.id).status == "failed"
+        assert "build lost" in s.get(Snapshot, dead.id).error
+        assert s.get(Snapshot, fresh.id).status == "building"
         # Once per interval: an immediate second sweep does not send it again.
-        assert ids[0] not in snapshots.sweep_builds(s, 300, 6 * 3600)
+        assert str(lost.id) not in snapshots.sweep_builds(s, 300, 6 * 3600)
+        s.rollback()
 
 
 def test_export_hub_over_the_api_and_cli(finished_job, api_server) -> None:  # type: ignore[no-untyped-def]
