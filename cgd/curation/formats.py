@@ -74,6 +74,9 @@ def check_mode(mode: str) -> Mode:
         raise ValueError(f"unknown mode {mode!r}; known: {[m.value for m in MODES]}") from None
 
 
+_NEEDED: dict[Mode, tuple[str, ...]] = {m: (*_INPUT_FIELDS[m], TARGET_FIELDS[m]) for m in MODES}
+
+
 def missing_field(mode: Mode | str, triplet: Mapping[str, Any]) -> str | None:
     """The first field the mode needs that the triplet lacks (``None``: usable)."""
     m = check_mode(mode)
@@ -85,9 +88,6 @@ def missing_field(mode: Mode | str, triplet: Mapping[str, Any]) -> str | None:
                 return "reference"
             return field
     return None
-
-
-_NEEDED: dict[Mode, tuple[str, ...]] = {m: (*_INPUT_FIELDS[m], TARGET_FIELDS[m]) for m in MODES}
 
 
 def fields_read(mode: Mode | str) -> tuple[str, ...]:

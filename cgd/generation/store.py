@@ -206,7 +206,8 @@ def load_chunk(session: Session, job_id: uuid.UUID, chunk_no: int) -> ChunkWork 
         .where(JobItem.job_id == job_id, in_chunk)
         .order_by(JobItem.idx, JobItem.sample)
     ).all()
-    items = {(row[0], row[1]): WorkItem(*row) for row in rows}
+    # The selected columns are named as WorkItem's fields.
+    items = {(r.idx, r.sample): WorkItem(**r._asdict()) for r in rows}
     for idx, sample, stage, body, finish in session.execute(
         select(
             Generation.idx,
