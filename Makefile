@@ -1,5 +1,5 @@
 # Verbs. `make test` and `make api` set everything up on a fresh machine first.
-.PHONY: setup services tools demo test test-fast lint migrate api bench-ingest bench
+.PHONY: setup services tools vllm demo demo-real test test-fast lint migrate api bench-ingest bench
 
 setup:
 	@bash scripts/setup.sh
@@ -10,15 +10,24 @@ services:
 tools:
 	@bash scripts/tools.sh
 
+# A real vLLM for CPU in .venv-vllm (never in .venv: it pins its own torch and transformers)
+# and the real 135M instruct model, converted once (~/.cache/cgd; CGD_REAL_MODEL_DIR).
+vllm: setup
+	@bash scripts/vllm.sh
+
 # The main job on embedded defaults: no Postgres, no Redis, no GPU needed.
 demo: setup
 	.venv/bin/cgd quickstart --dir cgd-quickstart
 
-test: setup services tools
+# The same loop on real parts: real vLLM, real SmolLM2-135M-Instruct student, real fine-tune.
+demo-real: vllm
+	.venv/bin/cgd quickstart --real --dir cgd-quickstart-real
+
+test: setup services tools vllm
 	HF_HUB_OFFLINE=1 .venv/bin/pytest -q
 
 test-fast: setup services tools
-	HF_HUB_OFFLINE=1 .venv/bin/pytest -q -m "not slow"
+	HF_HUB_OFFLINE=1 .venv/bin/pytest -q -m "not slow and not real"
 
 lint: setup
 	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy cgd

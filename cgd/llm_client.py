@@ -184,6 +184,16 @@ class CallResult:
     model: str | None = None  # as reported by the server
     response_id: str | None = None
     reasoning: str | None = None  # a reasoning model's reasoning_content: never the answer
+    # What the server processed for this call: every answered attempt, a truncated one that was
+    # retried with a larger budget included (what a team pays for; -1: as the kept answer).
+    billed_prompt_tokens: int = -1
+    billed_completion_tokens: int = -1
+
+    @property
+    def billed(self) -> tuple[int, int]:
+        if self.billed_prompt_tokens < 0:
+            return self.prompt_tokens, self.completion_tokens
+        return self.billed_prompt_tokens, self.billed_completion_tokens
 
 
 class LLMError(Exception):
@@ -415,9 +425,10 @@ class LLMClient:
         ep.stats.calls += 1
         params = endpoint.request_params()
         outcome = await self._with_retries(endpoint, ep, messages, params, 0, priority)
+        billed = [outcome.response.prompt_tokens, outcome.response.completion_tokens]
         if outcome.response.finish_reason == "length":
             outcome = await self._handle_truncation(
-                endpoint, ep, messages, outcome, truncation or self.truncation, priority
+                endpoint, ep, messages, outcome, truncation or self.truncation, priority, billed
             )
         response = outcome.response
         return CallResult(
@@ -432,6 +443,8 @@ class LLMClient:
             model=response.model,
             response_id=response.response_id,
             reasoning=response.reasoning,
+            billed_prompt_tokens=billed[0],
+            billed_completion_tokens=billed[1],
         )
 
     async def _handle_truncation(
@@ -442,7 +455,10 @@ class LLMClient:
         outcome: _Outcome,
         policy: TruncationPolicy,
         priority: Priority,
+        billed: list[int],
     ) -> _Outcome:
+        """A larger retry (or the truncation error); ``billed`` [prompt, completion] grows by
+        each answered attempt's usage."""
         current = endpoint.budget(outcome.params)
         larger = min(current * 2, self.truncation_max_tokens)
         if policy == Truncation.retry_larger and larger > current:
@@ -457,6 +473,8 @@ class LLMClient:
             outcome = await self._with_retries(
                 endpoint, ep, messages, bigger, outcome.attempts, priority
             )
+            billed[0] += outcome.response.prompt_tokens
+            billed[1] += outcome.response.completion_tokens
             if outcome.response.finish_reason != "length":
                 return outcome
             current = larger
@@ -465,8 +483,8 @@ class LLMClient:
             "truncated",
             f"finish_reason=length at {endpoint.token_param}={current}",
             outcome.attempts,
-            prompt_tokens=outcome.response.prompt_tokens,
-            completion_tokens=outcome.response.completion_tokens,
+            prompt_tokens=billed[0],
+            completion_tokens=billed[1],
         )
 
     async def _with_retries(

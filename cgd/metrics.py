@@ -39,6 +39,11 @@ LLM_INFLIGHT = Gauge(
     "LLM calls in progress (waiting for a slot, on the wire or backing off before a retry)",
     ["endpoint"],
 )
+LLM_SERVER_REQUESTS = Gauge(
+    "cgd_llm_server_requests",
+    "Requests a vLLM server reports in its own /metrics, as the adaptive bound last read them",
+    ["server", "state"],
+)
 TRAINING_LOSS = Gauge("cgd_training_loss", "Latest training loss of a running run", ["run"])
 TRAINING_TOKENS_PER_S = Gauge(
     "cgd_training_tokens_per_second", "Latest training throughput of a running run", ["run"]

@@ -6,6 +6,12 @@ student. Everything else is the production code path: the API, a Celery generati
 Celery trainer run as separate processes and talk over real HTTP and a real Celery transport.
 
     cgd quickstart [--dir ./cgd-quickstart] [--items 64] [--train-steps 20]
+
+``--real`` runs the same loop on real parts: a real vLLM (CPU build, its own virtualenv) serves
+the real SmolLM2-135M-Instruct as the student; the teacher is that same server, any
+OpenAI-compatible server (``--teacher-url``), or the simulator as an "oracle" that always knows
+the reference answer (``--oracle-teacher``: what a strong teacher's data looks like); training is
+a short real CPU fine-tune of the 135M student, evaluated on a few bundled problems.
 """
 
 from __future__ import annotations
@@ -19,11 +25,14 @@ import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+if TYPE_CHECKING:
+    from cgd.local_vllm import VllmServer
 
 console = Console()
 
@@ -91,20 +100,53 @@ def _wait(client: httpx.Client, path: str, done: Any, timeout_s: float, what: st
         time.sleep(0.3)
 
 
-def run(root: Path, items: int, train_steps: int, keep: bool = False) -> dict[str, Path]:
+@dataclass
+class RealOptions:
+    """What ``--real`` changes: the student (and maybe the teacher) is a real vLLM server."""
+
+    teacher_url: str | None = None  # another OpenAI-compatible server for the teacher
+    teacher_model: str | None = None
+    oracle_teacher: bool = False  # the simulator, which knows every reference answer
+    method: str = "full"  # or lora
+    max_tokens: int = 256  # per call: a 135M model rambles, and the CPU makes ~80 tokens/s
+
+
+@dataclass
+class Models:
+    """The endpoints a job calls, the model the trainer fine-tunes, and how to say what they are."""
+
+    student: dict[str, Any]
+    teacher: dict[str, Any]
+    base_model: str
+    banner: str
+    filters: dict[str, Any]
+    hyperparams: dict[str, Any]
+    eval: dict[str, Any]
+
+
+def run(
+    root: Path,
+    items: int,
+    train_steps: int,
+    keep: bool = False,
+    real: RealOptions | None = None,
+) -> dict[str, Path]:
     root = root.resolve()
     if root.exists() and not keep:
         shutil.rmtree(root)
     for sub in ("logs", "exports", "home"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CGD_")}
-    api_port, sim_port = _free_port(), _free_port()
+    api_port, sim_port, vllm_port = _free_port(), _free_port(), _free_port()
+    allowed = [f"http://127.0.0.1:{sim_port}/", f"http://127.0.0.1:{vllm_port}/"]
+    if real is not None and real.teacher_url:
+        allowed.append(real.teacher_url.rstrip("/") + "/")
     env.update(
         CGD_HOME=str(root / "home"),  # SQLite file, broker folder, trainer runs
         CGD_API_URL=f"http://127.0.0.1:{api_port}",
         CGD_WORKER_CONCURRENCY="2",
-        # Jobs may call the local simulator and nothing else.
-        CGD_ENDPOINT_ALLOWLIST=f"http://127.0.0.1:{sim_port}/",
+        # Jobs may call the local simulator, the local vLLM (--real) and a named teacher only.
+        CGD_ENDPOINT_ALLOWLIST=",".join(allowed),
         CGD_SWEEP_INTERVAL_S="2",
         CGD_TRAINER_DIR=str(root / "home" / "trainer"),
         HF_HUB_OFFLINE="1",
@@ -114,8 +156,17 @@ def run(root: Path, items: int, train_steps: int, keep: bool = False) -> dict[st
     sample = root / "exports" / "gsm8k_sample.jsonl"
     lines = resources.files("cgd.data").joinpath("gsm8k_sample.jsonl").read_text().splitlines()
     sample.write_text("\n".join(lines[:items]) + "\n")
+    vllm: VllmServer | None = None
+    real_dir = Path()
     try:
-        console.rule("[bold]cgd quickstart[/] (embedded: SQLite + filesystem broker, CPU)")
+        title = "real vLLM + real 135M student" if real else "embedded: SQLite + filesystem broker"
+        console.rule(f"[bold]cgd quickstart[/] ({title}, CPU)")
+        if real is not None:
+            console.print(
+                "[bold]--real[/]: fetches and converts the model once, starts vLLM (about a "
+                "minute), generates, fine-tunes and evaluates on this CPU: about 5-10 minutes."
+            )
+            vllm, real_dir = _start_real_student(root, vllm_port)
         stack.cgd("migrate")
         key = stack.cgd("admin", "create-key", "--team", "quickstart").strip().splitlines()[-1]
         console.print(f"database: {root / 'home' / 'cgd.sqlite3'} (migrated)")
@@ -134,30 +185,104 @@ def run(root: Path, items: int, train_steps: int, keep: bool = False) -> dict[st
         client = httpx.Client(
             base_url=env["CGD_API_URL"], headers={"Authorization": f"Bearer {key}"}, timeout=120
         )
-        return _loop(client, root, sample, sim_port, items, train_steps)
+        sim = f"http://127.0.0.1:{sim_port}/v1"
+        models = (
+            _real_models(sim, vllm, real_dir, real)
+            if vllm and real
+            else _simulated_models(sim, root)
+        )
+        return _loop(client, root, sample, models, items, train_steps)
     finally:
         stack.stop()
+        if vllm is not None:
+            vllm.stop()
+
+
+def _start_real_student(root: Path, port: int) -> tuple[VllmServer, Path]:
+    from cgd.local_vllm import start_vllm
+    from cgd.train.real_model import SERVED_NAME, ensure_real_model
+
+    model_dir = ensure_real_model(progress=lambda line: console.print(line))
+    with console.status(f"starting vLLM (CPU) for {SERVED_NAME} on port {port}"):
+        t0 = time.monotonic()
+        server = start_vllm(
+            model_dir, port=port, served_name=SERVED_NAME, log=root / "logs" / "vllm.log"
+        )
+    console.print(f"vLLM serves {SERVED_NAME} at {server.url} (up in {time.monotonic() - t0:.0f}s)")
+    return server, model_dir
+
+
+def _simulated_models(sim: str, root: Path) -> Models:
+    model = root / "tiny-model"
+    from cgd.train.tiny import make_tiny_model
+
+    make_tiny_model(model)
+    return Models(
+        student={"base_url": sim, "model": "student", "temperature": 0.0},
+        teacher={"base_url": sim, "model": "teacher", "temperature": 0.0},
+        base_model=str(model),
+        banner=(
+            f"[yellow]DRY RUN[/]: student and teacher are the SIMULATED server at {sim}. For real "
+            "generations point `base_url` at a vLLM or other OpenAI-compatible server, e.g. "
+            '{"base_url": "http://gpu-host:8000/v1", "model": "Qwen/Qwen2.5-7B-Instruct"}; '
+            "`cgd quickstart --real` runs this loop on a real vLLM and a real model."
+        ),
+        filters={"refined_correct": True},
+        hyperparams={
+            "learning_rate": 1e-3,
+            "tokens_per_step": 2048,
+            "max_length": 1024,
+            "warmup_ratio": 0.1,
+        },
+        eval={"sets": ["math500"], "max_samples": 8, "max_new_tokens": 32},
+    )
+
+
+def _real_models(sim: str, vllm: VllmServer, model_dir: Path, real: RealOptions) -> Models:
+    budget = {"temperature": 0.0, "max_tokens": real.max_tokens}
+    student = {"base_url": vllm.url, "model": vllm.model, **budget}
+    if real.oracle_teacher:
+        teacher = {"base_url": sim, "model": "teacher", **budget}
+        who = f"the SIMULATED oracle at {sim} (it knows every reference answer)"
+    elif real.teacher_url:
+        teacher = {"base_url": real.teacher_url, "model": real.teacher_model, **budget}
+        who = f"{real.teacher_model} at {real.teacher_url}"
+    else:
+        teacher = dict(student)
+        who = "the same real 135M model (a weak teacher: use --teacher-url or --oracle-teacher)"
+    return Models(
+        student=student,
+        teacher=teacher,
+        base_model=str(model_dir),
+        banner=f"[green]REAL[/]: student {vllm.model} on vLLM at {vllm.url}; teacher {who}",
+        # A weak teacher's refinements are rarely right: keep every completed triplet unless the
+        # oracle teaches (then, as in the paper, only refinements that reach the reference).
+        filters={"refined_correct": real.oracle_teacher, "no_meta_commentary": False},
+        hyperparams={
+            "learning_rate": 1e-5,
+            "tokens_per_step": 4096,
+            "max_length": 1024,
+            "warmup_ratio": 0.0,
+        }
+        | ({"lora": {"r": 16, "alpha": 32}} if real.method == "lora" else {}),
+        eval={"sets": ["math500"], "max_samples": 8, "max_new_tokens": 256},
+    )
 
 
 def _loop(
-    client: httpx.Client, root: Path, sample: Path, sim_port: int, items: int, train_steps: int
+    client: httpx.Client, root: Path, sample: Path, models: Models, items: int, train_steps: int
 ) -> dict[str, Path]:
     with open(sample, "rb") as f:
         ds = client.post("/v1/datasets", files={"file": ("gsm8k_sample.jsonl", f)})
     ds.raise_for_status()
     console.print(f"dataset: {items} GSM8K prompts uploaded (id {ds.json()['id']})")
-    sim = f"http://127.0.0.1:{sim_port}/v1"
-    console.print(
-        f"[yellow]DRY RUN[/]: student and teacher are the SIMULATED server at {sim}. For real "
-        "generations point `base_url` at a vLLM or other OpenAI-compatible server, e.g. "
-        '{"base_url": "http://gpu-host:8000/v1", "model": "Qwen/Qwen2.5-7B-Instruct"}.'
-    )
+    console.print(models.banner)
     job = client.post(
         "/v1/jobs",
         json={
             "dataset_id": ds.json()["id"],
-            "student": {"base_url": sim, "model": "student", "temperature": 0.0},
-            "teacher": {"base_url": sim, "model": "teacher", "temperature": 0.0},
+            "student": models.student,
+            "teacher": models.teacher,
             "verifier": "math",
             "chunk_size": 32,
         },
@@ -165,16 +290,19 @@ def _loop(
     job.raise_for_status()
     job_id = job.json()["id"]
     status = _watch_job(client, job_id, items)
+    quality = status.get("quality") or {}
     console.print(
         f"job {job_id}: {status['status']}, {status['counts']['completed']} triplets, "
-        f"{status['items_per_s']} items/s"
+        f"{status['counts']['failed']} failed {status.get('errors') or ''}, "
+        f"{status['items_per_s']} items/s; tokens {status['tokens']}; student accuracy "
+        f"{quality.get('initial_accuracy')}, refined accuracy {quality.get('refined_accuracy')}"
     )
     snap = client.post(
         "/v1/snapshots",
         json={
             "name": "quickstart",
             "job_ids": [job_id],
-            "filters": {"refined_correct": True},
+            "filters": models.filters,
             "dedup": {"exact": True},
             "decontaminate": {"sets": ["math500", "amc23", "aime24"]},
             "split": {"val_fraction": 0.1, "seed": 0},
@@ -207,26 +335,18 @@ def _loop(
     card = root / "exports" / "quickstart-card.md"
     card.write_text(client.get(f"/v1/snapshots/{sid}/card", params={"format": "markdown"}).text)
     outputs["dataset card"] = card
-    model = root / "tiny-model"
-    from cgd.train.tiny import make_tiny_model
-
-    make_tiny_model(model)
-    console.print(f"student: a tiny random-init model at {model} (stands in for a real one)")
+    if snap_body["num_items"] == 0:
+        raise RuntimeError(f"the snapshot kept no triplet to train on: {snap_body['stats']}")
+    console.print(f"student to fine-tune: {models.base_model}")
     run = client.post(
         "/v1/training-runs",
         json={
             "snapshot_id": sid,
-            "base_model": str(model),
+            "base_model": models.base_model,
             "mode": "cgd",
-            "method": "full",
-            "hyperparams": {
-                "learning_rate": 1e-3,
-                "max_steps": train_steps,
-                "tokens_per_step": 2048,
-                "max_length": 1024,
-                "warmup_ratio": 0.1,
-            },
-            "eval": {"sets": ["math500"], "max_samples": 8, "max_new_tokens": 32},
+            "method": "lora" if "lora" in models.hyperparams else "full",
+            "hyperparams": {"max_steps": train_steps, **models.hyperparams},
+            "eval": models.eval,
         },
     )
     run.raise_for_status()
@@ -237,9 +357,10 @@ def _loop(
     if final["artifacts"].get("eval_samples"):
         outputs["eval log"] = Path(final["artifacts"]["eval_samples"])
     acc = final["eval"].get("math500", {}).get("accuracy")
+    n = final["eval"].get("math500", {}).get("n")
     console.print(
         f"training: loss {final['metrics'].get('loss'):.3f} after "
-        f"{final['metrics'].get('step')} steps; MATH-500 (8 problems) accuracy {acc}"
+        f"{final['metrics'].get('step')} steps; MATH-500 ({n} problems) accuracy {acc}"
     )
     console.rule("[bold green]done[/]")
     for name, path in outputs.items():

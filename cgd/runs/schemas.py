@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -36,6 +36,11 @@ class EvalSpec(BaseModel):
     )
     max_samples: int | None = Field(None, ge=1)
     max_new_tokens: int = Field(2048, ge=1)
+    backend: Literal["hf", "vllm"] = Field(
+        "hf",
+        description="hf: transformers generate; vllm: the trained model served by vLLM on the "
+        "trainer host (the paper's engine, the fast path on a GPU)",
+    )
 
 
 class TrainingRunSpec(BaseModel):

@@ -149,6 +149,12 @@ class TrainConfig(BaseModel):
     eval_max_new_tokens: int = Field(
         8192, description="Generation budget per problem (paper: 8k/16k)."
     )
+    eval_backend: Literal["hf", "vllm"] = Field(
+        "hf",
+        description="hf: transformers generate on the live model; vllm: the exported final "
+        "model served by vLLM (the paper's engine; offline engine where importable, else a "
+        "server from the vLLM virtualenv). Evaluations during training stay on hf.",
+    )
     eval_batch_size: int = Field(
         32, description="Prompts per generate() batch (in-training eval uses transformers)."
     )

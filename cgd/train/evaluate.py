@@ -8,18 +8,25 @@ verifier kind: ``SOURCE[:question=F:answer=F:kind=math|choice|exact:k=N...]`` (s
 boxed final answer.
 
 Generation runs either on the live training model (transformers ``generate``, left padding,
-batched, longest prompts first) or, for a saved model on a GPU host where ``import vllm`` works,
-on a vLLM offline engine. Scoring grades each completion with ``cgd.verify``; per-sample logs
-(JSONL) and ``results.json`` (per set: ``n``, greedy accuracy, and ``k``, avg@k, pass@k) are
-written to the output directory.
+batched, longest prompts first) or, for a saved model, on vLLM: its offline engine where
+``import vllm`` works (a GPU host), else a vLLM server started for the model from the vLLM
+virtualenv (:mod:`cgd.local_vllm`; CPU machines and CI). Both get the same token ids, greedy, the
+same budget, and stop at the model's end-of-turn token.
+
+Scoring grades each completion with ``cgd.verify``; per-sample logs (JSONL) and
+``results.json`` (per set: ``n``, greedy accuracy, and ``k``, avg@k, pass@k) are written to
+the output directory.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import math
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -244,6 +251,105 @@ def generate_vllm(
     return [o.text for request in llm.generate(requests, params) for o in request.outputs]
 
 
+def generate_vllm_server(
+    base_url: str,
+    model: str,
+    tokenizer: Any,
+    prompts: list[str],
+    max_new_tokens: int,
+    sampling: Sampling | None = None,
+    concurrency: int = 64,
+) -> list[str]:
+    """Completions from a vLLM server's ``/v1/completions`` (token-id prompts, as the offline
+    engine gets them): greedy, or ``sampling.k`` per prompt (prompt-major order)."""
+    import aiohttp
+
+    body: dict[str, Any] = {"model": model, "max_tokens": max_new_tokens, "temperature": 0.0}
+    if sampling is not None:
+        body |= {
+            "n": sampling.k,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "seed": sampling.seed,
+        }
+
+    async def run() -> list[list[str]]:
+        gate = asyncio.Semaphore(concurrency)
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=3600)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+
+            async def one(prompt: str) -> list[str]:
+                async with gate:
+                    payload = body | {"prompt": encode_prompt(tokenizer, prompt)}
+                    async with http.post(f"{base_url}/completions", json=payload) as r:
+                        if r.status != 200:
+                            raise RuntimeError(
+                                f"vLLM answered {r.status}: {(await r.text())[:300]}"
+                            )
+                        choices = (await r.json())["choices"]
+                        return [c["text"] for c in sorted(choices, key=lambda c: c["index"])]
+
+            return await asyncio.gather(*(one(p) for p in prompts))
+
+    return [text for texts in asyncio.run(run()) for text in texts]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def vllm_generator(
+    model_path: str, tokenizer: Any, max_new_tokens: int, log_dir: Path
+) -> Iterator[Generate]:
+    """A :data:`Generate` on vLLM for a saved model: the offline engine where ``import vllm``
+    works, else a vLLM server (:mod:`cgd.local_vllm`) started for it and stopped at the end."""
+    if vllm_available():
+        from vllm import LLM
+
+        llm = LLM(model=model_path, dtype="bfloat16", enable_prefix_caching=True)
+
+        def offline(prompts: list[str], sampling: Sampling | None) -> list[str]:
+            return generate_vllm(llm, tokenizer, prompts, max_new_tokens, sampling)
+
+        yield offline
+        return
+    from transformers import AutoConfig
+
+    from cgd.local_vllm import start_vllm
+
+    # Room for the longest eval prompt (MATH-500's are under 1k tokens) plus the budget.
+    limit = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None)
+    max_model_len = min(limit or 1 << 30, max_new_tokens + 4096)
+    server = start_vllm(
+        model_path,
+        port=_free_port(),
+        served_name="eval",
+        log=log_dir / "vllm.log",
+        max_model_len=max_model_len,
+    )
+    logger.info("eval: vLLM serves %s at %s (log %s)", model_path, server.url, server.log)
+    with server:
+
+        def served(prompts: list[str], sampling: Sampling | None) -> list[str]:
+            return generate_vllm_server(
+                server.url, server.model, tokenizer, prompts, max_new_tokens, sampling
+            )
+
+        yield served
+
+
+def check_vllm_backend() -> None:
+    """Raise (with what to do) unless vLLM can run here: importable, or its virtualenv."""
+    if vllm_available():
+        return
+    from cgd.local_vllm import vllm_python
+
+    vllm_python()
+
+
 # -- scoring -----------------------------------------------------------------------------------
 
 
@@ -428,7 +534,8 @@ def evaluate_path(
     limit: int | None = None,
     backend: str = "auto",
 ) -> dict[str, float]:
-    """Evaluate a saved model: vLLM when asked (or ``auto`` and importable), else transformers.
+    """Evaluate a saved model: vLLM when asked (``vllm``: the offline engine, else a server from
+    the vLLM virtualenv) or ``auto`` and importable, else transformers (``hf``).
     Detailed results (``n``, ``k``, avg@k, pass@k) are in ``out_dir/results.json``."""
     sets = [parse_eval_set(s) for s in sets]
     for spec in sets:  # fail on a bad set before loading a model
@@ -436,14 +543,10 @@ def evaluate_path(
     tokenizer = load_tokenizer(model_path)
     with VerifierPool() as pool:
         if backend == "vllm" or (backend == "auto" and vllm_available()):
-            from vllm import LLM
-
-            llm = LLM(model=model_path, dtype="bfloat16", enable_prefix_caching=True)
-
-            def generate(prompts: list[str], sampling: Sampling | None) -> list[str]:
-                return generate_vllm(llm, tokenizer, prompts, max_new_tokens, sampling)
-
-            return evaluate_sets(sets, tokenizer, generate, out_dir=out_dir, limit=limit, pool=pool)
+            with vllm_generator(model_path, tokenizer, max_new_tokens, Path(out_dir)) as generate:
+                return evaluate_sets(
+                    sets, tokenizer, generate, out_dir=out_dir, limit=limit, pool=pool
+                )
         cuda = torch.cuda.is_available()
         model = load_model(
             model_path,

@@ -30,7 +30,12 @@ from torch.nn.parallel import DistributedDataParallel
 from cgd.train import checkpoint, parallel
 from cgd.train.config import TrainConfig
 from cgd.train.data import Batch, Prefetcher, StepLoader, read_jsonl, tokenize_to_store
-from cgd.train.evaluate import evaluate_model
+from cgd.train.evaluate import (
+    check_vllm_backend,
+    evaluate_model,
+    evaluate_sets,
+    vllm_generator,
+)
 from cgd.train.model import (
     CausalLM,
     SupervisedLoss,
@@ -173,6 +178,8 @@ class TrainRecipe:
         self.emit(
             "status", {"state": "setup", "world_size": rt.world_size, "device": str(rt.device)}
         )
+        if cfg.eval_backend == "vllm" and cfg.eval_sets and rt.is_main:
+            check_vllm_backend()  # before hours of training, not after
 
         self.tokenizer = load_tokenizer(cfg.model_path)
         self.heldout_rows, n_train_rows = self._heldout_rows()
@@ -351,7 +358,8 @@ class TrainRecipe:
             self.save_checkpoint()
         result: dict[str, Any] = {"state": state, "step": self.step}
         if state == "finished":
-            if cfg.strategy == "fsdp":  # eval sets run on the exported model (rank 0)
+            # Eval sets run on the exported model under FSDP (rank 0) and on vLLM.
+            if cfg.strategy == "fsdp" or cfg.eval_backend == "vllm":
                 result["final_model"] = str(self.export())
                 result["eval"] = self.evaluate(final_model=Path(result["final_model"]))
             else:
@@ -404,7 +412,18 @@ class TrainRecipe:
                 )
         if rt.is_main:
             out_dir = self.output_dir / "eval" / f"step_{self.step:06d}"
-            if cfg.eval_sets and (not fsdp or final_model is not None):
+            on_vllm = cfg.eval_backend == "vllm" and final_model is not None
+            if cfg.eval_sets and on_vllm:
+                assert final_model is not None
+                with vllm_generator(
+                    str(final_model), self.tokenizer, cfg.eval_max_new_tokens, out_dir
+                ) as generate:
+                    results["accuracy"] = evaluate_sets(
+                        cfg.eval_sets, self.tokenizer, generate, out_dir=out_dir,
+                        limit=cfg.eval_limit,
+                    )  # fmt: skip
+                self.emit("artifact", {"kind": "eval_samples", "path": str(out_dir)})
+            elif cfg.eval_sets and (not fsdp or final_model is not None):
                 model = self.model
                 if final_model is not None:
                     model = load_model(

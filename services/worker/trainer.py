@@ -128,6 +128,7 @@ def train_config(spec: dict[str, Any], data: Path, out: Path, eval_sets: list[st
         eval_sets=eval_sets,
         eval_limit=ev["max_samples"],
         eval_max_new_tokens=ev["max_new_tokens"],
+        eval_backend=ev.get("backend", "hf"),  # runs created before the field: hf
         output_dir=str(out),
     )
 
