@@ -113,3 +113,79 @@ def test_packed_model_equals_documents_alone(setup, rows_per_micro_batch):
     ref = SupervisedLoss(alone, chunk_tokens=64)(batch.input_ids, batch.position_ids, batch.targets)
     torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-5)
     assert batch.supervised_index.numel() % 128 == 0
+
+
+def test_varlen_kernel_gets_one_dtype_under_autocast(setup, monkeypatch):
+    """Under bf16 autocast rotary embeddings leave q and k in float32 while v is bf16; the
+    varlen kernels (flash-attn, torch's) have no autocast rule and reject mixed dtypes. A fake
+    kernel with that contract sees one dtype, the autocast one."""
+    path, tok, samples = setup
+    seen: list[tuple[torch.dtype, ...]] = []
+
+    def strict_varlen(q, k, v, cu_q, cu_k, max_q, max_k, **kw):  # torch's varlen_attn shape
+        seen.append((q.dtype, k.dtype, v.dtype))
+        if not q.dtype == k.dtype == v.dtype:
+            raise RuntimeError(f"mixed dtypes at the kernel: {q.dtype} {k.dtype} {v.dtype}")
+        return attention._sdpa_loop(q, k, v, cu_q, kw.get("scale"))
+
+    monkeypatch.setattr(attention, "kernel_for", lambda device: "torch_varlen")
+    monkeypatch.setattr(
+        attention, "_torch_varlen", lambda: (strict_varlen, {"is_causal": True}, True, True)
+    )
+    model = load_model(path, dtype=torch.float32, attn_implementation="varlen", device=CPU)
+    batch = collate([samples[0:3]], tok.pad_token_id, n_docs=4)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        decoder_hidden(model, batch.input_ids, batch.position_ids, batch.packed_cu_seqlens)
+    assert seen and all(dtypes == (torch.bfloat16,) * 3 for dtypes in seen), seen
+
+
+def test_torch_varlen_without_a_scale_argument_scales_q(monkeypatch):
+    """torch 2.10's varlen_attn takes no ``scale``: the requested scale is folded into q."""
+    torch.manual_seed(0)
+    q, k, v = torch.randn(9, 4, 8), torch.randn(9, 2, 8), torch.randn(9, 2, 8)
+    cu = torch.tensor([0, 4, 9], dtype=torch.int32)
+
+    def old_varlen(q, k, v, cu_q, cu_k, max_q, max_k, *, is_causal):  # no scale, no GQA
+        assert is_causal and q.shape[1] == k.shape[1]
+        return attention._sdpa_loop(q, k, v, cu_q, None)  # 1/sqrt(d), as torch 2.10 does
+
+    monkeypatch.setattr(
+        attention, "_torch_varlen", lambda: (old_varlen, {"is_causal": True}, False, False)
+    )
+    out = attention._varlen(q, k, v, cu, 5, 0.05, "torch_varlen")
+    ref = attention._sdpa_loop(q, k, v, cu, 0.05)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_left_padded_rows_equal_rows_alone_in_generation(setup, monkeypatch):
+    """The live training model (varlen attention) scores a left-padded batch exactly as each
+    prompt alone: transformers gives ``cgd_varlen`` no padding mask (0.35 apart on this tiny
+    model), so generation runs on SDPA with the mask, then varlen comes back."""
+    from cgd.train import evaluate
+    from cgd.train.model import masked_attention
+
+    path, tok, _ = setup
+    model = load_model(path, dtype=torch.float32, attn_implementation="varlen", device=CPU)
+    long, short = tok("a b c d e f g h i j k l")["input_ids"], tok("x y")["input_ids"]
+    width = len(long)
+    ids = torch.full((2, width), tok.pad_token_id)
+    mask = torch.zeros((2, width), dtype=torch.long)
+    ids[0], mask[0] = torch.tensor(long), 1
+    ids[1, width - len(short) :], mask[1, width - len(short) :] = torch.tensor(short), 1
+    with torch.no_grad(), masked_attention(model):
+        padded = model(input_ids=ids, attention_mask=mask).logits[1, -1]
+        alone = model(input_ids=torch.tensor([short])).logits[0, -1]
+    torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-5)
+    assert causal_lm(model).config._attn_implementation == attention.ATTN_NAME  # back again
+    # generate_hf (in-training evaluation) generates under it.
+    during: list[str] = []
+    real_generate = model.generate
+
+    def spy(**kwargs):
+        during.append(causal_lm(model).config._attn_implementation)
+        return real_generate(**kwargs)
+
+    monkeypatch.setattr(model, "generate", spy)
+    off = torch.autocast("cpu", enabled=False)
+    evaluate.generate_hf(model, tok, ["x y", "a b c"], max_new_tokens=2, batch_size=2, autocast=off)
+    assert during == ["sdpa"]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import inspect
+import math
 from typing import Any
 
 import torch
@@ -110,14 +111,25 @@ def _sdpa_loop(
 
 
 @functools.cache
-def _torch_varlen() -> tuple[Any, dict[str, Any], bool]:
-    """torch's varlen_attn and how to ask it for causal attention (its signature moved)."""
+def _torch_varlen() -> tuple[Any, dict[str, Any], bool, bool]:
+    """torch's varlen_attn and what its signature takes (it moved between releases):
+    (function, the causal keyword, GQA without copies, a ``scale`` argument)."""
     from torch.nn.attention.varlen import varlen_attn
 
     params = inspect.signature(varlen_attn).parameters
     # torch 2.10: is_causal=True; later: window_size=(-1, 0) means causal.
     causal = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
-    return varlen_attn, causal, "enable_gqa" in params
+    return varlen_attn, causal, "enable_gqa" in params, "scale" in params
+
+
+def compute_dtype(q: torch.Tensor, v: torch.Tensor) -> torch.dtype:
+    """The one dtype every kernel input gets. Under autocast, the autocast dtype: rotary
+    embeddings hand q and k over in float32 while v comes out of its projection in bf16, and
+    the varlen kernels (flash-attn, torch's) have no autocast rule and need one 16-bit dtype."""
+    device = q.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return v.dtype
 
 
 def _varlen(
@@ -135,8 +147,12 @@ def _varlen(
         return flash_attn_varlen_func(  # type: ignore[no-any-return]
             q, k, v, cu, cu, max_len, max_len, softmax_scale=scale, causal=True
         )
-    varlen_attn, causal, has_gqa = _torch_varlen()
-    kw: dict[str, Any] = dict(causal, scale=scale)
+    varlen_attn, causal, has_gqa, has_scale = _torch_varlen()
+    kw: dict[str, Any] = dict(causal)
+    if has_scale:
+        kw["scale"] = scale
+    elif scale is not None:  # torch 2.10 scales by 1/sqrt(d) itself: fold the ratio into q
+        q = q * (scale * math.sqrt(q.shape[-1]))
     if has_gqa:
         kw["enable_gqa"] = True
     else:  # older varlen_attn: K/V heads repeated to the query heads
@@ -156,8 +172,9 @@ def varlen_attention_forward(
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """transformers attention interface: query (1, h, T, d), key/value (1, h_kv, T, d) →
-    output (1, T, h, d). Without ``cu_seq_lens_q`` (generation, a single document) it is plain
-    causal SDPA."""
+    output (1, T, h, d). Without ``cu_seq_lens_q`` (one unpadded document) it is plain causal
+    SDPA; transformers gives this function no padding mask, so padded batches (generation) run
+    on ``sdpa`` instead (:func:`cgd.train.model.masked_attention`)."""
     cu = kwargs.get("cu_seq_lens_q")
     if cu is None or attention_mask is not None:
         out = F.scaled_dot_product_attention(
@@ -172,14 +189,17 @@ def varlen_attention_forward(
         return out.transpose(1, 2).contiguous(), None
     assert query.shape[0] == 1, "packed attention expects the micro-batch flattened to one row"
     assert dropout == 0.0, "attention dropout is not supported on packed rows"
-    q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # (T, h, d), (T, h_kv, d)
+    dtype = compute_dtype(query, value)
+    # (T, h, d), (T, h_kv, d), all in one dtype
+    q, k, v = (x[0].transpose(0, 1).to(dtype) for x in (query, key, value))
     kernel = kernel_for(q.device)
     if kernel == "sdpa_loop":
         out = _sdpa_loop(q, k, v, cu, scaling)
     elif kernel == "flex":
         o = _compiled_flex()(
-            query, key, value, block_mask=kwargs["cgd_block_mask"], scale=scaling, enable_gqa=True
-        )
+            query.to(dtype), key.to(dtype), value.to(dtype),
+            block_mask=kwargs["cgd_block_mask"], scale=scaling, enable_gqa=True,
+        )  # fmt: skip
         return o.transpose(1, 2).contiguous(), None  # flex_attention: (1, h, T, d)
     else:
         out = _varlen(q, k, v, cu, int(kwargs["max_length_q"]), scaling, kernel)

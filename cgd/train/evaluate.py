@@ -49,7 +49,7 @@ from cgd.curation.eval_sets import (
 )
 from cgd.templates import EVAL_SYSTEM
 from cgd.train.data import encode_prompt, render_prompt
-from cgd.train.model import CausalLM, load_model, load_tokenizer
+from cgd.train.model import CausalLM, load_model, load_tokenizer, masked_attention
 from cgd.verify import VerifierPool, check
 
 logger = logging.getLogger("cgd.train.evaluate")
@@ -202,7 +202,7 @@ def generate_hf(
         for row, i in enumerate(index):
             ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
             mask[row, width - len(encoded[i]) :] = 1
-        with autocast:
+        with autocast, masked_attention(model):
             out = model.generate(  # type: ignore[operator]
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),

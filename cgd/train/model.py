@@ -19,6 +19,8 @@ vocab) logits exist for at most one chunk at a time and never for masked tokens.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any, cast
 
 import torch
@@ -106,6 +108,27 @@ def uses_cu_seqlens(model: nn.Module) -> bool:
     """Whether the attention backend reads document boundaries (else: position ids)."""
     impl = causal_lm(model).config._attn_implementation
     return impl in (attention.ATTN_NAME, "flash_attention_2")
+
+
+@contextlib.contextmanager
+def masked_attention(model: nn.Module) -> Iterator[None]:
+    """Run on ``sdpa`` (with transformers' padding masks) inside the block, then switch back.
+
+    transformers builds no mask for ``cgd_varlen`` (no mask function is registered under that
+    name: training must not pay for one), so a left-padded batch would attend to its padding.
+    Generation on the live training model therefore borrows ``sdpa``, which reads the same
+    weights with the mask transformers makes for it.
+    """
+    lm = causal_lm(model)
+    previous = lm.config._attn_implementation
+    if previous != attention.ATTN_NAME:
+        yield
+        return
+    lm.set_attn_implementation("sdpa")
+    try:
+        yield
+    finally:
+        lm.set_attn_implementation(previous)
 
 
 def supervised_positions(
