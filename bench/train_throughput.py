@@ -14,8 +14,11 @@ tokens, 25–45% of them target), fp32 master weights + bf16 autocast + fused Ad
 Both take optimizer steps of about ``--tokens-per-step`` real tokens. A step is timed whole:
 building its batches (waiting on the prefetcher for ours, collating inline for stock), the
 forward/backward passes, the optimizer and reading the loss. Each loop runs under its own guard,
-so a failure (out of memory, a missing kernel) is printed in its row and the other loop's figures
-are kept. Reported: real (non-pad)
+so a failure (out of memory, a missing kernel) is printed in its row and the other loops' figures
+are kept; the script then exits 1, so a run with a failed loop never passes as a check. Each row
+is printed (and flushed) as soon as it is measured, and ``--json-dir`` gets one JSON file per
+shape with every figure, the attention kernel that ran and the compiled graphs. Reported: real
+(non-pad)
 tokens/s from the median step time, MFU and peak memory. Model FLOPs per real token =
 6·N + 12·L·d·c, N = matmul parameters (lm_head included), c = mean causal context of a token
 within its own sample; the same formula for both loops, so MFU ratios equal throughput ratios.
@@ -27,12 +30,14 @@ within its own sample; the same formula for both loops, so MFU ratios equal thro
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -204,8 +209,27 @@ def peak_flops(device: torch.device, override_tflops: float | None) -> float | N
     return next((v * 1e12 for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
 
 
-def measure_shape(args: argparse.Namespace, runtime: Runtime, peak: float | None) -> dict:
-    """Every loop of ``args.loops`` on ``args.shape``: loop → figures (or the error)."""
+def kernel_used(loop: str, args: argparse.Namespace, device: torch.device) -> str:
+    """The attention kernel a loop's forward passes ran."""
+    if loop == "stock":
+        return "sdpa (padded, transformers)"
+    if args.attn == "varlen":
+        return f"varlen/{attention.kernel_for(device)}"
+    return args.attn
+
+
+def compiled_graphs() -> int:
+    """Graphs torch.compile has built in this process (a recompile adds one)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def measure_shape(
+    args: argparse.Namespace, runtime: Runtime, peak: float | None, report: Any
+) -> dict:
+    """Every loop of ``args.loops`` on ``args.shape``: loop → figures (or the error); each row
+    goes to ``report(loop, row)`` as soon as it is measured."""
     tiny = args.shape == "tiny"
     min_len, max_len = (45, 210) if tiny else (450, 2100)  # tiny: the same spread, ÷10
     args.sample_lengths = f"{min_len}-{max_len}"
@@ -224,6 +248,7 @@ def measure_shape(args: argparse.Namespace, runtime: Runtime, peak: float | None
         try:  # one loop failing (OOM, a missing kernel) keeps the other loops' figures
             run = run_stock if loop == "stock" else run_ours
             args.compile = loop == "ours+compile"
+            graphs_before = compiled_graphs()
             result = run(args, samples, runtime)
             fpt = flops_per_token(result["model"], samples)
             tokens_per_s = statistics.median(result["tokens"]) / statistics.median(result["times"])
@@ -232,11 +257,14 @@ def measure_shape(args: argparse.Namespace, runtime: Runtime, peak: float | None
                 "mfu": fpt * tokens_per_s / peak if peak else None,
                 "memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None,
                 "step_s": statistics.median(result["times"]),
+                "attention_kernel": kernel_used(loop, args, device),
+                "compiled_graphs": compiled_graphs() - graphs_before,
             }
             del result
-        except Exception as exc:  # noqa: BLE001 - reported in the table
+        except Exception as exc:  # noqa: BLE001 - reported in the table, then exit 1
             rows[loop] = {"error": f"{type(exc).__name__}: {str(exc)[:120]}"}
             print(f"{args.shape} {loop} loop failed: {exc!r}", file=sys.stderr)
+        report(loop, rows)
     return rows
 
 
@@ -265,9 +293,12 @@ def main() -> None:
     p.add_argument(
         "--peak-tflops", type=float, default=None, help="for MFU when the GPU is unknown"
     )
+    p.add_argument("--json-dir", default=None, help="write <shape>.json with every figure here")
     args = p.parse_args()
     shapes = args.shape.split(",")
-    assert all(s in SHAPES for s in shapes), shapes
+    unknown = [s for s in shapes if s not in SHAPES]
+    if unknown:
+        p.error(f"unknown shape(s) {unknown}: choose from {sorted(SHAPES)}")
     tokens_per_step, max_length = args.tokens_per_step, args.max_length
 
     device = torch.device(args.device)
@@ -280,37 +311,62 @@ def main() -> None:
     peak = peak_flops(device, args.peak_tflops)
     name = torch.cuda.get_device_name(device) if cuda else "CPU"
 
-    table = []
-    for shape in shapes:
-        args.shape = shape
-        args.tokens_per_step = tokens_per_step or (4096 if shape == "tiny" else 65536)
-        args.max_length = max_length or (512 if shape == "tiny" else 4096)
-        rows = measure_shape(args, runtime, peak)
-        table.append((shape, args.tokens_per_step, args.max_length, args.sample_lengths, rows))
-
     label = {
         "stock": "stock loop, padded batches",
         "ours": f"cgd.train packed ({args.attn}, {args.micro_batch_rows} rows/micro-batch)",
         "ours+compile": f"cgd.train packed ({args.attn}, {args.micro_batch_rows} rows, compiled)",
     }
     print(f"\nDevice: {name}; torch {torch.__version__}; median of {args.steps} steps per loop\n")
-    print("| loop | real tokens/s | MFU | peak memory GiB | step s | vs stock | shape |")
-    print("|---|---|---|---|---|---|---|")
-    for shape, tps, length, lens, rows in table:
-        where = f"{shape} ({tps} tok/step, row {length}, samples {lens})"
-        base = rows.get("stock", {}).get("tokens_per_s")
-        for loop, r in rows.items():
+    print("| loop | real tokens/s | MFU | peak memory GiB | step s | vs stock | kernel | shape |")
+    print("|---|---|---|---|---|---|---|---|", flush=True)
+    failed = []
+    for shape in shapes:
+        args.shape = shape
+        args.tokens_per_step = tokens_per_step or (4096 if shape == "tiny" else 65536)
+        args.max_length = max_length or (512 if shape == "tiny" else 4096)
+
+        def report(loop: str, rows: dict) -> None:
+            where = (
+                f"{args.shape} ({args.tokens_per_step} tok/step, row {args.max_length}, "
+                f"samples {args.sample_lengths})"
+            )
+            r = rows[loop]
             if "error" in r:
-                print(f"| {label[loop]} | failed: {r['error']} | | | | | {where} |")
-                continue
+                failed.append(f"{args.shape} {loop}")
+                print(f"| {label[loop]} | failed: {r['error']} | | | | | | {where} |", flush=True)
+                return
+            base = rows.get("stock", {}).get("tokens_per_s")
             mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
             mem = f"{r['memory_gib']:.1f}" if r["memory_gib"] is not None else "n/a"
             ratio = f"{r['tokens_per_s'] / base:.2f}×" if base else "n/a"
-            speed = f"{r['tokens_per_s']:,.0f}"
             print(
-                f"| {label[loop]} | {speed} | {mfu} | {mem} | {r['step_s']:.3f} | {ratio} "
-                f"| {where} |"
+                f"| {label[loop]} | {r['tokens_per_s']:,.0f} | {mfu} | {mem} | "
+                f"{r['step_s']:.3f} | {ratio} | {r['attention_kernel']} | {where} |",
+                flush=True,
             )
+
+        rows = measure_shape(args, runtime, peak, report)
+        if args.json_dir:
+            out = Path(args.json_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"{shape}.json").write_text(
+                json.dumps(
+                    {
+                        "device": name,
+                        "torch": torch.__version__,
+                        "shape": shape,
+                        "tokens_per_step": args.tokens_per_step,
+                        "max_length": args.max_length,
+                        "sample_lengths": args.sample_lengths,
+                        "steps": args.steps,
+                        "loops": rows,
+                    },
+                    indent=1,
+                )  # fmt: skip
+            )
+    if failed:
+        print(f"FAILED: {', '.join(failed)} (see the rows above)", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

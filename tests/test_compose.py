@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -313,3 +314,26 @@ def test_compose_config_validates() -> None:
     missing = run_config(cmd)
     assert missing.returncode != 0, "compose must refuse to run without POSTGRES_PASSWORD"
     assert "POSTGRES_PASSWORD" in missing.stderr + missing.stdout
+
+
+def test_one_torch_everywhere() -> None:
+    """The trainer image, the CI/dev set-up and the vLLM virtualenv pin one torch version, and
+    the ``train`` extra admits it."""
+    from packaging.requirements import Requirement
+
+    dockerfile = (ROOT / "docker" / "trainer.Dockerfile").read_text()
+    image = re.search(r"^ARG TORCH_VERSION=(\S+)$", dockerfile, re.MULTILINE)
+    assert image, "docker/trainer.Dockerfile has no ARG TORCH_VERSION"
+    pins = {"docker/trainer.Dockerfile": image.group(1)}
+    for script in ("scripts/setup.sh", "scripts/vllm.sh"):
+        found = re.findall(r'"torch==([^"]+)"', (ROOT / script).read_text())
+        assert found, f"{script} does not pin torch"
+        pins.update({f"{script}#{i}": v for i, v in enumerate(found)})
+    assert len(set(pins.values())) == 1, pins
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    torch_req = next(
+        Requirement(r)
+        for r in project["optional-dependencies"]["train"]
+        if Requirement(r).name == "torch"
+    )
+    assert torch_req.specifier.contains(image.group(1)), (torch_req, image.group(1))

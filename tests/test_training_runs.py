@@ -220,3 +220,59 @@ def test_runs_are_team_scoped_and_tokens_are_per_run(
     good = run_body(snapshot_id, tiny_model)
     good["eval"]["sets"] = [f"dataset:{mine}:kind=choice", "aime24:k=4"]
     assert client.post("/v1/training-runs", json=good).status_code == 202
+
+
+def test_parallelism_and_speed_fields_are_validated(client, snapshot_id, tiny_model) -> None:  # type: ignore[no-untyped-def]
+    """strategy, compile, micro_batch_rows, gradient_checkpointing: bad values are a 422 that
+    names the field; good ones are kept in the run's spec."""
+    for name, value in (
+        ("strategy", "zero3"),
+        ("compile", "maybe"),
+        ("micro_batch_rows", 0),
+        ("micro_batch_rows", 65),
+        ("gradient_checkpointing", "yes please"),
+    ):
+        r = client.post(
+            "/v1/training-runs", json=run_body(snapshot_id, tiny_model, **{name: value})
+        )
+        assert r.status_code == 422, (name, value, r.text)
+        assert r.json()["detail"]["field"] == f"body.hyperparams.{name}", r.text
+    fields = {
+        "strategy": "fsdp",
+        "compile": False,
+        "micro_batch_rows": 2,
+        "gradient_checkpointing": True,
+    }
+    r = client.post("/v1/training-runs", json=run_body(snapshot_id, tiny_model, **fields))
+    assert r.status_code == 202, r.text
+    spec = client.get(f"/v1/training-runs/{r.json()['id']}").json()["spec"]
+    assert {k: spec["hyperparams"][k] for k in fields} == fields
+
+
+@pytest.mark.slow
+def test_fsdp_through_the_api_matches_one_process(  # type: ignore[no-untyped-def]
+    client, start_worker, snapshot_id, tiny_model, tmp_path
+) -> None:
+    """A run with strategy fsdp on a trainer that owns two devices (two CPU processes over
+    gloo here, via torchrun) has the loss curve of the same config in one process."""
+    from cgd.train.config import TrainConfig
+    from tests.test_train_fsdp import run_and_dump
+
+    start_worker("trainer", CGD_TRAINER_GPUS="0,1")
+    fields = {"strategy": "fsdp", "micro_batch_rows": 1, "gradient_checkpointing": True}
+    body = run_body(snapshot_id, tiny_model, **fields)
+    body["eval"]["sets"] = []
+    r = client.post("/v1/training-runs", json=body)
+    assert r.status_code == 202, r.text
+    run = wait_run(client, r.json()["id"], timeout_s=400)
+    assert run["status"] == "completed", run
+    steps = [e["data"] for e in events(client, run["id"]) if e["type"] == "step"]
+    out = Path(run["artifacts"]["model_path"]).parent
+    config = TrainConfig.model_validate_json((out / "config.json").read_text())
+    assert (config.strategy, config.gradient_checkpointing) == ("fsdp", True)
+    single = tmp_path / "single"
+    single.mkdir()
+    local = run_and_dump(config.model_copy(update={"output_dir": str(single)}), single)
+    assert [s["loss"] for s in steps] == pytest.approx(
+        [m["loss"] for m in local["history"]], rel=1e-4
+    )

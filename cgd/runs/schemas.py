@@ -24,8 +24,22 @@ class Hyperparams(BaseModel):
     max_steps: int | None = Field(None, ge=1)
     tokens_per_step: int = Field(65536, ge=1)
     max_length: int = Field(4096, ge=16)
-    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
     lora: LoraSpec = LoraSpec()
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="With several GPUs (CGD_TRAINER_GPUS): ddp replicates the model; fsdp "
+        "shards parameters, gradients and optimizer state (for models that do not fit one GPU)",
+    )
+    compile: bool | None = Field(
+        None, description="torch.compile the decoder blocks; null: on with CUDA, off on a CPU"
+    )
+    micro_batch_rows: int = Field(
+        1, ge=1, le=64, description="Rows of max_length per forward pass (the rest accumulates)"
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in backward: less memory, ~30% more compute"
+    )
 
 
 class EvalSpec(BaseModel):

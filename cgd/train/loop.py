@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.distributed.fsdp import FSDPModule
 from torch.nn.parallel import DistributedDataParallel
 
 from cgd.train import checkpoint, parallel
@@ -93,6 +94,7 @@ def train_step(
     runtime: Runtime,
     counts: dict[str, int] | None = None,
     varlen: bool = False,
+    defer_fsdp_sync: bool = True,
 ) -> dict[str, Any]:
     """One optimizer step over this rank's micro-batches. No host sync: the loss sum and the
     gradient norm come back as device tensors (``finish_metrics`` reads them when logging).
@@ -100,7 +102,9 @@ def train_step(
     ``module`` maps (ids, positions, targets, …) to Σ NLL (SupervisedLoss, maybe DDP-wrapped or
     sharded). ``counts``: the step's global sample/token counts (StepLoader.step_counts), which
     every rank knows from the data index; without them one collective sums this rank's counts.
-    ``varlen``: the model's attention reads ``cu_seqlens``.
+    ``varlen``: the model's attention reads ``cu_seqlens``. ``defer_fsdp_sync``: under FSDP,
+    reduce-scatter gradients in the last micro-batch only (fewer collectives; unsharded
+    gradients are kept until then).
     """
     if counts is None:
         n_sup, n_tok = all_reduce_sum(
@@ -112,9 +116,12 @@ def train_step(
     loss_sum = torch.zeros((), device=runtime.device)
     for i, batch in enumerate(batches):
         batch = batch.to(runtime.device)
-        # DDP: gradients are all-reduced once per step, in the last micro-batch's backward.
-        # (FSDP reduce-scatters every micro-batch: unsharded gradients never pile up.)
-        skip_sync = isinstance(module, DistributedDataParallel) and i < len(batches) - 1
+        # Gradients are all-reduced (DDP) or reduce-scattered (FSDP, when deferred) once per
+        # step, in the last micro-batch's backward.
+        last = i == len(batches) - 1
+        skip_sync = isinstance(module, DistributedDataParallel) and not last
+        if defer_fsdp_sync and isinstance(module, FSDPModule):
+            module.set_requires_gradient_sync(last)
         with module.no_sync() if skip_sync else contextlib.nullcontext():  # type: ignore[operator]
             with runtime.autocast():
                 micro_loss = module(
@@ -181,6 +188,11 @@ class TrainRecipe:
         if cfg.eval_backend == "vllm" and cfg.eval_sets and rt.is_main:
             check_vllm_backend()  # before hours of training, not after
 
+        cuda = rt.device.type == "cuda"
+        # Unset knobs resolve by device: compiled and logging every 10 steps on a GPU (a log
+        # reads the loss, a device sync), eager and every step on a CPU.
+        self.compile = cfg.compile if cfg.compile is not None else cuda
+        self.log_every = cfg.log_interval_steps or (10 if cuda else 1)
         self.tokenizer = load_tokenizer(cfg.model_path)
         self.heldout_rows, n_train_rows = self._heldout_rows()
         # Tokenized once into memory-mapped files (one set per rank): the export can be larger
@@ -208,7 +220,7 @@ class TrainRecipe:
             pad_id=self.tokenizer.pad_token_id,
             rank=rt.rank,
             world_size=rt.world_size,
-            fixed_shapes=cfg.compile,
+            fixed_shapes=self.compile,
         )
         self.total_steps = cfg.max_steps or self.loader.total_steps(cfg.epochs)
         extra: dict[str, Any] = {
@@ -247,7 +259,7 @@ class TrainRecipe:
         logger.info("parameters: %d trainable of %d", trainable, total)
         loss_module = SupervisedLoss(self.model, cfg.loss_chunk_tokens)
         self.train_module = parallel.wrap(loss_module, self.model, cfg, rt)
-        if cfg.compile:
+        if self.compile:
             parallel.compile_blocks(self.model)
 
         # After sharding: FSDP replaced the parameters with sharded ones (DTensors).
@@ -304,7 +316,7 @@ class TrainRecipe:
         since = {"t": time.perf_counter(), "steps": 0, "tokens": 0, "supervised": 0}
         try:
             while self.step < self.total_steps:
-                log_now = (self.step + 1) % cfg.log_interval_steps == 0 or (
+                log_now = (self.step + 1) % self.log_every == 0 or (
                     self.step + 1 == self.total_steps
                 )
                 # Every step in one process (a host call); under several ranks the agreement is
@@ -326,6 +338,7 @@ class TrainRecipe:
                     runtime=rt,
                     counts=self.loader.step_counts(self.step),
                     varlen=self.varlen,
+                    defer_fsdp_sync=cfg.fsdp_defer_grad_sync,
                 )
                 self.step += 1
                 since["steps"] += 1

@@ -125,6 +125,11 @@ def train_config(spec: dict[str, Any], data: Path, out: Path, eval_sets: list[st
         tokens_per_step=hp["tokens_per_step"],
         max_length=hp["max_length"],
         warmup_ratio=hp["warmup_ratio"],
+        # Runs created before these fields existed get the defaults.
+        strategy=hp.get("strategy", "ddp"),
+        compile=hp.get("compile"),
+        micro_batch_rows=hp.get("micro_batch_rows", 1),
+        gradient_checkpointing=hp.get("gradient_checkpointing", False),
         eval_sets=eval_sets,
         eval_limit=ev["max_samples"],
         eval_max_new_tokens=ev["max_new_tokens"],
