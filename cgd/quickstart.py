@@ -257,7 +257,10 @@ def _real_models(sim: str, vllm: VllmServer, model_dir: Path, real: RealOptions)
         banner=f"[green]REAL[/]: student {vllm.model} on vLLM at {vllm.url}; teacher {who}",
         # A weak teacher's refinements are rarely right: keep every completed triplet unless the
         # oracle teaches (then, as in the paper, only refinements that reach the reference).
-        filters={"refined_correct": real.oracle_teacher, "no_meta_commentary": False},
+        filters={
+            "refined_correct": True if real.oracle_teacher else None,
+            "no_meta_commentary": False,
+        },
         hyperparams={
             "learning_rate": 1e-5,
             "tokens_per_step": 4096,

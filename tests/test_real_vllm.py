@@ -339,3 +339,27 @@ def test_eval_through_vllm_matches_transformers(
     print(f"vLLM vs transformers: {same_answer}/16 same answers, {same_text}/16 same text")
     assert same_answer / len(served) >= 0.95
     assert served[next(iter(served))]["prompt"] == local[next(iter(local))]["prompt"]
+
+
+def test_quickstart_real_runs_the_loop_on_real_parts(real_model_dir: Path, tmp_path: Path) -> None:
+    """`make demo-real` (cgd quickstart --real), small: real vLLM, real student, real fine-tune."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CGD_")}
+    env["CGD_REAL_MODEL_DIR"] = str(real_model_dir)
+    root = tmp_path / "qs"
+    cmd = [sys.executable, "-m", "services.cli", "quickstart", "--real", "--dir", str(root)]
+    out = subprocess.run(
+        [*cmd, "--items", "4", "--train-steps", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    text = " ".join(out.stdout.split())  # rich wraps long lines
+    assert "REAL: student smollm2-135m-instruct on vLLM" in text
+    assert "refined_correct" not in text.split("snapshot", 1)[1].split("student to", 1)[0]
+    assert list((root / "home" / "trainer").glob("*/out/final/model.safetensors"))
+    assert "MATH-500 (8 problems) accuracy" in text
