@@ -181,19 +181,12 @@ class CallResult:
     total_s: float  # first attempt to answer, retries and backoff waits included
     attempts: int
     request_params: dict[str, Any]  # what the successful attempt sent, minus messages
+    # (prompt, completion) tokens the server processed for this call: every answered attempt,
+    # a truncated one retried with a larger budget included (what a team pays for).
+    billed: tuple[int, int]
     model: str | None = None  # as reported by the server
     response_id: str | None = None
     reasoning: str | None = None  # a reasoning model's reasoning_content: never the answer
-    # What the server processed for this call: every answered attempt, a truncated one that was
-    # retried with a larger budget included (what a team pays for; -1: as the kept answer).
-    billed_prompt_tokens: int = -1
-    billed_completion_tokens: int = -1
-
-    @property
-    def billed(self) -> tuple[int, int]:
-        if self.billed_prompt_tokens < 0:
-            return self.prompt_tokens, self.completion_tokens
-        return self.billed_prompt_tokens, self.billed_completion_tokens
 
 
 class LLMError(Exception):
@@ -443,8 +436,7 @@ class LLMClient:
             model=response.model,
             response_id=response.response_id,
             reasoning=response.reasoning,
-            billed_prompt_tokens=billed[0],
-            billed_completion_tokens=billed[1],
+            billed=(billed[0], billed[1]),
         )
 
     async def _handle_truncation(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -30,6 +31,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 class VllmError(RuntimeError):
     """vLLM could not be found or did not start; the message says why and where its log is."""
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def vllm_python() -> Path:

@@ -18,29 +18,21 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-if TYPE_CHECKING:
-    from cgd.local_vllm import VllmServer
+from cgd.local_vllm import VllmServer, free_port, start_vllm
 
 console = Console()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -137,7 +129,7 @@ def run(
     for sub in ("logs", "exports", "home"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CGD_")}
-    api_port, sim_port, vllm_port = _free_port(), _free_port(), _free_port()
+    api_port, sim_port, vllm_port = free_port(), free_port(), free_port()
     allowed = [f"http://127.0.0.1:{sim_port}/", f"http://127.0.0.1:{vllm_port}/"]
     if real is not None and real.teacher_url:
         allowed.append(real.teacher_url.rstrip("/") + "/")
@@ -199,7 +191,6 @@ def run(
 
 
 def _start_real_student(root: Path, port: int) -> tuple[VllmServer, Path]:
-    from cgd.local_vllm import start_vllm
     from cgd.train.real_model import SERVED_NAME, ensure_real_model
 
     model_dir = ensure_real_model(progress=lambda line: console.print(line))

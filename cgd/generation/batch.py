@@ -275,6 +275,7 @@ def _apply_line(
         text=text, finish_reason=finish, prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens, latency_s=0.0, total_s=0.0, attempts=1,
         request_params={**stage_request(run, item, stage)[0].request_params(), "batch": True},
+        billed=(prompt_tokens, completion_tokens),
         model=body.get("model"), response_id=body.get("id"),
         reasoning=reasoning if isinstance(reasoning, str) else None,
     )  # fmt: skip

@@ -25,7 +25,6 @@ import contextlib
 import json
 import logging
 import math
-import socket
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -294,12 +293,6 @@ def generate_vllm_server(
     return [text for texts in asyncio.run(run()) for text in texts]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def vllm_generator(
     model_path: str, tokenizer: Any, max_new_tokens: int, log_dir: Path
@@ -318,14 +311,14 @@ def vllm_generator(
         return
     from transformers import AutoConfig
 
-    from cgd.local_vllm import start_vllm
+    from cgd.local_vllm import free_port, start_vllm
 
     # Room for the longest eval prompt (MATH-500's are under 1k tokens) plus the budget.
     limit = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None)
     max_model_len = min(limit or 1 << 30, max_new_tokens + 4096)
     server = start_vllm(
         model_path,
-        port=_free_port(),
+        port=free_port(),
         served_name="eval",
         log=log_dir / "vllm.log",
         max_model_len=max_model_len,
