@@ -295,6 +295,32 @@ def start_worker(api_server: ApiServer, tmp_path: Path) -> Iterator:  # type: ig
         w.kill()
 
 
+@pytest.fixture
+def no_leftovers(api_server: ApiServer, sessionmaker_) -> None:  # type: ignore[no-untyped-def]
+    """For tests that read state shared by every team (the fair order, the sweeper's counts, the
+    broker's queues): earlier tests may leave open jobs and queued runs in the session's
+    database, so cancel those and empty the queues before the test starts."""
+    import redis
+    from sqlalchemy import update
+
+    from cgd.db.models import Job, TrainingRun, utcnow
+    from cgd.enums import TERMINAL_RUN_STATUSES
+
+    now = utcnow()
+    with sessionmaker_() as s, s.begin():
+        s.execute(
+            update(Job)
+            .where(Job.cancelled_at.is_(None), Job.finished_at.is_(None))
+            .values(cancelled_at=now)
+        )
+        s.execute(
+            update(TrainingRun)
+            .where(TrainingRun.status.not_in(list(TERMINAL_RUN_STATUSES)))
+            .values(status="cancelled", finished_at=now)
+        )
+    redis.Redis.from_url(api_server.env["CGD_BROKER_URL"]).delete("generation", "train")
+
+
 def data_rows(name: str) -> list[dict]:  # type: ignore[type-arg]
     """The rows of a dataset shipped with the repo (see :func:`data_file`)."""
     import json

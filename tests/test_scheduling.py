@@ -169,7 +169,7 @@ def _claim_while_another_holds(sm: Any, cap: int) -> tuple[Any, Any, bool]:
 
 
 def test_claims_for_one_team_at_once_each_get_a_chunk(
-    team, simulator, gsm8k_slice, sessionmaker_
+    team, simulator, gsm8k_slice, sessionmaker_, no_leftovers
 ) -> None:  # type: ignore[no-untyped-def]
     """Several worker slots asking at once for one team's work take turns on the team's row:
     each gets its own chunk (none goes idle while chunks are left), and the team's cap still
@@ -189,7 +189,7 @@ def test_claims_for_one_team_at_once_each_get_a_chunk(
 
 
 def test_a_claim_that_waited_for_a_team_reconsiders_the_order(
-    team, simulator, gsm8k_slice, sessionmaker_
+    team, simulator, gsm8k_slice, sessionmaker_, no_leftovers
 ) -> None:  # type: ignore[no-untyped-def]
     """Two slots ask at once while two teams have queued work: both first pick the same team
     (fewest running, tie); the one that waited for the team's lock sees the other's claim and
@@ -422,13 +422,12 @@ def _queue(url: str, name: str) -> list[dict[str, Any]]:
 
 @pytest.mark.slow
 def test_sweeper_resends_lost_train_messages_but_not_waiting_ones(
-    team, api_server, start_worker, simulator, gsm8k_slice, sessionmaker_
+    team, api_server, start_worker, simulator, gsm8k_slice, sessionmaker_, no_leftovers
 ) -> None:  # type: ignore[no-untyped-def]
     """A worker that consumes only `curation` runs the sweeper: the run tokens of a queued job
     wait in `generation` and are not sent again; a training run whose message was lost gets a
     new one (with a new token), once."""
     url = api_server.env["CGD_BROKER_URL"]
-    redis.Redis.from_url(url).delete("generation", "train")
     sim = simulator()
     _, a = team()
     ds = upload_slice(a, gsm8k_slice, 30)
