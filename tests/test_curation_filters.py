@@ -9,7 +9,8 @@ from cgd.curation.filters import CurationSpec, VerdictRatio, verdict_quota
 from cgd.curation.snapshot import curate
 from cgd.curation.synthetic import make_triplet
 
-# The one filter on by default (meta_commentary), off where a test counts other steps exactly.
+# Off explicitly where a test counts other steps exactly (it is off by default since cgd-v3, and
+# these tests must not depend on that default).
 OFF = {"no_meta_commentary": False}
 
 
@@ -33,8 +34,8 @@ def test_empty_spec_keeps_completed_and_drops_incomplete() -> None:
         make_triplet(13, status="critiqued"),
     ]
     result = curate(rows, {})
-    # The one filter on by default shows too.
-    assert result.stats["dropped"] == {"incomplete": 4, "meta_commentary": 0}
+    # No filter is on by default (meta_commentary was, before the cgd-v3 refine turn).
+    assert result.stats["dropped"] == {"incomplete": 4}
     assert _ids(result) == {f"trip-{i:06d}-0" for i in range(5)}
     assert result.stats["train"] == 5 and result.stats["val"] == 0
     _check_totals(result)

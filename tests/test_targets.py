@@ -28,7 +28,14 @@ GSM8K_ANSWER = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nAltogether 48+2
          "The final answer is \\boxed{18}.", "appended"),
         ("Halve it: one half.\nDone.", "\\frac{1}{2}", "Halve it: one half.\nDone.\n\n"
          "The final answer is \\boxed{\\frac{1}{2}}.", "appended"),
-        ("We cannot tell.\nNo value.", None, "We cannot tell.\nNo value.", "unboxed"),
+        ("We cannot tell.\nNo value.", None, "We cannot tell.\nNo value.", "free_form"),
+        ("The answer is 18.", None, "The answer is 18.\n\nThe final answer is \\boxed{18}.",
+         "appended"),  # one line but prose: its stated answer is boxed, not the whole line
+        ("Plants make sugar from light.\nThey need 2 inputs.", None,
+         "Plants make sugar from light.\nThey need 2 inputs.", "free_form"),  # no last number
+        ("Paris", None, "Paris", "free_form"),
+        ("Paris", "Paris", "\\boxed{Paris}", "bare"),  # given explicitly: boxed
+        ("12 cm", None, "\\boxed{12 cm}", "bare"),
     ],
 )  # fmt: skip
 def test_boxed_target(text: str, answer: str | None, expected: str, note: str) -> None:
@@ -112,10 +119,12 @@ def test_a_question_about_a_student_may_have_an_answer_about_one() -> None:
     assert meta_commentary("The student reads 12 * 5 = \\boxed{60} pages.", q) == []
 
 
-def test_meta_commentary_filter_is_on_by_default() -> None:
+def test_meta_commentary_filter_is_off_by_default_and_on_when_asked() -> None:
     chatty = make_triplet(1, refined_response=META[0][0])
-    assert first_failure(chatty, row_filters(Filters())) == "meta_commentary"
-    assert first_failure(make_triplet(2), row_filters(Filters())) is None
+    assert first_failure(chatty, row_filters(Filters())) is None
+    on = row_filters(Filters(no_meta_commentary=True))
+    assert first_failure(chatty, on) == "meta_commentary"
+    assert first_failure(make_triplet(2), on) is None
     assert first_failure(chatty, row_filters(Filters(no_meta_commentary=False))) is None
     assert first_failure(chatty, row_filters(Filters(no_meta_commentary=None))) is None
 

@@ -24,7 +24,8 @@ def test_refine_extends_the_critique_conversation() -> None:
     assert t.probe("What is 2+2?") == [{"role": "user", "content": "What is 2+2?"}]
     assert extract_tagged(critique[1]["content"], "question") == "What is 2+2?"
     assert extract_tagged(critique[1]["content"], "student_answer") == "It is 5."
-    assert TEMPLATES["cgd"].version == "cgd-v2"  # v2: neutral system prompt, standalone refine
+    assert TEMPLATES["cgd"].version == "cgd-v3"  # v3: the paper's critique and refinement
+    assert TEMPLATES["cgd-standalone"].version == "cgd-v2"  # the former default, unchanged
 
 
 @pytest.mark.parametrize(
@@ -35,7 +36,7 @@ def test_refine_extends_the_critique_conversation() -> None:
         ("**Conclusion:** Wrong.", "wrong"),
         ("conclusion - correct", "right"),
         ("Conclusion: incorrect", "wrong"),
-        ("Conclusion: right\n...on reflection...\nConclusion: wrong", "wrong"),  # last one wins
+        ("Conclusion: right\n...on reflection...\nConclusion: wrong", "wrong"),  # last line wins
         ("The conclusion is unclear.", None),
         ("", None),
         ("The answer is right.", None),  # no verdict line
@@ -54,7 +55,7 @@ def test_unknown_template() -> None:
 
 
 def test_refine_asks_for_a_standalone_solution_under_a_neutral_system_prompt() -> None:
-    for name in ("cgd", "cgd-detailed"):
+    for name in ("cgd-standalone", "cgd-detailed"):
         t = get_template(name)
         refine = t.refine("Q?", "A.", "C.\nConclusion: wrong")
         system, last = refine[0]["content"], refine[-1]["content"]

@@ -64,7 +64,7 @@ def test_template_versions_and_jobs_pin_them(client: httpx.Client) -> None:
     assert client.get("/v1/templates/units?version=99999999999").status_code == 422
 
     names = [t["name"] for t in client.get("/v1/templates").json()["data"]]
-    assert names == ["cgd", "cgd-detailed", "units"]
+    assert names == ["cgd", "cgd-detailed", "cgd-standalone", "units"]
     page1 = client.get("/v1/templates", params={"limit": 2}).json()
     page2 = client.get("/v1/templates", params={"cursor": page1["next_cursor"]}).json()
     assert [t["name"] for t in page1["data"] + page2["data"]] == names

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from cgd.curation.export import LAYOUTS
-from cgd.curation.filters import CurationSpec
+from cgd.curation.filters import CurationSpec, Dedup, Filters
 from cgd.curation.formats import ANSWER_MODES, INPUT_TEMPLATES, MODES, TARGET_FIELDS, Mode
 from cgd.curation.targets import NOTES
 
@@ -70,6 +70,7 @@ def build_card(
         "stats": dict(stats),
         "quality": stats.get("quality"),
         "curation": spec.options(),
+        "filters": curation_steps(spec),
         "lineage": lineage_summary(lineage),
         "modes": {
             m: {"input_template": INPUT_TEMPLATES[m], "target_field": _target_field(m)}
@@ -107,10 +108,107 @@ def target_warnings(stats: Mapping[str, Any], lineage: Mapping[str, Any]) -> lis
             + ' ran without "teacher_solution": true (no teacher direct answers).'
         )
     for mode in ANSWER_MODES:
-        unboxed = (targets.get(mode) or {}).get("unboxed", 0)
-        if unboxed:
+        counts = targets.get(mode) or {}
+        if free := counts.get("free_form", 0):
+            out.append(
+                f"{free} {mode} targets are free-form answers (prose, or no stated math final "
+                "answer): kept as written, with no \\boxed{} invented."
+            )
+        if unboxed := counts.get("unboxed", 0):  # snapshots made before `free_form`
             out.append(f"{unboxed} {mode} targets have no final answer to put in \\boxed{{}}.")
     return out
+
+
+def _setting(value: Any) -> Any:
+    return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
+
+
+def curation_steps(spec: CurationSpec) -> list[dict[str, Any]]:
+    """Every curation step in the order it runs (``cgd.curation.filters``), whether it was
+    applied and with which setting, and whether that setting is the default: a card reader must
+    not have to know the defaults of the version that built the snapshot."""
+    f, dd, dc = spec.filters, spec.dedup, spec.decontaminate
+    filter_steps = (
+        ("truncated", "no_truncation", bool(f.no_truncation)),
+        ("refined_correct", "refined_correct", f.refined_correct is not None),
+        ("initial_correct", "initial_correct", f.initial_correct is not None),
+        ("verdict_agrees", "verdict_agrees", f.verdict_agrees is not None),
+        ("no_boxed", "require_boxed", bool(f.require_boxed)),
+        ("meta_commentary", "no_meta_commentary", bool(f.no_meta_commentary)),
+        ("too_short", "min_chars", f.min_chars is not None),
+        ("too_long", "max_chars", f.max_chars is not None),
+    )
+    out: list[dict[str, Any]] = [
+        {"step": s, "option": None, "setting": "always", "applied": True, "default": True}
+        for s in ("repeated_triplet", "incomplete")
+    ]
+    for step, key, applied in filter_steps:
+        value = getattr(f, key)
+        default = Filters.model_fields[key].default
+        out.append(
+            {
+                "step": step,
+                "option": f"filters.{key}",
+                "setting": value,
+                "applied": applied,
+                "default": value == default,
+            }
+        )
+    decontam = dc.model_dump(mode="json")
+    out.append(
+        {
+            "step": "contaminated",
+            "option": "decontaminate",
+            "setting": decontam,
+            "applied": bool(dc.sets or dc.dataset_ids),
+            "default": decontam == type(dc)().model_dump(mode="json"),
+        }
+    )
+    for step, key, applied in (
+        ("exact_duplicate", "exact", bool(dd.exact)),
+        ("near_duplicate", "near_threshold", dd.near_threshold is not None),
+    ):
+        value = getattr(dd, key)
+        out.append(
+            {
+                "step": step,
+                "option": f"dedup.{key}",
+                "setting": value,
+                "applied": applied,
+                "default": value == Dedup.model_fields[key].default,
+            }
+        )
+    ratio = f.verdict_ratio
+    for step in ("no_verdict", "verdict_ratio"):
+        out.append(
+            {
+                "step": step,
+                "option": "filters.verdict_ratio",
+                "setting": _setting(ratio),
+                "applied": ratio is not None,
+                "default": ratio is None,
+            }
+        )
+    return out
+
+
+def _steps_markdown(steps: list[Mapping[str, Any]] | None) -> list[str]:
+    if not steps:
+        return []
+    lines = [
+        "Every step, applied or not, with its setting (`default` = left at the default):",
+        "",
+        "| step | option | setting | applied |",
+        "|---|---|---|---|",
+    ]
+    for st in steps:
+        setting = orjson.dumps(st["setting"]).decode()
+        if st["default"]:
+            setting += " (default)"
+        option = f"`{st['option']}`" if st["option"] else "-"
+        applied = "yes" if st["applied"] else "no"
+        lines.append(f"| {st['step']} | {option} | {setting} | {applied} |")
+    return [*lines, ""]
 
 
 QUALITY_ROWS = (
@@ -167,14 +265,21 @@ def _targets_markdown(targets: Mapping[str, Any] | None) -> list[str]:
         "",
         "Every answer target ends in a `\\boxed{}` final answer; where the source had none it was"
         " added (`cgd.curation.targets`: `hashes` = GSM8K's `#### X`, `bare` = a bare answer,"
-        " `appended` = `The final answer is \\boxed{X}.`).",
+        " `appended` = `The final answer is \\boxed{X}.`); `free_form` targets (prose, or no"
+        " stated math final answer) are kept as written: no box is invented.",
         "",
-        "| mode | rows | " + " | ".join(NOTES) + " |",
-        "|---|---|" + "---|" * len(NOTES),
+    ]
+    # `unboxed`: the count of snapshots made before `free_form` existed.
+    notes = NOTES + tuple(
+        n for n in ("unboxed",) if any(n in (targets.get(m) or {}) for m in ANSWER_MODES)
+    )
+    lines += [
+        "| mode | rows | " + " | ".join(notes) + " |",
+        "|---|---|" + "---|" * len(notes),
     ]
     for mode in ANSWER_MODES:
         counts = targets.get(mode) or {}
-        cells = " | ".join(str(counts.get(n, 0)) for n in NOTES)
+        cells = " | ".join(str(counts.get(n, 0)) for n in notes)
         lines.append(f"| `{mode}` | {counts.get('rows', 0)} | {cells} |")
     source = targets.get("sft_source") or {}
     lines += [
@@ -212,6 +317,7 @@ def render_markdown(card: Mapping[str, Any]) -> str:
         "|---|---|",
         *(f"| {reason} | {n} |" for reason, n in stats.get("dropped", {}).items()),
         "",
+        *_steps_markdown(card.get("filters")),
     ]
     if contaminated := stats.get("contaminated"):
         shown = ", ".join(f"`{c['item_id']}` ({'/'.join(c['sets'])})" for c in contaminated[:20])

@@ -12,8 +12,8 @@ once, under the first step that drops it:
  5. ``verdict_agrees``  filters.verdict_agrees: (teacher verdict == verifier on the initial answer)
                         != wanted
  6. ``no_boxed``        filters.require_boxed: the refined answer has no ``\\boxed{}``
- 7. ``meta_commentary`` filters.no_meta_commentary (ON by default): the refined answer talks about
-                        the student, the critique or an earlier answer (``cgd.curation.meta``)
+ 7. ``meta_commentary`` filters.no_meta_commentary: the refined answer talks about the student,
+                        the critique or an earlier answer (``cgd.curation.meta``)
  8. ``too_short``       filters.min_chars: refined answer shorter than that many characters
  9. ``too_long``        filters.max_chars: refined answer longer than that many characters
 10. ``contaminated``    decontaminate: the prompt shares an n-gram with an eval set / extra texts
@@ -23,7 +23,11 @@ once, under the first step that drops it:
 14. ``verdict_ratio``   filters.verdict_ratio: subsampled to the right:wrong ratio
 then the train/val split. 1-9 look at one triplet; 10-12 at prompts; 13-14 at the remaining set.
 Every enabled step shows in ``stats["dropped"]``, with 0 when it dropped nothing.
-``no_meta_commentary`` is the one filter on when absent; ``false`` or ``null`` turns it off.
+No filter is on when absent. ``no_meta_commentary`` was on by default while the refine turn asked
+for a standalone solution; the default template (``cgd-v3``) follows the paper and asks for an
+improved answer that corrects the student's inaccuracies, which may name them, so dropping such
+answers is now a choice (``true``), not the default. The dataset card lists every step and its
+setting, defaults included (``cgd.curation.card.curation_steps``).
 ``refined_correct``/``initial_correct``/``verdict_agrees`` set to ``true`` keep the triplets where
 the condition holds and ``false`` those where it does not; an unknown value (``null``
 correctness, no verdict) passes neither. ``no_truncation``/``require_boxed`` are switches:
@@ -76,7 +80,7 @@ class Filters(_Strict):
     verdict_agrees: bool | None = None
     no_truncation: bool | None = None
     require_boxed: bool | None = None
-    no_meta_commentary: bool | None = True
+    no_meta_commentary: bool | None = None
     min_chars: int | None = Field(default=None, ge=0)
     max_chars: int | None = Field(default=None, ge=0)
     verdict_ratio: VerdictRatio | None = None

@@ -1,4 +1,11 @@
-"""The built-in templates (``cgd``, ``cgd-detailed``) and the fixed texts of training and eval.
+"""The built-in templates (``cgd``, ``cgd-standalone``, ``cgd-detailed``) and the fixed texts of
+training and eval.
+
+``cgd`` (the default, ``cgd-v3``) follows the paper's reference prompts (our wording): a detailed
+critique of the student's answer, then an improved answer that corrects the student's
+inaccuracies. ``cgd-standalone`` keeps the earlier default (``cgd-v2``: a review without a
+corrected solution, then a standalone textbook solution that never mentions the student) for
+those who relied on it.
 
 Question and student answer are wrapped in tags so that the teacher (and our simulator) can tell
 them apart from instructions even when they contain headings of their own.
@@ -25,7 +32,8 @@ _VERDICT_ASK = (
     "correct, or exactly `Conclusion: wrong` if it is not."
 )
 
-CRITIQUE = (
+# cgd-v2 (now `cgd-standalone`): a review that stops short of a corrected solution.
+CRITIQUE_STANDALONE = (
     _TAGGED + "Review the student's answer to the question above. Check every step of the "
     "reasoning and the final result. Point out each error, each missing or unjustified step, and "
     "anything unclear, and say how to fix it. Do not write a full corrected solution yet. After "
@@ -45,9 +53,10 @@ CRITIQUE_DETAILED = (
 )
 
 # Kept short on purpose: everything before it is shared with the critique request, so the
-# teacher's prefix cache serves all but these few tokens. It asks for a standalone solution: the
-# refined answer is a training target, and the student never sees a critique at inference.
-REFINE = (
+# teacher's prefix cache serves all but these few tokens. cgd-v2 asked for a standalone solution
+# that never mentions the student; the paper asks for an improved answer that corrects the
+# student's inaccuracies (REFINE below), so this text is only in `cgd-standalone`/`cgd-detailed`.
+REFINE_STANDALONE = (
     "Now write a complete, standalone solution to the question, as it would appear in a "
     "textbook. Fix everything your review found, but do not mention the student, their answer, "
     "your review or any correction. Put the final answer in \\boxed{}."
@@ -59,24 +68,57 @@ SOLVE = (
     "put the final answer in \\boxed{}."
 )
 
+# The default (cgd-v3), after the paper's reference prompts in our own wording: the critique is a
+# *detailed critique* of the student's answer (it may show the correct reasoning where the student
+# went wrong) ending in our verdict line; the refinement is an *improved answer that corrects the
+# student's inaccuracies*, so it may say what was wrong. Snapshots can still drop refined answers
+# that talk about the student (filter `no_meta_commentary`), but that is no longer the default.
+CRITIQUE = (
+    _TAGGED + "Write a detailed critique of the student's answer to the question above. Go "
+    "through the answer step by step: say which steps are correct, and for every error, missing "
+    "or unjustified step and unclear explanation, say what is wrong and how to correct it. Then "
+    "say whether the student's final answer is correct. Finally, " + _VERDICT_ASK
+)
+REFINE = (
+    "Now, using your critique, write an improved answer to the question that corrects the "
+    "inaccuracies in the student's answer. Give the complete reasoning, not only the "
+    "corrections, and put the final answer in \\boxed{}."
+)
+
 DEFAULT_SOURCES = TemplateSources(
     system=SYSTEM, critique=CRITIQUE, refine=REFINE, solve_system=SOLVE_SYSTEM, solve=SOLVE
 )
+STANDALONE_SOURCES = TemplateSources(
+    system=SYSTEM,
+    critique=CRITIQUE_STANDALONE,
+    refine=REFINE_STANDALONE,
+    solve_system=SOLVE_SYSTEM,
+    solve=SOLVE,
+)
 
+DEFAULT_TEMPLATE = "cgd"
 TEMPLATES: dict[str, Template] = {
-    "cgd": Template(name="cgd", version="cgd-v2", sources=DEFAULT_SOURCES),
+    "cgd": Template(name="cgd", version="cgd-v3", sources=DEFAULT_SOURCES),
+    # The texts are exactly those of the former default, so they keep its version tag: calls
+    # recorded as `cgd-v2` were made with these texts.
+    "cgd-standalone": Template(name="cgd-standalone", version="cgd-v2", sources=STANDALONE_SOURCES),
     "cgd-detailed": Template(
         name="cgd-detailed",
         version="cgd-detailed-v1",
         sources=TemplateSources(
             system=SYSTEM,
             critique=CRITIQUE_DETAILED,
-            refine=REFINE,
+            refine=REFINE_STANDALONE,
             solve_system=SOLVE_SYSTEM,
             solve=SOLVE,
         ),
     ),
 }
+
+
+# Built-ins by version tag: a job pins the version it resolved at creation, and one created under
+# `cgd` before the default changed (`cgd-v2`) must keep those texts when it resumes.
+BUILTIN_VERSIONS: dict[str, Template] = {t.version: t for t in TEMPLATES.values()}
 
 
 def get_template(name: str) -> Template:

@@ -210,17 +210,76 @@ class Template:
         ]
 
 
-# `Conclusion: right` / `**Conclusion:** Wrong.` / `conclusion - correct` … the last one wins.
-_VERDICT_RE = re.compile(r"conclusion\W{0,6}\s*(right|wrong|correct|incorrect)\b", re.IGNORECASE)
+# The verdict line: a line that *starts* with the label (after markdown such as `**`, `#`, `>`,
+# `-` or a backtick), e.g. `Conclusion: right`, `**Conclusion:** Wrong.`, `Conclusion - Right`.
+# Anchoring to the line start keeps a label quoted mid-text ("the student wrote `Conclusion:
+# right`") from counting; the *last* such line is the teacher's final word.
+_LABEL_LINE_RE = re.compile(
+    r"^[\s>#*_`~\-+\u2022]*conclusion(?![a-z])[*_`]*\s*[:\-\u2013\u2014=]?[*_`]*\s*(?P<rest>.*)$",
+    re.IGNORECASE | re.MULTILINE,
+)
+# Fallback for a one-paragraph critique: the label closing its last line ("... Conclusion: wrong").
+_TRAILING_LABEL_RE = re.compile(
+    r"\bconclusion[*_`]*\s*[:\-\u2013\u2014=][*_`]*\s*(?P<rest>[^\n]*?)[\s.!*_`]*\Z",
+    re.IGNORECASE,
+)
+_VERDICT_WORD_RE = re.compile(r"\b(right|wrong|correct|incorrect)\b", re.IGNORECASE)
 _VERDICT_MAP = {"right": "right", "correct": "right", "wrong": "wrong", "incorrect": "wrong"}
+_FLIP = {"right": "wrong", "wrong": "right"}
+# A negation just before the verdict word flips it: "not correct", "isn't right", "nothing wrong".
+_NEGATION_RE = re.compile(
+    r"(?:\b(?:not|never|no|nothing)|n['\u2019]t)(?:\s+(?:quite|entirely|fully|completely|"
+    r"totally|all|at\s+all))?\s*$",
+    re.IGNORECASE,
+)
+# Hedges and alternatives make a line ambiguous: "partially correct", "right or wrong",
+# "right/wrong" (the template's instruction echoed back), "correct?".
+_HEDGE_RE = re.compile(
+    r"\b(?:partially|partly|mostly|almost|nearly|half|somewhat|possibly|probably|maybe|"
+    r"perhaps|likely|unclear|unsure|uncertain)\s*$",
+    re.IGNORECASE,
+)
+_ALTERNATIVE_RE = re.compile(
+    r"^\s*[*_`]*\s*(?:/|\||\bor\b|\bnor\b)[^.\n]{0,30}?\b(?:right|wrong|correct|incorrect)\b"
+    r"|^\s*[*_`]*\s*\?",
+    re.IGNORECASE,
+)
+
+
+def _verdict_on_line(rest: str) -> str | None:
+    """The verdict the first verdict word of ``rest`` gives, or None when there is none or the
+    line is ambiguous."""
+    m = _VERDICT_WORD_RE.search(rest)
+    if m is None:
+        return None
+    before, after = rest[: m.start()], rest[m.end() :]
+    if _HEDGE_RE.search(before) or _ALTERNATIVE_RE.search(after):
+        return None
+    verdict = _VERDICT_MAP[m.group(1).lower()]
+    return _FLIP[verdict] if _NEGATION_RE.search(before) else verdict
 
 
 def parse_verdict(critique: str) -> str | None:
-    """The critique's verdict, ``"right"``/``"wrong"``, or ``None`` when it has no verdict line."""
-    matches = _VERDICT_RE.findall(critique or "")
-    if not matches:
-        return None
-    return _VERDICT_MAP[matches[-1].lower()]
+    """The critique's verdict, ``"right"``/``"wrong"``, or ``None`` when it has no verdict line or
+    that line is ambiguous.
+
+    The verdict line is the last line that starts with ``Conclusion`` (markdown allowed); its
+    first verdict word decides (``right``/``correct`` or ``wrong``/``incorrect``, flipped by a
+    negation such as "not correct"). A label alone on its line takes the next non-empty line.
+    Without such a line, a critique whose last line ends in ``Conclusion: <verdict>`` counts.
+    """
+    text = critique or ""
+    labels = list(_LABEL_LINE_RE.finditer(text))
+    if labels:
+        last = labels[-1]
+        rest = last.group("rest")
+        if not rest.strip(" \t*_`.:"):
+            # "**Conclusion:**" on its own line, the verdict on the next one.
+            following = [ln for ln in text[last.end() :].splitlines() if ln.strip()]
+            rest = following[0] if following else ""
+        return _verdict_on_line(rest)
+    trailing = _TRAILING_LABEL_RE.search(text.rstrip())
+    return _verdict_on_line(trailing.group("rest")) if trailing else None
 
 
 _TAG_RE = {

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from cgd.db.models import Job, PromptTemplate
 from cgd.errors import Conflict, InvalidRequest
 from cgd.pagination import Page, decode_cursor, page
-from cgd.templates.builtin import TEMPLATES
+from cgd.templates.builtin import BUILTIN_VERSIONS, TEMPLATES
 from cgd.templates.core import Template, TemplateSourceError, TemplateSources, validate_sources
 from cgd.templates.errors import InvalidTemplate, TemplateExists, TemplateNotFound
 from cgd.templates.schemas import TemplateBody, TemplateIn, TemplateOut
@@ -188,9 +188,11 @@ def resolve(session: Session, team_id: uuid.UUID, ref: str) -> tuple[uuid.UUID |
 
 
 def template_for_job(session: Session, job: Job) -> Template:
-    """The template a job pinned: its team template version, or the built-in it names."""
+    """The template a job pinned: its team template version, or the built-in it names (by the
+    version recorded at creation, so a job made under an earlier default keeps its texts)."""
     if job.template_id is None:
-        return TEMPLATES[job.spec["template"]]
+        pinned = BUILTIN_VERSIONS.get(job.template_version)
+        return pinned if pinned is not None else TEMPLATES[job.spec["template"]]
     row = session.get(PromptTemplate, job.template_id)
     assert row is not None  # a foreign key; versions are never deleted
     return Template(
