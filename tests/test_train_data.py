@@ -221,3 +221,21 @@ def test_token_store_matches_in_memory_samples(tmp_path) -> None:  # type: ignor
     assert store[-1].input_ids.tolist() == ref[-1].input_ids.tolist()
     reopened = TokenStore(tmp_path / "tokens")  # what a resumed run reads
     assert reopened[3].input_ids.tolist() == ref[3].input_ids.tolist()
+
+
+def test_cut_keeps_the_beginning_and_the_end_of_the_student_answer(tok):
+    # Issue 23, departure 3: the end of a student answer holds its final answer (what the
+    # critique discusses); cutting it off lost exactly that. The middle goes instead.
+    row = dict(synthetic_rows(1)[0])
+    row["initial_response"] = (
+        "first we set up the equation. " + "the student rambles on and on. " * 200 + "so 42"
+    )
+    builder = SampleBuilder(tok, max_length=400)
+    sample = builder.build(row)
+    assert sample is not None and sample.truncated
+    text = tok.decode(sample.input_ids[: sample.n_prompt].tolist())
+    assert "first we set up" in text  # the beginning
+    assert "so 42" in text  # the end (failed before: only the beginning was kept)
+    assert "[…]" in text and TRUNCATION_MARK.startswith("\n")  # a visible marker
+    assert builder.stats.truncated == {"cgd": 1}
+    assert builder.stats.as_dict()["truncated"] == {"cgd": 1}

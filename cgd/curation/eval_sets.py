@@ -68,7 +68,8 @@ _OPTION_RE = re.compile(r"^(?P<src>.+?)(?P<opts>(?::[A-Za-z_]+=[^:,]*)+)$")
 
 @dataclass(frozen=True)
 class Sampling:
-    """avg@k: ``k`` samples per problem at this temperature / top-p (and greedy as well)."""
+    """``k`` samples per problem (the eval set's ``n``) at this temperature / top-p (and greedy
+    as well); the generators draw ``k`` completions per prompt."""
 
     k: int
     temperature: float = 0.6
@@ -89,13 +90,20 @@ class EvalSet:
     question_field: str | None = None  # None: the first of QUESTION_FIELDS present
     answer_field: str | None = None  # None: the first of ANSWER_FIELDS present
     kind: str = "math"  # verifier kind: math | choice | exact
-    k: int = 1  # > 1: also avg@k over k samples
+    k: int = 1  # > 1: also avg@k and unbiased pass@k
     temperature: float = 0.6
     top_p: float = 0.95
+    n: int | None = None  # samples per problem (>= k; None: k); more samples, less variance
+
+    @property
+    def samples(self) -> int:
+        return self.n if self.n is not None else self.k
 
     @property
     def sampling(self) -> Sampling | None:
-        return Sampling(self.k, self.temperature, self.top_p) if self.k > 1 else None
+        if self.k <= 1 and self.samples <= 1:
+            return None
+        return Sampling(self.samples, self.temperature, self.top_p)
 
 
 def _default_name(source: str) -> str:
@@ -104,8 +112,9 @@ def _default_name(source: str) -> str:
 
 def parse_eval_set(spec: str | EvalSet) -> EvalSet:
     """``SOURCE[:key=value...]`` -> EvalSet. Keys: ``question``, ``answer`` (field names),
-    ``kind`` (math|choice|exact), ``k`` (samples for avg@k), ``temperature``, ``top_p``,
-    ``name``. SOURCE is math500, amc23, aime24, gsm8k (if bundled) or a JSONL path (e.g. an
+    ``kind`` (math|choice|exact), ``k`` (avg@k / pass@k), ``n`` (samples per problem,
+    default k, at least k: unbiased pass@k from n samples), ``temperature``, ``top_p``, ``name``.
+    SOURCE is math500, amc23, aime24, gsm8k (if bundled) or a JSONL path (e.g. an
     uploaded dataset downloaded by the trainer: rows ``{id, problem, answer}``)."""
     if isinstance(spec, EvalSet):
         return spec
@@ -115,7 +124,7 @@ def parse_eval_set(spec: str | EvalSet) -> EvalSet:
         source = m.group("src")
         parts = m.group("opts")[1:].split(":")
         options = dict(part.split("=", 1) for part in parts)
-    known = {"question", "answer", "kind", "k", "temperature", "top_p", "name"}
+    known = {"question", "answer", "kind", "k", "n", "temperature", "top_p", "name"}
     unknown = set(options) - known
     if unknown:
         raise ValueError(f"eval set {spec!r}: unknown option(s) {sorted(unknown)}; use {known}")
@@ -126,10 +135,13 @@ def parse_eval_set(spec: str | EvalSet) -> EvalSet:
         k = int(options.get("k", "1"))
         temperature = float(options.get("temperature", "0.6"))
         top_p = float(options.get("top_p", "0.95"))
+        n = int(options["n"]) if "n" in options else None
     except ValueError as exc:
         raise ValueError(f"eval set {spec!r}: {exc}") from None
     if k < 1:
         raise ValueError(f"eval set {spec!r}: k must be >= 1")
+    if n is not None and n < k:
+        raise ValueError(f"eval set {spec!r}: n (samples per problem) must be >= k ({k}), not {n}")
     return EvalSet(
         source=source,
         name=options.get("name") or _default_name(source),
@@ -139,6 +151,7 @@ def parse_eval_set(spec: str | EvalSet) -> EvalSet:
         k=k,
         temperature=temperature,
         top_p=top_p,
+        n=n,
     )
 
 

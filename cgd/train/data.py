@@ -5,8 +5,10 @@
    prompt when the tokenizer has none), then the target and the end-of-turn token. Labels are
    -100 on the prompt, so the loss sees exactly the target tokens + EOS.
 2. Over-long samples lose context, never target: the student's initial answer is cut first, then
-   the critique, then the question. A sample whose target alone does not fit is dropped and
-   counted (DataStats), never cut.
+   the critique, then the question. A cut keeps the beginning AND the end of the text and drops
+   the middle behind a visible marker (issue 23, departure 3: the end of a student answer holds
+   its final answer, which the critique talks about). A sample whose target alone does not fit
+   is dropped and counted (DataStats), never cut.
 3. Each epoch: a seeded permutation of the samples, best-fit packing into rows of at most
    ``max_length`` tokens within windows of ``pack_window`` samples, then a seeded shuffle of the
    rows. Position ids restart at 0 for every document, which is what keeps documents apart in
@@ -36,7 +38,7 @@ from cgd.curation import formats
 
 IGNORE_INDEX = -100
 CONTEXT_FIELDS = ("initial_response", "critique", "prompt")  # cut in this order when too long
-TRUNCATION_MARK = " […]"
+TRUNCATION_MARK = "\n[…]\n"
 _TRUNCATION_SLACK = 4  # extra tokens removed per cut: re-tokenising at the cut can merge pieces
 Message = dict[str, str]
 
@@ -105,8 +107,9 @@ class DataStats:
     dropped_missing_field: int = 0
     tokens: int = 0
     supervised_tokens: int = 0
+    truncated: dict[str, int] = field(default_factory=dict)  # mode -> samples with a cut input
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -147,6 +150,8 @@ class SampleBuilder:
                 return None
             prompt_ids = shortened
             self.stats.context_truncated += 1
+            mode = str(formats.Mode(self.mode).value) if layout != "messages" else str(self.mode)
+            self.stats.truncated[mode] = self.stats.truncated.get(mode, 0) + 1
         assert len(prompt_ids) >= 1, "every document must start with a masked token"
         assert len(target_ids) >= 1, "every sample keeps at least one supervised token"
         ids = torch.tensor(prompt_ids + target_ids, dtype=torch.int32)
@@ -170,13 +175,14 @@ class SampleBuilder:
         )
 
     def _shorten_native(self, row: dict[str, Any], budget: int) -> list[int] | None:
-        """Cut the initial answer, then the critique, then the question until the prompt fits."""
+        """Cut the initial answer, then the critique, then the question until the prompt fits;
+        each cut drops the middle of the field (its beginning and its end stay)."""
         prompt_ids = self._prompt_ids(
             [{"role": "user", "content": formats.build_input(self.mode, row)}]
         )
         for name in CONTEXT_FIELDS:
             while len(prompt_ids) > budget and row.get(name) and row[name] != TRUNCATION_MARK:
-                row[name] = self._cut(row[name], len(prompt_ids) - budget, keep_tail=False)
+                row[name] = self._cut(row[name], len(prompt_ids) - budget, keep_tail=True)
                 shorter = self._prompt_ids(
                     [{"role": "user", "content": formats.build_input(self.mode, row)}]
                 )

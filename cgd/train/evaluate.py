@@ -16,6 +16,13 @@ same budget, and stop at the model's end-of-turn token.
 Scoring grades each completion with ``cgd.verify``; per-sample logs (JSONL) and
 ``results.json`` (per set: ``n``, greedy accuracy, and ``k``, avg@k, pass@k) are written to
 the output directory.
+
+Protocol (issue 23, departure 4): a completion cut off by the token budget (no end-of-turn,
+vLLM ``finish_reason == "length"``) is "no answer": it is not graded on whatever number it
+happens to contain (``truncated: true``, ``extracted: null``, ``correct: false``). pass@k is the
+unbiased estimator over ``n >= k`` samples (:mod:`cgd.train.passk`). A model without a chat
+template (a base model) also stops at :data:`BASE_STOP_STRINGS`, where it would start the next
+question of its plain prompt format.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from cgd.curation.eval_sets import (
 from cgd.templates import EVAL_SYSTEM
 from cgd.train.data import encode_prompt, render_prompt
 from cgd.train.model import CausalLM, load_model, load_tokenizer, masked_attention
+from cgd.train.passk import avg_at_k, mean_pass_at_k
 from cgd.verify import VerifierPool, check
 
 logger = logging.getLogger("cgd.train.evaluate")
@@ -159,8 +167,36 @@ def eval_prompt(tokenizer: Any, problem: str) -> str:
 
 # -- generation --------------------------------------------------------------------------------
 
+# A base model's plain prompt is "Question: …\n\nAnswer:" (data.render_prompt): left alone it
+# goes on to invent the next question, so generation stops where one would start.
+BASE_STOP_STRINGS = ("\n\nQuestion:", "\n\nProblem:")
+
+
+def stop_strings(tokenizer: Any) -> list[str]:
+    """Extra stop strings for ``tokenizer``'s model: none with a chat template (its end-of-turn
+    token ends the answer), :data:`BASE_STOP_STRINGS` without one (eos still stops too)."""
+    return [] if getattr(tokenizer, "chat_template", None) else list(BASE_STOP_STRINGS)
+
+
+class Completion(str):
+    """A generated text that knows whether the token budget cut it off (``truncated``): it
+    ended neither at end-of-turn/eos nor at a stop string. A plain ``str`` reads as complete."""
+
+    truncated: bool
+
+    def __new__(cls, text: str, truncated: bool = False) -> Completion:
+        obj = super().__new__(cls, text)
+        obj.truncated = truncated
+        return obj
+
+
+def is_truncated(output: str) -> bool:
+    return bool(getattr(output, "truncated", False))
+
+
 # generate(prompts, sampling) -> completions: greedy (one per prompt, in order) when sampling is
 # None, else sampling.k per prompt (prompt-major: all of prompt 0's samples, then prompt 1's...).
+# Generators return Completion (str + truncated); plain strings count as complete.
 Generate = Callable[[list[str], Sampling | None], list[str]]
 
 
@@ -174,15 +210,21 @@ def generate_hf(
     batch_size: int,
     autocast: torch.autocast,
     sampling: Sampling | None = None,
+    stop: list[str] | None = None,
 ) -> list[str]:
     """Completions of ``prompts`` with transformers ``generate``: greedy, or ``sampling.k``
-    samples per prompt (prompt-major order)."""
+    samples per prompt (prompt-major order), each a :class:`Completion` marked ``truncated``
+    when it used all ``max_new_tokens`` without eos or a stop string (``stop``; default
+    :func:`stop_strings`), which is cut off the text as vLLM does."""
     device = next(model.parameters()).device
     copies = sampling.k if sampling is not None else 1
     expanded = [p for p in prompts for _ in range(copies)]
     encoded = [encode_prompt(tokenizer, p) for p in expanded]
     order = sorted(range(len(expanded)), key=lambda i: -len(encoded[i]))  # less padding per batch
     outputs: list[str] = [""] * len(expanded)
+    stops = stop_strings(tokenizer) if stop is None else stop
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id
     was_training = model.training
     model.eval()
     options: dict[str, Any] = {"do_sample": False}
@@ -207,11 +249,23 @@ def generate_hf(
                 attention_mask=mask.to(device),
                 max_new_tokens=max_new_tokens,
                 pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=eos,
+                **({"stop_strings": stops, "tokenizer": tokenizer} if stops else {}),
                 **options,
             )  # (b, t + new)
-        texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
-        for i, text in zip(index, texts, strict=True):
-            outputs[i] = text
+        new = out[:, width:]  # (b, new)
+        texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+        for row, (i, text) in enumerate(zip(index, texts, strict=True)):
+            tokens = new[row].tolist()
+            # A finished row holds eos, or (stopped by a string in a longer batch) trailing pads;
+            # a row that ran to the budget holds max_new_tokens real tokens and neither.
+            ended = eos in tokens or (pad != eos and pad in tokens)
+            cut = text
+            for marker in stops:
+                at = text.find(marker)
+                if at >= 0:  # vLLM leaves the stop string out; so do we
+                    cut, ended = cut[: min(at, len(cut))], True
+            outputs[i] = Completion(cut, truncated=not ended and len(tokens) >= max_new_tokens)
     model.train(was_training)
     return outputs
 
@@ -232,11 +286,13 @@ def generate_vllm(
     sampling: Sampling | None = None,
 ) -> list[str]:
     """Completions with a vLLM offline engine ``vllm.LLM`` (GPU hosts only): greedy, or
-    ``sampling.k`` per prompt (prompt-major order)."""
+    ``sampling.k`` per prompt (prompt-major order); ``finish_reason == "length"`` marks a
+    :class:`Completion` truncated."""
     from vllm import SamplingParams
 
+    stop = stop_strings(tokenizer) or None
     if sampling is None:
-        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop=stop)
     else:
         params = SamplingParams(
             n=sampling.k,
@@ -244,10 +300,15 @@ def generate_vllm(
             top_p=sampling.top_p,
             seed=sampling.seed,
             max_tokens=max_new_tokens,
+            stop=stop,
         )
     # Token ids, not text: vLLM would add a second BOS to chat-templated prompts.
     requests = [{"prompt_token_ids": encode_prompt(tokenizer, p)} for p in prompts]
-    return [o.text for request in llm.generate(requests, params) for o in request.outputs]
+    return [
+        Completion(o.text, truncated=o.finish_reason == "length")
+        for request in llm.generate(requests, params)
+        for o in request.outputs
+    ]
 
 
 def generate_vllm_server(
@@ -264,6 +325,9 @@ def generate_vllm_server(
     import aiohttp
 
     body: dict[str, Any] = {"model": model, "max_tokens": max_new_tokens, "temperature": 0.0}
+    stop = stop_strings(tokenizer)
+    if stop:
+        body["stop"] = stop
     if sampling is not None:
         body |= {
             "n": sampling.k,
@@ -286,7 +350,10 @@ def generate_vllm_server(
                                 f"vLLM answered {r.status}: {(await r.text())[:300]}"
                             )
                         choices = (await r.json())["choices"]
-                        return [c["text"] for c in sorted(choices, key=lambda c: c["index"])]
+                        return [
+                            Completion(c["text"], truncated=c.get("finish_reason") == "length")
+                            for c in sorted(choices, key=lambda c: c["index"])
+                        ]
 
             return await asyncio.gather(*(one(p) for p in prompts))
 
@@ -353,19 +420,26 @@ def score_outputs(
     kind: str = "math",
 ) -> tuple[float, list[dict[str, Any]]]:
     """(accuracy, per-sample records) of ``outputs`` against the rows' reference answers,
-    graded by the verifier ``kind`` (math | choice | exact)."""
-    items = [(kind, out, row["answer"]) for row, out in zip(eval_rows, outputs, strict=True)]
-    verdicts = pool.verify_many(items) if pool is not None else [check(*item) for item in items]
+    graded by the verifier ``kind`` (math | choice | exact). A truncated output is "no answer":
+    never graded (a stray number in a cut-off chain of thought is not an answer)."""
+    cut = [is_truncated(out) for out in outputs]
+    graded = [i for i, c in enumerate(cut) if not c]
+    items = [(kind, str(outputs[i]), eval_rows[i]["answer"]) for i in graded]
+    checked = pool.verify_many(items) if pool is not None else [check(*item) for item in items]
+    verdicts: list[Any] = [None] * len(outputs)
+    for i, v in zip(graded, checked, strict=True):
+        verdicts[i] = v
     records: list[dict[str, Any]] = [
         {
             "id": row["id"],
             "problem": row["problem"],
             "answer": row["answer"],
-            "output": out,
-            "extracted": v.extracted,
-            "correct": bool(v.correct),
+            "output": str(out),
+            "truncated": truncated,
+            "extracted": None if v is None else v.extracted,
+            "correct": v is not None and bool(v.correct),
         }
-        for row, out, v in zip(eval_rows, outputs, verdicts, strict=True)
+        for row, out, truncated, v in zip(eval_rows, outputs, cut, verdicts, strict=True)
     ]
     accuracy = sum(r["correct"] for r in records) / max(1, len(records))
     return accuracy, records
@@ -381,8 +455,10 @@ def write_records(path: Path, records: list[dict[str, Any]]) -> Path:
 
 @dataclass
 class SetResult:
-    """One eval set's results: greedy accuracy on ``n`` problems and, when ``k`` > 1, avg@k
-    (mean accuracy over k samples per problem) and pass@k (any of the k correct)."""
+    """One eval set's results: greedy accuracy on ``n`` problems and, when sampled, avg@k
+    (mean accuracy over the samples) and unbiased pass@k from ``samples`` >= k per problem.
+    ``problems``: per problem, in eval-set order, its id, greedy verdict, no-answer flag and
+    sampled verdicts (the experiments report recomputes its statistics from these)."""
 
     name: str
     kind: str
@@ -392,13 +468,17 @@ class SetResult:
     avg_at_k: float | None = None
     pass_at_k: float | None = None
     temperature: float | None = None
+    samples: int | None = None  # sampled completions per problem (n of pass@k)
+    no_answer: int = 0  # greedy completions cut off by the budget
+    problems: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("extra")
-        if self.k == 1:
-            for key in ("avg_at_k", "pass_at_k", "temperature"):
+        data.pop("problems")
+        if self.samples is None:
+            for key in ("avg_at_k", "pass_at_k", "temperature", "samples"):
                 data.pop(key)
         return {**data, **self.extra}
 
@@ -412,8 +492,9 @@ def evaluate_set(
     limit: int | None = None,
     pool: VerifierPool | None = None,
 ) -> SetResult:
-    """Greedy accuracy (and avg@k when the set asks for k > 1) of one eval set; per-sample
-    logs in ``out_dir/<name>.jsonl`` (greedy) and ``out_dir/<name>.avg@<k>.jsonl``."""
+    """Greedy accuracy (and avg@k, unbiased pass@k when the set samples) of one eval set;
+    per-sample logs in ``out_dir/<name>.jsonl`` (greedy) and ``out_dir/<name>.avg@<k>.jsonl``
+    (every sample, ``sample`` = its index among the problem's ``n``)."""
     eval_set = parse_eval_set(spec)
     rows = load_eval_rows(eval_set, limit)
     prompts = [eval_prompt(tokenizer, r["problem"]) for r in rows]
@@ -422,22 +503,32 @@ def evaluate_set(
         record["prompt"] = prompt
     write_records(Path(out_dir) / f"{eval_set.name}.jsonl", records)
     result = SetResult(eval_set.name, eval_set.kind, len(rows), accuracy)
+    result.no_answer = sum(r["truncated"] for r in records)
+    result.k = eval_set.k
+    per_problem: list[list[bool]] | None = None
     sampling = eval_set.sampling
     if sampling is not None and rows:
         outputs = generate(prompts, sampling)
-        k = sampling.k
-        expanded = [row for row in rows for _ in range(k)]
+        n = sampling.k  # samples drawn per problem (the set's n, at least k)
+        expanded = [row for row in rows for _ in range(n)]
         _, samples = score_outputs(expanded, outputs, pool, eval_set.kind)
         for j, record in enumerate(samples):
-            record["sample"] = j % k
+            record["sample"] = j % n
         per_problem = [
-            [r["correct"] for r in samples[i * k : (i + 1) * k]] for i in range(len(rows))
+            [r["correct"] for r in samples[i * n : (i + 1) * n]] for i in range(len(rows))
         ]
-        result.k = k
+        result.samples = n
         result.temperature = sampling.temperature
-        result.avg_at_k = sum(sum(c) / k for c in per_problem) / len(rows)
-        result.pass_at_k = sum(any(c) for c in per_problem) / len(rows)
-        write_records(Path(out_dir) / f"{eval_set.name}.avg@{k}.jsonl", samples)
+        result.avg_at_k = avg_at_k(per_problem)
+        result.pass_at_k = mean_pass_at_k(per_problem, eval_set.k)
+        write_records(Path(out_dir) / f"{eval_set.name}.avg@{eval_set.k}.jsonl", samples)
+    result.problems = {
+        "ids": [r["id"] for r in records],
+        "correct": [r["correct"] for r in records],
+        "no_answer": [r["truncated"] for r in records],
+        "samples": per_problem,
+        "k": eval_set.k,
+    }
     return result
 
 
@@ -502,8 +593,27 @@ def evaluate_model(
     pool: VerifierPool | None = None,
 ) -> dict[str, float]:
     """Evaluate a live (e.g. training) model with transformers ``generate``."""
+    generate = hf_generator(
+        model, tokenizer, max_new_tokens=max_new_tokens, batch_size=batch_size, autocast=autocast
+    )
+    return evaluate_sets(sets, tokenizer, generate, out_dir=out_dir, limit=limit, pool=pool)
+
+
+def hf_generator(
+    model: CausalLM,
+    tokenizer: Any,
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    autocast: torch.autocast,
+    seed: int = 0,
+) -> Generate:
+    """A :data:`Generate` on a live model with transformers ``generate``; sampling is seeded
+    with ``seed`` (the run's seed) so two runs differ only where their weights do."""
 
     def generate(prompts: list[str], sampling: Sampling | None) -> list[str]:
+        if sampling is not None and seed:
+            sampling = Sampling(sampling.k, sampling.temperature, sampling.top_p, seed)
         return generate_hf(
             model,
             tokenizer,
@@ -514,7 +624,7 @@ def evaluate_model(
             sampling=sampling,
         )
 
-    return evaluate_sets(sets, tokenizer, generate, out_dir=out_dir, limit=limit, pool=pool)
+    return generate
 
 
 def evaluate_path(
