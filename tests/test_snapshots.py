@@ -105,8 +105,8 @@ def test_every_filter_is_counted(finished_job) -> None:  # type: ignore[no-untyp
     done = [t for t in trips if t["status"] == "verified"]
     plain = snapshot(c, job)
     assert plain["stats"]["input"] == total
-    # meta_commentary is the one filter on by default (the simulator's answers are clean).
-    assert plain["stats"]["dropped"] == {"incomplete": total - len(done), "meta_commentary": 0}
+    # No filter is on by default (meta_commentary was, before the cgd-v3 default template).
+    assert plain["stats"]["dropped"] == {"incomplete": total - len(done)}
     assert plain["num_items"] == plain["stats"]["output"] == len(done)
 
     cases: list[tuple[dict[str, Any], str, int]] = [
@@ -287,7 +287,7 @@ def test_card_lineage_and_listing(finished_job) -> None:  # type: ignore[no-unty
     md = c.get(f"/v1/snapshots/{snap['id']}/card", params={"format": "markdown"}).text
     assert "gsm8k-cgd-v1" in md and snap["content_hash"] in md
     lineage = snap["lineage"][job]
-    assert lineage["teacher"]["model"] == "teacher" and lineage["template_version"] == "cgd-v2"
+    assert lineage["teacher"]["model"] == "teacher" and lineage["template_version"] == "cgd-v3"
     ids = [s["id"] for s in c.get("/v1/snapshots", params={"limit": 200}).json()["data"]]
     assert snap["id"] in ids
     assert c.delete(f"/v1/snapshots/{snap['id']}").status_code == 204
