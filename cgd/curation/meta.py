@@ -2,9 +2,10 @@
 
 A refined answer is a training target: the student learns to write it with only the question in
 front of it at inference. "The student's mistake was…" or "As the critique notes…" in a target
-teaches the student to refer to a conversation that will not exist. The refine turn asks for a
-standalone solution, but teachers do not always comply, so snapshots drop such answers by
-default (filter ``no_meta_commentary``, reason ``meta_commentary``).
+teaches the student to refer to a conversation that will not exist. The default refine turn
+(``cgd-v3``) follows the paper and asks for an answer that corrects the student's inaccuracies,
+which may name them, so snapshots drop such answers only when asked (filter
+``no_meta_commentary``, reason ``meta_commentary``).
 
 Each pattern is named, and it counts only when the *question* does not match it too: a GSM8K
 problem about "a student" may well have a refined answer about that student.
