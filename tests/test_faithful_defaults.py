@@ -43,6 +43,20 @@ def test_the_former_default_stays_available_under_its_own_name() -> None:
     assert BUILTIN_VERSIONS["cgd-v2"] is old and BUILTIN_VERSIONS["cgd-v3"] is TEMPLATES["cgd"]
 
 
+def test_a_job_created_under_the_old_default_resumes_with_its_texts() -> None:
+    from sqlalchemy.orm import Session
+
+    from cgd.db.models import Job
+    from cgd.templates.ops import template_for_job
+
+    # A built-in needs no database row, so no session is opened.
+    with Session() as session:
+        old = Job(template_id=None, template_version="cgd-v2", spec={"template": "cgd"})
+        assert template_for_job(session, old) is get_template("cgd-standalone")
+        new = Job(template_id=None, template_version="cgd-v3", spec={"template": "cgd"})
+        assert template_for_job(session, new) is get_template("cgd")
+
+
 def test_meta_commentary_filter_is_off_by_default_but_stated_on_the_card() -> None:
     chatty = make_triplet(1, refined_response="The student's mistake was 5; 3 + 7 = \\boxed{10}.")
     rows = [chatty, make_triplet(2)]
