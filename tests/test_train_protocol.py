@@ -8,6 +8,7 @@ import json
 import math
 import os
 from itertools import combinations
+from pathlib import Path
 
 import pytest
 
@@ -176,3 +177,144 @@ class _PlainTokenizer:
             input_ids = list(range(len(text.split())))
 
         return _Ids()
+
+
+# -- checkpoint selection, reporting contract, common rows (a tiny training loop) ------------
+
+
+def test_choose_best_takes_the_highest_score_and_the_earlier_step_on_ties():
+    from cgd.train.loop import choose_best
+
+    assert choose_best([]) is None
+    assert choose_best([(2, 0.1), (4, 0.5), (6, 0.3)]) == 4
+    assert choose_best([(2, 0.5), (4, 0.5), (6, 0.2)]) == 2
+    assert choose_best([(6, 0.2)]) == 6
+
+
+@pytest.fixture(scope="module")
+def loop_assets(tmp_path_factory):
+    from cgd.train.tiny import write_synthetic_export
+
+    root = tmp_path_factory.mktemp("loop")
+    model = make_tiny_model(root / "tiny")
+    export = write_synthetic_export(root / "train.jsonl", 16)
+    # A validation set the tiny model's greedy answers are graded on.
+    val = root / "val.jsonl"
+    val.write_text(
+        "".join(
+            json.dumps({"id": f"v{i}", "problem": f"What is {i} + {i}?", "answer": str(2 * i)})
+            + "\n"
+            for i in range(3)
+        )
+    )
+    return model, export, val
+
+
+def _loop(loop_assets, out, **kw):
+    from cgd.train.config import TrainConfig
+    from cgd.train.loop import TrainRecipe
+
+    model, export, val = loop_assets
+    base = dict(
+        model_path=str(model),
+        train_file=str(export),
+        output_dir=str(out),
+        max_length=256,
+        batch_unit="tokens",
+        tokens_per_step=512,
+        learning_rate=3e-3,
+        warmup_ratio=0.0,
+        max_steps=4,
+        uncertainty_samples=0,
+        export_dtype="float32",
+        eval_max_new_tokens=4,
+        eval_batch_size=4,
+    )
+    events: list[tuple[str, dict]] = []
+    recipe = TrainRecipe(TrainConfig(**(base | kw)), on_event=lambda k, d: events.append((k, d)))
+    recipe.setup()
+    try:
+        result = recipe.train()
+    finally:
+        recipe.cleanup()
+    return recipe, result, events
+
+
+def test_select_on_reports_the_final_sets_on_the_best_step(loop_assets, tmp_path):
+    _, _, val = loop_assets
+    recipe, result, events = _loop(
+        loop_assets,
+        tmp_path / "run",
+        select_on=f"{val}:name=val",
+        select_every_steps=2,
+        eval_sets=[f"{val}:name=test"],
+    )
+    validations = [d for k, d in events if k == "eval" and "select_on" in d]
+    assert [d["step"] for d in validations] == [2, 4]
+    scores = [(d["step"], d["validation_accuracy"]) for d in validations]
+    best = max(scores, key=lambda p: (p[1], -p[0]))[0]
+    final = [d for k, d in events if k == "eval" and "accuracy" in d][-1]
+    assert final["selected"] == {"on": "val", "step": best} == result["selected"]
+    # The selected weights are the ones evaluated and exported: the best step's.
+    saved = torch.load(tmp_path / "run" / "best" / "weights.pt", weights_only=True)
+    assert saved["step"] == best
+    live = recipe.model.state_dict()
+    name = next(iter(saved["state"]))
+    if best != 4:
+        assert torch.equal(saved["state"][name], live[name].cpu())
+
+
+def test_reporting_contract_of_step_data_and_eval_events(loop_assets, tmp_path):
+    _, _, val = loop_assets
+    _, _, events = _loop(
+        loop_assets, tmp_path / "run", eval_sets=[f"{val}:name=test:k=2:n=3:temperature=1.0"]
+    )
+    steps = [d for k, d in events if k == "step"]
+    tokens = [d["tokens_trained"] for d in steps]
+    assert tokens == sorted(tokens) and tokens[-1] == sum(d["tokens"] for d in steps)
+    (data,) = [d for k, d in events if k == "data"]
+    assert data["rows"] == data["samples"] > 0 and len(data["rows_sha256"]) == 64
+    assert set(data["dropped"]) == {"missing_field", "target_too_long", "not_common"}
+    assert data["total_steps"] == 4 and isinstance(data["truncated"], dict)
+    final = [d for k, d in events if k == "eval" and "accuracy" in d][-1]
+    problems = final["problems"]["test"]
+    assert problems["ids"] == ["v0", "v1", "v2"] and problems["k"] == 2
+    assert len(problems["correct"]) == 3 and len(problems["no_answer"]) == 3
+    assert [len(s) for s in problems["samples"]] == [3, 3, 3]
+    assert final["no_answer"]["test"] == sum(problems["no_answer"])
+    assert final["pass_at_k"]["test"] == pytest.approx(mean_pass_at_k(problems["samples"], 2))
+    assert final["avg_at_k"]["test"] == pytest.approx(avg_at_k(problems["samples"]))
+    assert final["selected"] is None and final["step"] == 4
+    # The per-sample files hold the same verdicts, and their paths were posted.
+    (eval_dir,) = [d for k, d in events if k == "artifact" and d["kind"] == "eval_dir"]
+    greedy_file, sampled_file = eval_dir["files"]["test"]
+    greedy = [json.loads(x) for x in Path(greedy_file).read_text().splitlines()]
+    assert [r["correct"] for r in greedy] == problems["correct"]
+    assert [r["truncated"] for r in greedy] == problems["no_answer"]
+    sampled = [json.loads(x) for x in Path(sampled_file).read_text().splitlines()]
+    assert [r["correct"] for r in sampled] == [c for s in problems["samples"] for c in s]
+
+
+def test_common_modes_train_every_mode_on_the_same_rows(loop_assets, tmp_path):
+    from cgd.train.data import tokenize_to_store
+
+    model, export, _ = loop_assets
+    tok = load_tokenizer(str(model))
+    rows = [json.loads(x) for x in Path(export).read_text().splitlines()]
+    rows[0]["critique"] = ""  # unusable by cgd (no critique), fine for sft
+    rows[1]["initial_response"] = "very long answer. " * 400  # cgd must cut it, sft need not
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    digests, counts = {}, {}
+    for mode in ("cgd", "sft"):
+        store, stats = tokenize_to_store(
+            path, tok, tmp_path / mode, max_length=256, mode=mode, common_modes=["cgd", "sft"]
+        )
+        digests[mode], counts[mode] = stats.rows_sha256(), len(store)
+        # Per listed mode, the kept rows whose input that mode had to cut.
+        assert stats.truncated["cgd"] >= 1 and stats.truncated["sft"] == 0
+        assert stats.dropped()["not_common"] + stats.dropped_missing_field == 1
+    assert digests["cgd"] == digests["sft"] and counts["cgd"] == counts["sft"] == len(rows) - 1
+    # Without common_modes sft would train on the critique-less row too.
+    _, alone = tokenize_to_store(path, tok, tmp_path / "alone", max_length=256, mode="sft")
+    assert alone.samples == len(rows) and alone.rows_sha256() != digests["sft"]

@@ -59,8 +59,11 @@ def create_run(
         raise InvalidRequest({"field": "snapshot_id", "reason": f"snapshot is {snap.status}"})
     if snap.num_items == 0:
         raise InvalidRequest({"field": "snapshot_id", "reason": "snapshot has no rows to train on"})
-    check_mode(snap, spec.mode)
+    for mode in dict.fromkeys([spec.mode, *(spec.common_modes or [])]):
+        check_mode(snap, mode)
     check_eval_sets(session, team_id, spec.eval.sets)
+    if spec.eval.select_on is not None:
+        check_eval_sets(session, team_id, [spec.eval.select_on], field="eval.select_on")
     token = secrets.token_urlsafe(32)
     run = TrainingRun(
         team_id=team_id,
@@ -82,7 +85,9 @@ def create_run(
 DATASET_PREFIX = "dataset:"
 
 
-def check_eval_sets(session: Session, team_id: uuid.UUID, sets: list[str]) -> None:
+def check_eval_sets(
+    session: Session, team_id: uuid.UUID, sets: list[str], field: str = "eval.sets"
+) -> None:
     """Eval sets are ``SOURCE[:key=value...]`` (verifier kind, avg@k: see
     :func:`cgd.curation.eval_sets.parse_eval_set`) where SOURCE is a bundled set or
     ``dataset:<id>`` of one of the team's datasets with references (its field mapping is the
@@ -94,14 +99,14 @@ def check_eval_sets(session: Session, team_id: uuid.UUID, sets: list[str]) -> No
         try:
             spec = parse_eval_set(name)
         except ValueError as exc:
-            raise InvalidRequest({"field": "eval.sets", "reason": str(exc)}) from None
+            raise InvalidRequest({"field": field, "reason": str(exc)}) from None
         source = spec.source
         if source in EVAL_SETS:
             continue
         if source.startswith(DATASET_PREFIX) and (spec.question_field or spec.answer_field):
             raise InvalidRequest(
                 {
-                    "field": "eval.sets",
+                    "field": field,
                     "reason": f"{name!r}: an uploaded dataset's fields are mapped when it is "
                     "uploaded (prompt_field, reference_field); drop question=/answer=",
                 }
@@ -109,7 +114,7 @@ def check_eval_sets(session: Session, team_id: uuid.UUID, sets: list[str]) -> No
         if not source.startswith(DATASET_PREFIX):
             raise InvalidRequest(
                 {
-                    "field": "eval.sets",
+                    "field": field,
                     "reason": f"unknown set {source!r}: use one of {list(EVAL_SETS)} or "
                     "'dataset:<id>' for an uploaded dataset",
                 }
@@ -117,7 +122,7 @@ def check_eval_sets(session: Session, team_id: uuid.UUID, sets: list[str]) -> No
         dataset = get_dataset(session, team_id, _eval_dataset_id(source))
         if dataset.stats.get("share_with_reference", 0) < 1:
             raise InvalidRequest(
-                {"field": "eval.sets", "reason": f"dataset {dataset.id} lacks references"}
+                {"field": field, "reason": f"dataset {dataset.id} lacks references"}
             )
 
 
@@ -135,7 +140,9 @@ def eval_dataset_rows(session: Session, run: TrainingRun, dataset_id: uuid.UUID)
     from cgd.curation.eval_sets import parse_eval_set
     from cgd.db.models import DatasetItem
 
-    sources = {parse_eval_set(s).source for s in run.spec.get("eval", {}).get("sets", [])}
+    spec_eval = run.spec.get("eval", {})
+    named = [*spec_eval.get("sets", []), *filter(None, [spec_eval.get("select_on")])]
+    sources = {parse_eval_set(s).source for s in named}
     if f"{DATASET_PREFIX}{dataset_id}" not in sources:
         raise NotFound({"dataset_id": str(dataset_id), "reason": "not an eval set of this run"})
     return list(
@@ -258,9 +265,28 @@ def record_event(session: Session, run: TrainingRun, event: EventIn) -> EventAck
         merged = dict(run.eval)
         sizes = data.get("n") or {}
         for name, acc in (data.get("accuracy") or {}).items():
-            merged[name] = {"accuracy": acc, "n": sizes.get(name), "step": data.get("step")}
+            entry: dict[str, Any] = {
+                "accuracy": acc,
+                "n": sizes.get(name),
+                "step": data.get("step"),
+            }
+            # Scalars only: per-problem verdicts (`problems`) stay in the event, so the run row
+            # stays small however large the eval sets are.
+            for key in ("avg_at_k", "pass_at_k", "no_answer"):
+                value = (data.get(key) or {}).get(name)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    entry[key] = value
+            merged[name] = entry
         if "uncertainty" in data:
             merged["uncertainty"] = data["uncertainty"]
+        if "selected" in data:
+            merged["selected"] = data["selected"]
+        if "select_on" in data:  # a validation score of checkpoint selection
+            merged["validation"] = {
+                "on": data["select_on"],
+                "step": data.get("step"),
+                "accuracy": data.get("validation_accuracy"),
+            }
         run.eval = merged
     elif event.type == "artifact":
         artifacts = dict(run.artifacts)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from cgd.enums import EventType, ExportMode, RunStatus, TrainMethod
 
@@ -40,6 +41,9 @@ class Hyperparams(BaseModel):
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in backward: less memory, ~30% more compute"
     )
+    seed: int = Field(
+        0, ge=0, le=2**31 - 1, description="Seed of data order, initialisation and eval sampling"
+    )
 
 
 class EvalSpec(BaseModel):
@@ -54,6 +58,15 @@ class EvalSpec(BaseModel):
         "hf",
         description="hf: transformers generate; vllm: the trained model served by vLLM on the "
         "trainer host (the paper's engine, the fast path on a GPU)",
+    )
+    select_on: str | None = Field(
+        None,
+        description="An eval set (same syntax as sets) used as validation set: evaluated every "
+        "select_every_steps steps and at the end; the final sets are reported on the best "
+        "step's weights (eval event `selected`)",
+    )
+    select_every_steps: int = Field(
+        0, ge=0, description="Validation interval for select_on (0: at the end only)"
     )
 
 
@@ -77,6 +90,26 @@ class TrainingRunSpec(BaseModel):
     method: TrainMethod = TrainMethod.full
     hyperparams: Hyperparams = Hyperparams()
     eval: EvalSpec = EvalSpec()
+    common_modes: list[ExportMode] | None = Field(
+        None,
+        description="Train only on the rows every listed mode can use (so runs of several modes "
+        "train on the identical rows); must include mode",
+    )
+
+    @field_validator("common_modes")
+    @classmethod
+    def _common_modes_include_mode(
+        cls, value: list[ExportMode] | None, info: ValidationInfo
+    ) -> list[ExportMode] | None:
+        # Declared after `mode`, so the error is located at body.common_modes.
+        if value is None:
+            return None
+        mode = info.data.get("mode")
+        if not value:
+            raise ValueError("list at least the run's mode, or leave common_modes out")
+        if mode is not None and mode not in value:
+            raise ValueError(f"must include the run's mode {ExportMode(mode).value!r}")
+        return list(dict.fromkeys(value))  # no repeats
 
 
 class RunCreated(BaseModel):
@@ -129,6 +162,11 @@ class EventOut(BaseModel):
     data: dict[str, Any]
 
 
+# An eval event carries per-problem verdicts (a few hundred KB for MATH-500 sampled 16 times);
+# beyond this a trainer token could bloat the events table, so the event is refused.
+MAX_EVENT_BYTES = 4 * 1024 * 1024
+
+
 class EventIn(BaseModel):
     """What a trainer posts: status changes, step metrics, eval results, artifact paths."""
 
@@ -141,6 +179,9 @@ class EventIn(BaseModel):
         # The fields the API reads must have the types it reads them as (a string step would
         # otherwise fail deep inside the handler).
         d = self.data
+        size = len(json.dumps(d, separators=(",", ":"), default=str))
+        if size > MAX_EVENT_BYTES:
+            raise ValueError(f"data is {size} bytes as JSON; at most {MAX_EVENT_BYTES}")
         for name in ("step", "total_steps"):
             if name in d and (isinstance(d[name], bool) or not isinstance(d[name], int)):
                 raise ValueError(f"data.{name} must be an integer")

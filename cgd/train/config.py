@@ -35,6 +35,12 @@ class TrainConfig(BaseModel):
         description="Training format for native rows (cgd|sft|distill|cft|no-critique); "
         "`messages` exports are already built for one mode.",
     )
+    common_modes: list[Mode] | None = Field(
+        None,
+        description="Native rows only: train only on the rows every listed mode can use "
+        "(fields present, sample fits max_length), so the runs of an experiment, one per mode, "
+        "train on the identical row set. Must include `mode`.",
+    )
 
     # -- method ------------------------------------------------------------------------------
     method: Literal["full", "lora"] = Field("full", description="Full fine-tune or LoRA (peft).")
@@ -169,6 +175,15 @@ class TrainConfig(BaseModel):
         None, description="Evaluate only the first N problems of each set."
     )
     eval_interval_steps: int = Field(0, description="Evaluate every N steps (0: only at the end).")
+    select_on: str | None = Field(
+        None,
+        description="An eval-set spec used as validation set: evaluated every "
+        "select_every_steps steps and at the end; the final eval sets are reported on the "
+        "checkpoint that scored best on it (ties: the earlier step).",
+    )
+    select_every_steps: int = Field(
+        0, ge=0, description="Validation interval for select_on (0: at checkpoints only)."
+    )
     validation_file: str | None = Field(
         None,
         description="Held-out native JSONL (the validation split) for the refinement-uncertainty "
@@ -212,6 +227,10 @@ class TrainConfig(BaseModel):
             raise ValueError("samples_per_step must be at least 1")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError("warmup_ratio must be in [0, 1)")
+        if self.common_modes is not None and self.mode not in self.common_modes:
+            raise ValueError(f"common_modes must include the run's mode {self.mode.value!r}")
+        if self.select_on is not None and self.strategy == "fsdp":
+            raise ValueError("select_on needs the live model (strategy ddp), not fsdp")
         return self
 
     def to_json(self) -> str:

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import bisect
+import hashlib
 import itertools
 import json
 import math
@@ -108,9 +109,37 @@ class DataStats:
     tokens: int = 0
     supervised_tokens: int = 0
     truncated: dict[str, int] = field(default_factory=dict)  # mode -> samples with a cut input
+    # Rows another of the run's common_modes cannot use (so no run of the experiment trains on it).
+    dropped_not_common: int = 0
+    row_ids: list[str] = field(default_factory=list, repr=False)  # ids of the rows used
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data.pop("row_ids")
+        return data
+
+    def dropped(self) -> dict[str, int]:
+        """``{reason: rows}`` of the rows read but not trained on."""
+        return {
+            "missing_field": self.dropped_missing_field,
+            "target_too_long": self.dropped_target_too_long,
+            "not_common": self.dropped_not_common,
+        }
+
+    def rows_sha256(self) -> str:
+        """sha256 hex over the sorted ids of the rows used, one per line: equal digests mean
+        two runs trained on the same row set."""
+        return hashlib.sha256("\n".join(sorted(self.row_ids)).encode()).hexdigest()
+
+
+def row_id(row: dict[str, Any]) -> str:
+    """A row's stable id: ``triplet_id`` (native exports), ``id``, else the sha256 of the row's
+    canonical JSON (sorted keys), which is the same in every export of the same content."""
+    for key in ("triplet_id", "id"):
+        if row.get(key) not in (None, ""):
+            return str(row[key])
+    canonical = json.dumps(row, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @dataclass
@@ -257,23 +286,48 @@ def tokenize_to_store(
     mode: formats.Mode | str = formats.Mode.cgd,
     layout: str = "auto",
     limit: int | None = None,
+    common_modes: Sequence[formats.Mode | str] | None = None,
 ) -> tuple[TokenStore, DataStats]:
     """Like :func:`tokenize_export`, streaming the samples into a :class:`TokenStore` on disk:
-    memory stays flat whatever the export's size."""
+    memory stays flat whatever the export's size.
+
+    ``common_modes`` (native rows): keep only the rows that every listed mode can use (its
+    fields present, its sample buildable within ``max_length``), so the runs of an experiment,
+    one per mode, train on the same rows. A pure function of (export, tokenizer, max_length),
+    hence the same row set in every mode. ``stats.truncated`` then counts, per listed mode, the
+    kept rows whose input that mode had to cut."""
     directory.mkdir(parents=True, exist_ok=True)
     builder = SampleBuilder(tokenizer, max_length, mode, layout)
+    own = formats.Mode(mode).value
+    others = {
+        formats.Mode(m).value: SampleBuilder(tokenizer, max_length, m, layout)
+        for m in (common_modes or ())
+        if formats.Mode(m).value != own
+    }
+    truncated = dict.fromkeys([own, *others], 0) if common_modes else {}
     index: list[tuple[int, int, int, int]] = []
     start = 0
     with open(directory / "tokens.i32", "wb") as f:
         for row in itertools.islice(read_jsonl(path), limit):
+            other_samples = {m: b.build(row) for m, b in others.items()}
+            if any(x is None for x in other_samples.values()):
+                builder.stats.rows_read += 1
+                builder.stats.dropped_not_common += 1
+                continue
             sample = builder.build(row)
             if sample is None:
                 continue
+            builder.stats.row_ids.append(row_id(row))
+            if common_modes:
+                for m, x in [(own, sample), *other_samples.items()]:
+                    truncated[m] += int(x is not None and x.truncated)
             ids = sample.input_ids.to(torch.int32).numpy()
             f.write(ids.tobytes())
             index.append((start, len(ids), sample.n_prompt, int(sample.truncated)))
             start += len(ids)
     np.save(directory / "index.npy", np.array(index, dtype=np.int64).reshape(-1, 4))
+    if common_modes:
+        builder.stats.truncated = truncated
     return TokenStore(directory), builder.stats
 
 

@@ -28,13 +28,17 @@ import torch
 from torch.distributed.fsdp import FSDPModule
 from torch.nn.parallel import DistributedDataParallel
 
+from cgd.curation.eval_sets import parse_eval_set
 from cgd.train import checkpoint, parallel
 from cgd.train.config import TrainConfig
 from cgd.train.data import Batch, Prefetcher, StepLoader, read_jsonl, tokenize_to_store
 from cgd.train.evaluate import (
+    Generate,
+    SetResult,
+    accuracy_summary,
     check_vllm_backend,
-    evaluate_model,
-    evaluate_sets,
+    evaluate_sets_detailed,
+    hf_generator,
     vllm_generator,
 )
 from cgd.train.model import (
@@ -74,6 +78,41 @@ def lr_multiplier(
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     decay = 0.5 * (1.0 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
     return min_ratio + (1.0 - min_ratio) * decay
+
+
+def choose_best(scores: list[tuple[int, float]]) -> int | None:
+    """The step of the best validation score among ``(step, score)``; ties go to the earlier
+    step (fewer updates away from the base model). None without scores."""
+    best: tuple[int, float] | None = None
+    for step, score in scores:
+        if best is None or score > best[1] or (score == best[1] and step < best[0]):
+            best = (step, score)
+    return None if best is None else best[0]
+
+
+def eval_payload(results: dict[str, SetResult]) -> dict[str, Any]:
+    """The eval event's per-set fields (the experiments report's contract): greedy accuracy
+    (flat, with ``{set}/avg@{k}``), per-problem verdicts, avg@k, unbiased pass@k, no-answers."""
+    return {
+        "accuracy": accuracy_summary(results),
+        "problems": {name: r.problems for name, r in results.items()},
+        "avg_at_k": {n: r.avg_at_k for n, r in results.items() if r.avg_at_k is not None},
+        "pass_at_k": {n: r.pass_at_k for n, r in results.items() if r.pass_at_k is not None},
+        "no_answer": {name: r.no_answer for name, r in results.items()},
+        "k": {name: r.k for name, r in results.items()},
+        "samples": {n: r.samples for n, r in results.items() if r.samples is not None},
+    }
+
+
+def eval_files(out_dir: Path, results: dict[str, SetResult]) -> dict[str, list[str]]:
+    """Per set, the per-sample JSONL files :func:`evaluate_set` wrote (greedy, then sampled)."""
+    files: dict[str, list[str]] = {}
+    for name, r in results.items():
+        paths = [out_dir / f"{name}.jsonl"]
+        if r.samples is not None:
+            paths.append(out_dir / f"{name}.avg@{r.k}.jsonl")
+        files[name] = [str(p) for p in paths if p.exists()]
+    return files
 
 
 def rows_per_step(config: TrainConfig, world_size: int) -> int:
@@ -166,6 +205,10 @@ class TrainRecipe:
         self.step = 0  # optimizer steps done
         self.saved_step = -1  # step of the last checkpoint written by this process
         self.history: list[dict[str, Any]] = []  # step metrics of this process's run
+        self.tokens_trained = 0  # input + supervised tokens processed so far (all ranks)
+        self.validation: list[tuple[int, float]] = []  # (step, select_on accuracy)
+        self.best_path = self.output_dir / "best" / "weights.pt"
+        self.selected: dict[str, Any] | None = None  # {"on": set, "step": n} once selected
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:
         if self.runtime.is_main and self._on_event is not None:
@@ -205,8 +248,16 @@ class TrainRecipe:
             mode=cfg.mode,
             layout=cfg.layout,
             limit=n_train_rows,
+            common_modes=cfg.common_modes,
         )
         self.data_stats: dict[str, Any] = stats.as_dict()
+        # The experiments report compares runs by these (same rows, same number of steps).
+        self.data_stats |= {
+            "rows": len(stats.row_ids),
+            "rows_sha256": stats.rows_sha256(),
+            "dropped": stats.dropped(),
+            "common_modes": [str(m.value) for m in cfg.common_modes or []] or None,
+        }
         by_samples = cfg.batch_unit == "samples"
         self.loader = StepLoader(
             samples,
@@ -298,6 +349,15 @@ class TrainRecipe:
             self.scheduler.load_state_dict(state["scheduler"])
             self.loader.load_state_dict(state["data"])
             self.step = state["step"]
+            # The data plan is a function of the step: the tokens of the steps already done.
+            self.tokens_trained = sum(
+                self.loader.step_counts(s)["tokens"] for s in range(self.step)
+            )
+            # Validation scores so far (the best weights stay in output_dir/best).
+            saved_validation = self.best_path.parent / "validation.json"
+            if cfg.select_on and saved_validation.exists():
+                pairs = json.loads(saved_validation.read_text())
+                self.validation = [(int(a), float(b)) for a, b in pairs if int(a) <= self.step]
             logger.info("resumed from %s at step %d", resume, self.step)
 
     # -- loop ---------------------------------------------------------------------------------
@@ -341,6 +401,7 @@ class TrainRecipe:
                     defer_fsdp_sync=cfg.fsdp_defer_grad_sync,
                 )
                 self.step += 1
+                self.tokens_trained += metrics["tokens"]
                 since["steps"] += 1
                 since["tokens"] += metrics["tokens"]
                 since["supervised"] += metrics["supervised_tokens"]
@@ -355,6 +416,7 @@ class TrainRecipe:
                         "tokens_per_s": since["tokens"] / elapsed,
                         "supervised_tokens_per_s": since["supervised"] / elapsed,
                         "memory_gib": memory_gib(rt),
+                        "tokens_trained": self.tokens_trained,
                     }
                     self.history.append(metrics)
                     if rt.is_main:
@@ -364,12 +426,19 @@ class TrainRecipe:
                     self.save_checkpoint()
                 if cfg.eval_interval_steps and self.step % cfg.eval_interval_steps == 0:
                     self.evaluate()
+                if self._validation_due():
+                    self.validate()
         finally:
             if batches:
                 batches.close()
         if self.saved_step != self.step:
             self.save_checkpoint()
         result: dict[str, Any] = {"state": state, "step": self.step}
+        if state == "finished" and cfg.select_on:
+            if not self.validation or self.validation[-1][0] != self.step:
+                self.validate()
+            self.selected = self.restore_best()
+            result["selected"] = self.selected
         if state == "finished":
             # Eval sets run on the exported model under FSDP (rank 0) and on vLLM.
             if cfg.strategy == "fsdp" or cfg.eval_backend == "vllm":
@@ -380,6 +449,72 @@ class TrainRecipe:
                 result["final_model"] = str(self.export())
         self.emit("status", result)
         return result
+
+    # -- checkpoint selection on a validation set ---------------------------------------------
+
+    def _validation_due(self) -> bool:
+        cfg = self.config
+        if not cfg.select_on:
+            return False
+        every = cfg.select_every_steps or cfg.checkpoint_interval_steps
+        return bool(every) and self.step % every == 0
+
+    def validate(self) -> float:
+        """Greedy accuracy on ``select_on`` at this step (rank 0 generates, every rank gets the
+        score); the best weights so far are kept in ``output_dir/best``."""
+        cfg, rt = self.config, self.runtime
+        assert cfg.select_on is not None
+        spec = parse_eval_set(cfg.select_on)
+        score = [0.0]
+        if rt.is_main:
+            out_dir = self.output_dir / "select" / f"step_{self.step:06d}"
+            results = evaluate_sets_detailed(
+                [spec], self.tokenizer, self._live_generator(), out_dir=out_dir,
+                limit=cfg.eval_limit,
+            )  # fmt: skip
+            score = [results[spec.name].accuracy]
+        (value,) = all_reduce_sum(score, rt)  # only rank 0 contributed
+        improved = choose_best([*self.validation, (self.step, value)]) == self.step
+        self.validation.append((self.step, value))
+        if rt.is_main:
+            if improved:
+                # Weights only (CPU, on disk): the optimizer state is not needed to evaluate.
+                self.best_path.parent.mkdir(parents=True, exist_ok=True)
+                state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+                torch.save({"step": self.step, "state": state}, self.best_path)
+            (self.best_path.parent / "validation.json").write_text(json.dumps(self.validation))
+            self.emit(
+                "eval",
+                {"select_on": spec.name, "step": self.step, "validation_accuracy": value},
+            )
+            logger.info("select_on %s at step %d: %.4f", spec.name, self.step, value)
+        barrier(rt)
+        return value
+
+    def restore_best(self) -> dict[str, Any]:
+        """Load the best validated weights into the live model (when not the last step's), so
+        the final evaluation and the exported model are the selected checkpoint's."""
+        assert self.config.select_on is not None
+        best = choose_best(self.validation)
+        assert best is not None
+        if best != self.step:
+            saved = torch.load(self.best_path, map_location="cpu", weights_only=True)
+            assert saved["step"] == best, (saved["step"], best)
+            self.model.load_state_dict(saved["state"])
+            logger.info("selected step %d on %s (last step %d)", best, self.config.select_on,
+                        self.step)  # fmt: skip
+        return {"on": parse_eval_set(self.config.select_on).name, "step": best}
+
+    def _live_generator(self) -> Generate:
+        cfg = self.config
+        return hf_generator(
+            self.model,
+            self.tokenizer,
+            max_new_tokens=cfg.eval_max_new_tokens,
+            batch_size=cfg.eval_batch_size,
+            autocast=self.runtime.autocast(),
+            seed=cfg.seed,
+        )
 
     def _stop_requested(self) -> bool:
         local = 1.0 if self.runtime.is_main and self._should_stop() else 0.0
@@ -431,11 +566,12 @@ class TrainRecipe:
                 with vllm_generator(
                     str(final_model), self.tokenizer, cfg.eval_max_new_tokens, out_dir
                 ) as generate:
-                    results["accuracy"] = evaluate_sets(
+                    detailed = evaluate_sets_detailed(
                         cfg.eval_sets, self.tokenizer, generate, out_dir=out_dir,
                         limit=cfg.eval_limit,
                     )  # fmt: skip
-                self.emit("artifact", {"kind": "eval_samples", "path": str(out_dir)})
+                results |= eval_payload(detailed)
+                self._emit_eval_dir(out_dir, detailed)
             elif cfg.eval_sets and (not fsdp or final_model is not None):
                 model = self.model
                 if final_model is not None:
@@ -445,28 +581,44 @@ class TrainRecipe:
                         attn_implementation="sdpa",
                         device=rt.device,
                     )
-                results["accuracy"] = evaluate_model(
+                generate = hf_generator(
                     model,
                     self.tokenizer,
-                    cfg.eval_sets,
-                    out_dir=out_dir,
                     max_new_tokens=cfg.eval_max_new_tokens,
                     batch_size=cfg.eval_batch_size,
                     autocast=rt.autocast(),
-                    limit=cfg.eval_limit,
+                    seed=cfg.seed,
                 )
-                self.emit("artifact", {"kind": "eval_samples", "path": str(out_dir)})
+                detailed = evaluate_sets_detailed(
+                    cfg.eval_sets, self.tokenizer, generate, out_dir=out_dir, limit=cfg.eval_limit
+                )
+                results |= eval_payload(detailed)
+                self._emit_eval_dir(out_dir, detailed)
             elif cfg.eval_sets:
                 logger.info("fsdp: eval sets run on the final model, not at step %d", self.step)
             if uncertainty is not None:
                 results["uncertainty"] = uncertainty
             if results:
                 results["step"] = self.step
-                logger.info("eval: %s", results)
+                # Which checkpoint the numbers are of: the validated best (final eval only).
+                results["selected"] = self.selected
+                logger.info("eval: %s", {k: v for k, v in results.items() if k != "problems"})
                 self.scalars.eval(results, self.step)
                 self.emit("eval", results)
         barrier(rt)
         return results
+
+    def _emit_eval_dir(self, out_dir: Path, results: dict[str, SetResult]) -> None:
+        self.emit("artifact", {"kind": "eval_samples", "path": str(out_dir)})  # older readers
+        self.emit(
+            "artifact",
+            {
+                "kind": "eval_dir",
+                "path": str(out_dir),
+                "step": self.step,
+                "files": eval_files(out_dir, results),
+            },
+        )
 
     def _heldout_rows(self) -> tuple[list[dict[str, Any]], int | None]:
         """(held-out native rows for the uncertainty metric, rows of the train file to train on).

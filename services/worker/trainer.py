@@ -107,7 +107,13 @@ def eval_sizes(sets: list[str], limit: int | None) -> dict[str, int]:
     return {set_name(s): len(load_eval_rows(s, limit)) for s in sets}
 
 
-def train_config(spec: dict[str, Any], data: Path, out: Path, eval_sets: list[str]) -> Any:
+def train_config(
+    spec: dict[str, Any],
+    data: Path,
+    out: Path,
+    eval_sets: list[str],
+    select_on: str | None = None,
+) -> Any:
     from cgd.train.config import TrainConfig
 
     hp, ev = spec["spec"]["hyperparams"], spec["spec"]["eval"]
@@ -134,6 +140,10 @@ def train_config(spec: dict[str, Any], data: Path, out: Path, eval_sets: list[st
         eval_limit=ev["max_samples"],
         eval_max_new_tokens=ev["max_new_tokens"],
         eval_backend=ev.get("backend", "hf"),  # runs created before the field: hf
+        seed=hp.get("seed", 0),
+        common_modes=spec["spec"].get("common_modes"),
+        select_on=select_on,
+        select_every_steps=ev.get("select_every_steps", 0),
         output_dir=str(out),
     )
 
@@ -156,7 +166,10 @@ def run_training_job(run_id: str, token: str, settings: Settings) -> str:
         size = reporter.download(data)
         reporter.post("artifact", {"kind": "train_data", "path": str(data), "bytes": size})
         eval_sets = local_eval_sets(reporter, spec["spec"]["eval"]["sets"], workdir)
-        config = train_config(spec, data, workdir / "out", eval_sets)
+        select_on = spec["spec"]["eval"].get("select_on")
+        if select_on is not None:  # a dataset:<id> validation set is downloaded like the others
+            (select_on,) = local_eval_sets(reporter, [select_on], workdir)
+        config = train_config(spec, data, workdir / "out", eval_sets, select_on)
         sizes = eval_sizes(eval_sets, config.eval_limit)
 
         def deliver(kind: str, data: dict[str, Any]) -> None:
