@@ -276,3 +276,59 @@ def test_fsdp_through_the_api_matches_one_process(  # type: ignore[no-untyped-de
     assert [s["loss"] for s in steps] == pytest.approx(
         [m["loss"] for m in local["history"]], rel=1e-4
     )
+
+
+@pytest.mark.slow
+def test_common_modes_runs_train_on_the_same_rows_and_report_the_contract(  # type: ignore[no-untyped-def]
+    client, start_worker, snapshot_id, tiny_model
+) -> None:
+    """Two runs of one experiment (cgd, sft) with common_modes: the same row set (rows_sha256)
+    and the same number of steps; the events carry what the experiments report reads."""
+    bad = run_body(snapshot_id, tiny_model)
+    bad["common_modes"] = ["sft", "distill"]  # lacks the run's own mode (cgd)
+    r = client.post("/v1/training-runs", json=bad)
+    assert r.status_code == 422 and r.json()["detail"]["field"] == "body.common_modes", r.text
+    bad = run_body(snapshot_id, tiny_model)
+    bad["eval"]["select_on"] = "no-such-set"
+    r = client.post("/v1/training-runs", json=bad)
+    assert r.status_code == 422 and r.json()["detail"]["field"] == "eval.select_on", r.text
+
+    start_worker("trainer")
+    data_events, runs = {}, {}
+    for mode in ("cgd", "sft"):
+        body = run_body(snapshot_id, tiny_model, seed=3, max_steps=None, epochs=1)
+        body["mode"] = mode
+        body["common_modes"] = ["cgd", "sft"]
+        body["eval"]["sets"] = ["math500:k=2:n=3"]
+        r = client.post("/v1/training-runs", json=body)
+        assert r.status_code == 202, r.text
+        run = wait_run(client, r.json()["id"])
+        assert run["status"] == "completed", run
+        assert run["spec"]["hyperparams"]["seed"] == 3
+        runs[mode] = run
+        evs = events(client, run["id"])
+        (data_events[mode],) = [e["data"] for e in evs if e["type"] == "data"]
+        steps = [e["data"] for e in evs if e["type"] == "step"]
+        assert run["metrics"]["tokens_trained"] == sum(s["tokens"] for s in steps) > 0
+        final = [e["data"] for e in evs if e["type"] == "eval" and "accuracy" in e["data"]][-1]
+        assert final["problems"]["math500"]["k"] == 2 and final["selected"] is None
+        assert len(final["problems"]["math500"]["samples"][0]) == 3
+        assert "problems" not in json.dumps(run["eval"])  # the run row stays compact
+        assert run["eval"]["math500"]["pass_at_k"] == final["pass_at_k"]["math500"]
+        assert any(e["data"].get("kind") == "eval_dir" for e in evs if e["type"] == "artifact")
+    cgd, sft = data_events["cgd"], data_events["sft"]
+    assert cgd["rows_sha256"] == sft["rows_sha256"] and cgd["rows"] == sft["rows"] > 0
+    assert cgd["total_steps"] == sft["total_steps"]
+    assert set(cgd["truncated"]) == {"cgd", "sft"} and cgd["truncated"] == sft["truncated"]
+
+
+def test_an_oversized_event_is_refused() -> None:
+    """A trainer token cannot bloat the events table: an event's data is capped."""
+    from pydantic import ValidationError
+
+    from cgd.runs.schemas import MAX_EVENT_BYTES, EventIn
+
+    ok = {"problems": {"s": {"ids": ["x"] * 1000, "correct": [True] * 1000}}}
+    assert EventIn(type="eval", data=ok).data == ok
+    with pytest.raises(ValidationError, match=f"at most {MAX_EVENT_BYTES}"):
+        EventIn(type="eval", data={"blob": "x" * (MAX_EVENT_BYTES + 1)})
