@@ -318,3 +318,29 @@ def test_common_modes_train_every_mode_on_the_same_rows(loop_assets, tmp_path):
     # Without common_modes sft would train on the critique-less row too.
     _, alone = tokenize_to_store(path, tok, tmp_path / "alone", max_length=256, mode="sft")
     assert alone.samples == len(rows) and alone.rows_sha256() != digests["sft"]
+
+
+def test_run_spec_fields_reach_the_train_config(tmp_path):
+    from cgd.runs.schemas import TrainingRunSpec
+    from cgd.train.config import TrainConfig
+    from services.worker.trainer import train_config
+
+    spec = TrainingRunSpec.model_validate(
+        {
+            "snapshot_id": "5d0c4c8e-5b3a-4e0e-9a59-0d7f3c1e2b11",
+            "base_model": "m",
+            "mode": "sft",
+            "common_modes": ["cgd", "sft", "sft"],
+            "hyperparams": {"seed": 7},
+            "eval": {"sets": ["amc23"], "select_on": "math500", "select_every_steps": 5},
+        }
+    ).model_dump(mode="json")
+    config = train_config({"spec": spec}, tmp_path / "d", tmp_path / "o", ["amc23"], "math500")
+    assert config.seed == 7 and [m.value for m in config.common_modes] == ["cgd", "sft"]
+    assert (config.select_on, config.select_every_steps) == ("math500", 5)
+    with pytest.raises(ValueError, match="must include the run's mode 'cgd'"):
+        TrainingRunSpec.model_validate({**spec, "mode": "cgd", "common_modes": ["sft"]})
+    with pytest.raises(ValueError, match="common_modes needs native rows"):
+        TrainConfig(
+            model_path="m", train_file="f", layout="messages", common_modes=["cgd"], output_dir="o"
+        )

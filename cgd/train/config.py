@@ -227,6 +227,8 @@ class TrainConfig(BaseModel):
             raise ValueError("samples_per_step must be at least 1")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError("warmup_ratio must be in [0, 1)")
+        if self.common_modes is not None and self.layout == "messages":
+            raise ValueError("common_modes needs native rows (layout native or auto), not messages")
         if self.common_modes is not None and self.mode not in self.common_modes:
             raise ValueError(f"common_modes must include the run's mode {self.mode.value!r}")
         if self.select_on is not None and self.strategy == "fsdp":

@@ -362,10 +362,26 @@ def generate_vllm_server(
 
 @contextlib.contextmanager
 def vllm_generator(
-    model_path: str, tokenizer: Any, max_new_tokens: int, log_dir: Path
+    model_path: str, tokenizer: Any, max_new_tokens: int, log_dir: Path, seed: int = 0
 ) -> Iterator[Generate]:
     """A :data:`Generate` on vLLM for a saved model: the offline engine where ``import vllm``
-    works, else a vLLM server (:mod:`cgd.local_vllm`) started for it and stopped at the end."""
+    works, else a vLLM server (:mod:`cgd.local_vllm`) started for it and stopped at the end.
+    Sampling is seeded with ``seed`` (the run's seed)."""
+    inner = _vllm_generator(model_path, tokenizer, max_new_tokens, log_dir)
+    with inner as generate:
+
+        def seeded(prompts: list[str], sampling: Sampling | None) -> list[str]:
+            if sampling is not None and seed:
+                sampling = Sampling(sampling.k, sampling.temperature, sampling.top_p, seed)
+            return generate(prompts, sampling)
+
+        yield seeded
+
+
+@contextlib.contextmanager
+def _vllm_generator(
+    model_path: str, tokenizer: Any, max_new_tokens: int, log_dir: Path
+) -> Iterator[Generate]:
     if vllm_available():
         from vllm import LLM
 

@@ -564,7 +564,7 @@ class TrainRecipe:
             if cfg.eval_sets and on_vllm:
                 assert final_model is not None
                 with vllm_generator(
-                    str(final_model), self.tokenizer, cfg.eval_max_new_tokens, out_dir
+                    str(final_model), self.tokenizer, cfg.eval_max_new_tokens, out_dir, cfg.seed
                 ) as generate:
                     detailed = evaluate_sets_detailed(
                         cfg.eval_sets, self.tokenizer, generate, out_dir=out_dir,
