@@ -223,7 +223,12 @@ def generate_hf(
     order = sorted(range(len(expanded)), key=lambda i: -len(encoded[i]))  # less padding per batch
     outputs: list[str] = [""] * len(expanded)
     stops = stop_strings(tokenizer) if stop is None else stop
-    eos = tokenizer.eos_token_id
+    # Every id generate() ends a sequence at: the model's generation config may list several
+    # (an instruct model's end-of-turn and its base eos), plus the tokenizer's eos.
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if not isinstance(configured, list):
+        configured = [] if configured is None else [configured]
+    eos_ids = {int(i) for i in configured} | {tokenizer.eos_token_id}
     pad = tokenizer.pad_token_id
     was_training = model.training
     model.eval()
@@ -249,7 +254,6 @@ def generate_hf(
                 attention_mask=mask.to(device),
                 max_new_tokens=max_new_tokens,
                 pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=eos,
                 **({"stop_strings": stops, "tokenizer": tokenizer} if stops else {}),
                 **options,
             )  # (b, t + new)
@@ -259,7 +263,7 @@ def generate_hf(
             tokens = new[row].tolist()
             # A finished row holds eos, or (stopped by a string in a longer batch) trailing pads;
             # a row that ran to the budget holds max_new_tokens real tokens and neither.
-            ended = eos in tokens or (pad != eos and pad in tokens)
+            ended = any(t in eos_ids for t in tokens) or (pad not in eos_ids and pad in tokens)
             cut = text
             for marker in stops:
                 at = text.find(marker)
