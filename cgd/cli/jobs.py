@@ -108,7 +108,9 @@ def jobs_create(
     verifier: Verifier | None = typer.Option(None, help="Answer checker [default: math]"),
     samples: int | None = typer.Option(None, help="Initial answers per prompt [default: 1]"),
     template: str | None = typer.Option(
-        None, help="Prompt template: cgd, cgd-detailed, a team template, name@N [default: cgd]"
+        None,
+        help="Prompt template: cgd, cgd-standalone, cgd-detailed, a team template, name@N "
+        "[default: cgd]",
     ),
     teacher_solution: bool = typer.Option(
         False,

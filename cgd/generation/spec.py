@@ -30,8 +30,9 @@ class JobSpec(BaseModel):
     template: str = Field(
         "cgd",
         max_length=60,
-        description="Prompt template: a built-in (`cgd`, `cgd-detailed`) or a team template's "
-        "name; `name@N` pins version N, else the latest version is pinned at creation",
+        description="Prompt template: a built-in (`cgd`: the paper's instructions; "
+        "`cgd-standalone`: the former default; `cgd-detailed`) or a team template's name; "
+        "`name@N` pins version N, else the latest version is pinned at creation",
     )
     teacher_solution: bool = Field(
         False,
