@@ -1,0 +1,1 @@
+"""Experiments: several training modes compared on one snapshot (the paper's experiment)."""
