@@ -812,6 +812,39 @@ class CgdClient:
         """Polls until the run is completed, failed or cancelled; returns it."""
         return self._wait(lambda: self.get_run(run_id), poll_s, timeout_s, on_status)
 
+    # -- experiments ----------------------------------------------------------------------------
+
+    def create_experiment(self, spec: Any) -> dict[str, Any]:
+        """``POST /v1/experiments``: one training run per (mode, seed); → the experiment."""
+        return dict(self._json("POST", "/v1/experiments", json=_body(spec)))
+
+    def get_experiment(self, experiment_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/v1/experiments/{experiment_id}"))
+
+    def iter_experiments(self, page_size: int | None = None) -> Iterator[dict[str, Any]]:
+        return self._paginate("/v1/experiments", page_size)
+
+    def cancel_experiment(self, experiment_id: str) -> dict[str, Any]:
+        return dict(self._json("POST", f"/v1/experiments/{experiment_id}/cancel"))
+
+    def experiment_report(self, experiment_id: str, format: str = "json") -> Any:
+        """The report: a dict for ``json``, text for ``md`` (Markdown) and ``svg`` (a chart)."""
+        path = f"/v1/experiments/{experiment_id}/report"
+        if format == "json":
+            return self._json("GET", path, params={"format": "json"})
+        return self._send("GET", path, params={"format": format}).text
+
+    def wait_experiment(
+        self,
+        experiment_id: str,
+        *,
+        poll_s: float = 5.0,
+        timeout_s: float | None = None,
+        on_status: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Polls until every run of the experiment has ended; returns the experiment."""
+        return self._wait(lambda: self.get_experiment(experiment_id), poll_s, timeout_s, on_status)
+
     # -- helpers --------------------------------------------------------------------------------
 
     @staticmethod

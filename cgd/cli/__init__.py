@@ -13,6 +13,8 @@ app by :func:`mount`::
     cgd snapshots show ID | card ID | ls | rm ID
     cgd runs create --snapshot ID --base-model M [--mode --method --lr --max-steps …]
     cgd runs watch ID | show ID | ls | events ID | cancel ID
+    cgd experiments create --snapshot ID --base-model M [--mode M …] [--seed N …] [--spec e.yaml]
+    cgd experiments watch ID | report ID [--format md|json|svg] | show ID | ls | cancel ID
 
 Connection: ``--api-url``/``--api-key`` after the group name (``cgd jobs --api-url URL ls``) or
 the environment, ``CGD_API_URL`` (default ``http://127.0.0.1:8000``) and ``CGD_API_KEY``.
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 import typer
 
-from cgd.cli import datasets, jobs, runs, snapshots
+from cgd.cli import datasets, experiments, jobs, runs, snapshots
 from cgd.cli.common import (
     EXIT_API_ERROR,
     EXIT_FAILED,
@@ -57,11 +59,12 @@ __all__ = [
 
 
 def mount(app: typer.Typer) -> None:
-    """Adds the ``datasets``, ``jobs``, ``snapshots`` and ``runs`` groups to ``app``."""
+    """Adds the ``datasets``, ``jobs``, ``snapshots``, ``runs`` and ``experiments`` groups."""
     for name, module in (
         ("datasets", datasets),
         ("jobs", jobs),
         ("snapshots", snapshots),
         ("runs", runs),
+        ("experiments", experiments),
     ):
         app.add_typer(module.app, name=name)

@@ -91,7 +91,7 @@ def build_report(
     tokens, wall time, uncertainty gap) and ``fairness`` (same rows, same steps)."""
     finished = [r for r in runs if r.status == "completed"]
     by_mode: dict[str, list[RunResult]] = {}
-    for r in sorted(finished, key=lambda r: (r.mode, r.seed)):
+    for r in sorted(finished, key=lambda r: (r.mode != baseline, r.mode, r.seed)):
         by_mode.setdefault(r.mode, []).append(r)
     base = baseline if baseline in by_mode else None
     set_names = sorted({name for r in finished for name in r.eval.get("problems", {})})
