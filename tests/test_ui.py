@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,9 @@ import httpx
 import pytest
 
 from cgd.simulator import SimulatorProcess
+from tests import test_training_runs
 from tests.conftest import ROOT, data_file
-from tests.test_run_curves import feed, start_run
+from tests.test_run_curves import feed, post, start_run
 from tests.test_training_runs import tiny_model as tiny_model  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -224,3 +227,59 @@ def test_ui_headers_and_no_remote_assets(api_server) -> None:  # type: ignore[no
         assert ".innerHTML" not in text, f  # data enters the page as text nodes only
     r = httpx.get(f"{api_server.url}/ui/../pyproject.toml")
     assert r.status_code == 404
+
+
+snapshot_id = test_training_runs.snapshot_id  # fixture: a ready 8-row snapshot
+
+
+def _finish_like_a_trainer(api: str, run_id: str, token: str, correct: list[bool]) -> None:
+    """What a trainer posts for an experiment's run (the real trainer is tested in
+    tests/test_experiments.py; here the page is)."""
+    post(api, run_id, token, "status", {"status": "running"})
+    post(api, run_id, token, "data", {"rows": 8, "rows_sha256": "f" * 64, "total_steps": 2})
+    post(
+        api,
+        run_id,
+        token,
+        "step",
+        {"step": 2, "total_steps": 2, "loss": 0.5, "tokens_trained": 900},
+    )
+    ids = [f"p{i}" for i in range(len(correct))]
+    problems = {"ids": ids, "correct": correct, "no_answer": [False] * len(ids), "k": 1}
+    acc = sum(correct) / len(correct)
+    final = {"step": 2, "accuracy": {"math500": acc}, "n": {"math500": len(ids)}}
+    post(api, run_id, token, "eval", {**final, "problems": {"math500": problems}})
+    post(api, run_id, token, "status", {"status": "finished"})
+
+
+def test_experiment_page_shows_runs_side_by_side_with_table_and_chart(  # type: ignore[no-untyped-def]
+    page, api_server, client, sessionmaker_, snapshot_id, tiny_model
+) -> None:
+    from cgd.db.models import TrainingRun
+    from cgd.runs.ops import _hash
+
+    api = api_server.url
+    body = {"snapshot_id": snapshot_id, "base_model": str(tiny_model), "modes": ["cgd", "sft"]}
+    exp = client.post("/v1/experiments", json=body).json()
+    sign_in(page, api, client.headers["Authorization"].split()[1])
+    page.goto(f"{api}/ui/#/experiments/{exp['id']}")
+    page.wait_for_selector("#same-rows")
+    assert "No finished run yet" in page.locator("main").inner_text()
+    outcomes = {"cgd": [True] * 30 + [False] * 10, "sft": [True] * 12 + [False] * 28}
+    for run in exp["runs"]:
+        token = secrets.token_urlsafe(16)
+        with sessionmaker_.begin() as s:
+            s.get(TrainingRun, uuid.UUID(run["id"])).token_hash = _hash(token)
+        _finish_like_a_trainer(api, run["id"], token, outcomes[run["mode"]])
+    page.wait_for_selector("#report table", timeout=30_000)
+    report = page.locator("#report").inner_text()
+    assert "75.0 [" in report and "30.0 [" in report and "-45.0 [" in report
+    assert "worse than cgd" in report
+    assert page.locator("#same-rows").inner_text().endswith("yes")
+    bars = page.locator("#experiment-chart svg rect.bar")
+    assert bars.count() == 2 and bars.first.get_attribute("data-set") == "math500"
+    shot(page, "09-experiment")
+    page.goto(f"{api}/ui/#/experiments")
+    page.wait_for_selector(f"main a[href='#/experiments/{exp['id']}']")
+    shot(page, "10-experiments")
+    assert [e for e in page.errors if "status of 401" not in e] == []  # 401: sign-in's wrong key

@@ -60,3 +60,43 @@ export function lineChart(series, { title = "", width = 520, height = 260 } = {}
   });
   return svg;
 }
+
+// Grouped bars with interval whiskers: groups [{name, bars: [{name, value, low, high}]}], values
+// in 0–1 drawn as percentages. For an experiment's accuracy per eval set and mode.
+export function barChart(groups, { title = "", height = 260 } = {}) {
+  const pad = { l: 44, r: 14, t: 26, b: 48 };
+  const names = [...new Set(groups.flatMap((g) => g.bars.map((b) => b.name)))];
+  const bar = 26;
+  const groupW = names.length * bar + 30;
+  const width = Math.max(360, pad.l + pad.r + groups.length * groupW);
+  const svg = el("svg", { class: "chart", width, height, viewBox: `0 0 ${width} ${height}`,
+    role: "img", "aria-label": title, "data-chart": title });
+  svg.append(el("text", { x: pad.l, y: 16 }, title));
+  const hgt = height - pad.t - pad.b;
+  const sy = (v) => pad.t + (1 - v) * hgt;
+  for (let i = 0; i <= 4; i++) {
+    const v = i / 4;
+    svg.append(el("line", { class: "grid", x1: pad.l, x2: width - pad.r, y1: sy(v), y2: sy(v) }));
+    svg.append(el("text", { x: 4, y: sy(v) + 4 }, `${Math.round(v * 100)}%`));
+  }
+  svg.append(el("line", { class: "axis", x1: pad.l, x2: width - pad.r, y1: sy(0), y2: sy(0) }));
+  groups.forEach((g, gi) => {
+    const x0 = pad.l + 10 + gi * groupW;
+    for (const b of g.bars) {
+      const i = names.indexOf(b.name);
+      const cls = `s${i % 4}`;
+      const x = x0 + i * bar;
+      const rect = el("rect", { class: `bar ${cls}`, x, y: sy(b.value), width: bar - 6,
+        height: Math.max(0, sy(0) - sy(b.value)), "data-mode": b.name, "data-set": g.name });
+      rect.append(el("title", {}, `${b.name}: ${(100 * b.value).toFixed(1)}%`));
+      svg.append(rect);
+      const cx = x + (bar - 6) / 2;
+      svg.append(el("line", { class: "whisker", x1: cx, x2: cx, y1: sy(b.low), y2: sy(b.high) }));
+    }
+    svg.append(el("text", { x: x0, y: height - 30 }, g.name));
+  });
+  names.forEach((n, i) => {
+    svg.append(el("text", { class: `s${i % 4} legend`, x: pad.l + i * 110, y: height - 10 }, n));
+  });
+  return svg;
+}

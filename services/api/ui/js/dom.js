@@ -37,6 +37,10 @@ export function table(columns, rows, onClick) {
   return h("table", {}, h("thead", {}, head), h("tbody", {}, body));
 }
 
+export function link(href, text) {
+  return h("a", { href }, text);
+}
+
 export function badge(status) {
   return h("span", { class: `badge ${status}`, "data-status": status }, status);
 }

@@ -4,6 +4,7 @@
 import { auth } from "./api.js";
 import { h, mount } from "./dom.js";
 import { datasetsPage, jobsPage, runsPage, snapshotsPage } from "./pages/lists.js";
+import { experimentPage, experimentsPage } from "./pages/experiment.js";
 import { jobPage } from "./pages/job.js";
 import { runPage } from "./pages/run.js";
 import { signinPage } from "./pages/signin.js";
@@ -18,6 +19,8 @@ const ROUTES = [
   [/^#\/snapshots\/([\w-]+)$/, snapshotPage],
   [/^#\/runs$/, runsPage],
   [/^#\/runs\/([\w-]+)$/, runPage],
+  [/^#\/experiments$/, experimentsPage],
+  [/^#\/experiments\/([\w-]+)$/, experimentPage],
 ];
 
 let generation = 0;

@@ -1,9 +1,5 @@
 import { all } from "../api.js";
-import { badge, h, mount, pct, table, when } from "../dom.js";
-
-function link(href, text) {
-  return h("a", { href }, text);
-}
+import { badge, h, link, mount, pct, table, when } from "../dom.js";
 
 export async function datasetsPage(view) {
   const rows = await all("/v1/datasets");
