@@ -1,5 +1,5 @@
 # Verbs. `make test` and `make api` set everything up on a fresh machine first.
-.PHONY: setup services tools vllm demo demo-real test test-fast lint migrate api bench-ingest bench
+.PHONY: setup services tools vllm demo demo-real experiment-real test test-fast lint migrate api bench-ingest bench
 
 setup:
 	@bash scripts/setup.sh
@@ -22,6 +22,12 @@ demo: setup
 # The same loop on real parts: real vLLM, real SmolLM2-135M-Instruct student, real fine-tune.
 demo-real: vllm
 	.venv/bin/cgd quickstart --real --dir cgd-quickstart-real
+
+# The paper's experiment, small, on real parts: the real 135M student generates, the oracle
+# simulator teaches, then cgd and its four baselines train a few steps each on the same rows and
+# the comparison report is printed (docs/method.md, Experiments; a 7B GPU request is there too).
+experiment-real: vllm
+	.venv/bin/cgd quickstart --real --oracle-teacher --experiment --dir cgd-experiment-real
 
 test: setup services tools vllm
 	HF_HUB_OFFLINE=1 .venv/bin/pytest -q

@@ -122,6 +122,7 @@ def run(
     train_steps: int,
     keep: bool = False,
     real: RealOptions | None = None,
+    experiment: bool = False,
 ) -> dict[str, Path]:
     root = root.resolve()
     if root.exists() and not keep:
@@ -183,7 +184,7 @@ def run(
             if vllm and real
             else _simulated_models(sim, root)
         )
-        return _loop(client, root, sample, models, items, train_steps)
+        return _loop(client, root, sample, models, items, train_steps, experiment)
     finally:
         stack.stop()
         if vllm is not None:
@@ -264,7 +265,13 @@ def _real_models(sim: str, vllm: VllmServer, model_dir: Path, real: RealOptions)
 
 
 def _loop(
-    client: httpx.Client, root: Path, sample: Path, models: Models, items: int, train_steps: int
+    client: httpx.Client,
+    root: Path,
+    sample: Path,
+    models: Models,
+    items: int,
+    train_steps: int,
+    experiment: bool = False,
 ) -> dict[str, Path]:
     with open(sample, "rb") as f:
         ds = client.post("/v1/datasets", files={"file": ("gsm8k_sample.jsonl", f)})
@@ -279,6 +286,8 @@ def _loop(
             "teacher": models.teacher,
             "verifier": "math",
             "chunk_size": 32,
+            # The distill baseline trains on the teacher's own solution: ask for it.
+            "teacher_solution": experiment,
         },
     )
     job.raise_for_status()
@@ -337,6 +346,12 @@ def _loop(
     if snap_body["num_items"] == 0:
         raise RuntimeError(f"the snapshot kept no triplet to train on: {snap_body['stats']}")
     console.print(f"student to fine-tune: {models.base_model}")
+    if experiment:
+        outputs |= _experiment(client, root, sid, models, train_steps)
+        console.rule("[bold green]done[/]")
+        for name, path in outputs.items():
+            console.print(f"{name:>16}: {path}")
+        return outputs
     run = client.post(
         "/v1/training-runs",
         json={
@@ -365,6 +380,62 @@ def _loop(
     for name, path in outputs.items():
         console.print(f"{name:>16}: {path}")
     return outputs
+
+
+def _experiment(
+    client: httpx.Client, root: Path, snapshot_id: str, models: Models, train_steps: int
+) -> dict[str, Path]:
+    """Every mode on the snapshot (same rows, same steps), then the comparison report."""
+    r = client.post(
+        "/v1/experiments",
+        json={
+            "snapshot_id": snapshot_id,
+            "base_model": models.base_model,
+            "method": "lora" if "lora" in models.hyperparams else "full",
+            "hyperparams": {"max_steps": train_steps, **models.hyperparams},
+            "eval": models.eval,
+        },
+    )
+    r.raise_for_status()
+    exp = r.json()
+    console.print(
+        f"experiment {exp['id']}: {len(exp['runs'])} training runs "
+        f"({', '.join(x['mode'] for x in exp['runs'])}), {train_steps} steps each"
+    )
+    console.print(
+        "[yellow]A SMALL experiment[/]: a few triplets, a few steps per mode and a handful of "
+        "eval problems, so its intervals are wide. The paper-scale request (a 7B student on a "
+        "GPU host) is in docs/method.md, under Experiments."
+    )
+    with Progress(
+        TextColumn("experiment"), BarColumn(), TextColumn("{task.completed}/{task.total} runs"),
+        TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+    ) as bar:  # fmt: skip
+        task = bar.add_task("", total=len(exp["runs"]))
+        deadline = time.monotonic() + 3600
+        while exp["status"] not in ("completed", "failed", "cancelled"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the experiment did not finish in an hour")
+            time.sleep(1)
+            exp = client.get(f"/v1/experiments/{exp['id']}").json()
+            done = [x for x in exp["runs"] if x["status"] in ("completed", "failed", "cancelled")]
+            active = [f"{x['mode']} {100 * x['progress']:.0f}%" for x in exp["runs"]
+                      if x["status"] == "running"]  # fmt: skip
+            bar.update(task, completed=len(done), description=", ".join(active))
+    base = f"/v1/experiments/{exp['id']}/report"
+    paths = {}
+    for fmt, suffix in (("md", "md"), ("json", "json"), ("svg", "svg")):
+        path = root / "exports" / f"experiment-report.{suffix}"
+        report = client.get(base, params={"format": fmt})
+        report.raise_for_status()
+        path.write_text(report.text)
+        paths[f"report ({fmt})"] = path
+    console.print(f"experiment {exp['status']}")
+    console.print(paths["report (md)"].read_text(), markup=False, highlight=False, soft_wrap=True)
+    if exp["status"] != "completed":
+        failed = [x for x in exp["runs"] if x["status"] != "completed"]
+        raise RuntimeError(f"experiment {exp['status']}: runs not completed {failed}")
+    return paths
 
 
 def _watch_job(client: httpx.Client, job_id: str, total: int) -> dict[str, Any]:

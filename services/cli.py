@@ -243,6 +243,11 @@ def quickstart(
         False, help="--real: the simulator as a teacher that knows every reference answer"
     ),
     method: str = typer.Option("full", help="--real: full or lora"),
+    experiment: bool = typer.Option(
+        False,
+        help="Train every mode (cgd and its four baselines) on the snapshot as one experiment "
+        "and print the comparison report, instead of one cgd run",
+    ),
 ) -> None:
     """The whole loop on embedded defaults: no Postgres, Redis or GPU needed.
 
@@ -265,6 +270,7 @@ def quickstart(
             items or (8 if real else 64),
             train_steps or (3 if real else 20),
             real=options,
+            experiment=experiment,
         )
     except Exception as exc:
         typer.echo(f"quickstart failed: {exc} (logs in {dir / 'logs'})", err=True)

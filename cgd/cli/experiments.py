@@ -115,7 +115,12 @@ def experiments_watch(
 
         with watching("the experiment keeps going"):
             exp = api.wait_experiment(experiment_id, poll_s=interval, on_status=show)
-        out.print(api.experiment_report(experiment_id, "md"), markup=False, highlight=False)
+        out.print(
+            api.experiment_report(experiment_id, "md"),
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     raise exit_for(exp["status"])
 
 
@@ -139,7 +144,7 @@ def experiments_report(
         output.write_text(report)
         out.print(f"wrote {output}")
     else:
-        out.print(report, markup=False, highlight=False)
+        out.print(report, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("show")
