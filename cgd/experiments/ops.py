@@ -13,17 +13,13 @@ from sqlalchemy.orm import Session
 from cgd.db.models import Experiment, ExperimentRun, TrainingRun, TrainingRunEvent, utcnow
 from cgd.db.queries import team_newest_first, team_row
 from cgd.enums import TERMINAL_RUN_STATUSES, ExportMode
-from cgd.errors import NotFound
+from cgd.experiments.errors import ExperimentNotFound
 from cgd.experiments.report import RunResult, build_report
 from cgd.experiments.schemas import ExperimentOut, ExperimentRunOut, ExperimentSpec
 from cgd.pagination import Page, created_page, decode_created_cursor
 from cgd.runs import ops as runs
 from cgd.runs.schemas import TrainingRunSpec
 from cgd.tasks import Message, train_run_message
-
-
-class ExperimentNotFound(NotFound):
-    """Experiment not found."""
 
 
 def create(

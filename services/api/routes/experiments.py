@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Request, Response
 from cgd.datasets.errors import DatasetNotFound
 from cgd.errors import InvalidRequest, NotFound
 from cgd.experiments import ops
+from cgd.experiments.errors import ExperimentNotFound
 from cgd.experiments.report import to_markdown, to_svg
 from cgd.experiments.schemas import ExperimentOut, ExperimentSpec
 from cgd.pagination import Page
@@ -55,7 +56,9 @@ def list_experiments(
     return ops.list_experiments(session, team_id, limit, cursor)
 
 
-@router.get("/{experiment_id}", response_model=ExperimentOut, responses=error_responses(NotFound))
+@router.get(
+    "/{experiment_id}", response_model=ExperimentOut, responses=error_responses(ExperimentNotFound)
+)
 def get_experiment(
     session: SessionDep, team_id: TeamDep, experiment_id: uuid.UUID
 ) -> ExperimentOut:
@@ -64,7 +67,9 @@ def get_experiment(
 
 
 @router.post(
-    "/{experiment_id}/cancel", response_model=ExperimentOut, responses=error_responses(NotFound)
+    "/{experiment_id}/cancel",
+    response_model=ExperimentOut,
+    responses=error_responses(ExperimentNotFound),
 )
 def cancel_experiment(
     session: SessionDep, team_id: TeamDep, experiment_id: uuid.UUID
@@ -76,7 +81,7 @@ def cancel_experiment(
 @router.get(
     "/{experiment_id}/report",
     responses={
-        **error_responses(NotFound),
+        **error_responses(ExperimentNotFound),
         200: {
             "description": "The report: JSON (format=json), a Markdown table (md), a chart (svg)",
             "content": {
