@@ -114,6 +114,7 @@ class Models:
     filters: dict[str, Any]
     hyperparams: dict[str, Any]
     eval: dict[str, Any]
+    template: str = "cgd"  # the job's prompt template
 
 
 def run(
@@ -233,6 +234,7 @@ def _simulated_models(sim: str, root: Path) -> Models:
 def _real_models(sim: str, vllm: VllmServer, model_dir: Path, real: RealOptions) -> Models:
     budget = {"temperature": 0.0, "max_tokens": real.max_tokens}
     student = {"base_url": vllm.url, "model": vllm.model, **budget}
+    template = "cgd"
     if real.oracle_teacher:
         teacher = {"base_url": sim, "model": "teacher", **budget}
         who = f"the SIMULATED oracle at {sim} (it knows every reference answer)"
@@ -241,7 +243,13 @@ def _real_models(sim: str, vllm: VllmServer, model_dir: Path, real: RealOptions)
         who = f"{real.teacher_model} at {real.teacher_url}"
     else:
         teacher = dict(student)
-        who = "the same real 135M model (a weak teacher: use --teacher-url or --oracle-teacher)"
+        # The 135M model cannot finish the default (paper's) detailed critique: greedy, it loops
+        # past 768 tokens (measured); the shorter former template gets it to a verdict line.
+        template = "cgd-standalone"
+        who = (
+            "the same real 135M model (a weak teacher: use --teacher-url or --oracle-teacher), "
+            f"with the {template} template (it cannot finish the default detailed critique)"
+        )
     return Models(
         student=student,
         teacher=teacher,
@@ -261,6 +269,7 @@ def _real_models(sim: str, vllm: VllmServer, model_dir: Path, real: RealOptions)
         }
         | ({"lora": {"r": 16, "alpha": 32}} if real.method == "lora" else {}),
         eval={"sets": ["math500"], "max_samples": 8, "max_new_tokens": 192},
+        template=template,
     )
 
 
@@ -285,6 +294,7 @@ def _loop(
             "student": models.student,
             "teacher": models.teacher,
             "verifier": "math",
+            "template": models.template,
             "chunk_size": 32,
             # The distill baseline trains on the teacher's own solution: ask for it.
             "teacher_solution": experiment,
