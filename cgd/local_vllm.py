@@ -68,8 +68,13 @@ def cpu_has_bf16() -> bool:
 
 
 def resolve_dtype(dtype: str) -> str:
+    """``auto`` is ``CGD_VLLM_DTYPE`` when set (an operator pinning float32 to compare with
+    float32 transformers, say), else bf16 where the CPU computes it natively, else float32."""
     if dtype != "auto":
         return dtype
+    pinned = os.environ.get("CGD_VLLM_DTYPE", "").strip()
+    if pinned and pinned != "auto":
+        return pinned
     return "bfloat16" if cpu_has_bf16() else "float32"
 
 
