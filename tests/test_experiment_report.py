@@ -117,3 +117,14 @@ def test_different_rows_or_steps_are_flagged() -> None:
 def test_modes_scoring_different_problem_counts_are_refused() -> None:
     with pytest.raises(ValueError, match="different problem counts"):
         paired_bootstrap({"cgd": [1.0, 0.0], "sft": [1.0]}, "cgd")
+
+
+def test_a_malformed_eval_leaves_its_set_out_instead_of_failing() -> None:
+    """The report reads what trainers posted; a broken event must not break the report."""
+    good = _run("cgd", 0, [True, False])
+    bad = _run("sft", 0, [True, False])
+    bad.eval["problems"]["math500"] = {"ids": ["p0"], "correct": [True, False]}  # lengths differ
+    assert build_report([good, bad], resamples=10)["sets"] == {}
+    odd = _run("cgd", 0, [True], problems={"samples": [[True]], "k": 4})  # fewer samples than k
+    row = build_report([odd], resamples=10)["sets"]["math500"][0]
+    assert row["pass_at_k"] is None and row["accuracy"]["estimate"] == 1.0

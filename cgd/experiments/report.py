@@ -45,9 +45,10 @@ def _per_problem(runs: Sequence[RunResult], name: str) -> tuple[list[str], list[
     tables = []
     for run in runs:
         p = run.eval.get("problems", {}).get(name)
-        if p is None:
+        try:
+            tables.append(dict(zip(p["ids"], map(bool, p["correct"]), strict=True)))
+        except (TypeError, KeyError, ValueError):  # missing or malformed: the set is left out
             return [], []
-        tables.append(dict(zip(p["ids"], p["correct"], strict=True)))
     ids = [i for i in tables[0] if all(i in t for t in tables)]
     return ids, [sum(float(t[i]) for t in tables) / len(tables) for i in ids]
 
@@ -58,9 +59,12 @@ def _sampled(runs: Sequence[RunResult], name: str, k: int) -> tuple[float, float
     for run in runs:
         p = run.eval.get("problems", {}).get(name) or {}
         samples = p.get("samples")
-        if not samples:
+        if not isinstance(samples, list) or not samples:
             return None
-        values.append((avg_at_k(samples), mean_pass_at_k(samples, k)))
+        try:
+            values.append((avg_at_k(samples), mean_pass_at_k(samples, k)))
+        except (TypeError, ValueError):  # none, or fewer samples than k: no pass@k to report
+            return None
     return (
         sum(v[0] for v in values) / len(values),
         sum(v[1] for v in values) / len(values),
