@@ -11,7 +11,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from cgd.experiments.report import NO_DIFFERENCE
@@ -36,18 +35,6 @@ def experiment_body(snapshot: str, model: Path, **extra: Any) -> dict[str, Any]:
         "eval": {**run["eval"], "sets": ["math500:k=2:n=3"], "max_samples": 4},
     }
     return {**body, **extra}
-
-
-def wait_experiment(client: httpx.Client, exp_id: str, timeout_s: float = 600) -> dict[str, Any]:
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        exp = client.get(f"/v1/experiments/{exp_id}").json()
-        if exp["status"] in ("completed", "failed", "cancelled"):
-            return exp
-        assert time.monotonic() < deadline, exp
-        time.sleep(0.5)
 
 
 def _records(path: str) -> list[dict[str, Any]]:

@@ -127,9 +127,11 @@ def _latest_event(session: Session, run_id: uuid.UUID, kind: str, key: str) -> d
     return {}
 
 
-def run_results(session: Session, exp: Experiment) -> list[RunResult]:
+def run_results(
+    session: Session, pairs: list[tuple[ExperimentRun, TrainingRun]]
+) -> list[RunResult]:
     results = []
-    for link, run in _runs(session, exp):
+    for link, run in pairs:
         wall = None
         if run.started_at is not None and run.finished_at is not None:
             wall = (run.finished_at - run.started_at).total_seconds()
@@ -151,6 +153,9 @@ def run_results(session: Session, exp: Experiment) -> list[RunResult]:
 
 
 def report(session: Session, exp: Experiment) -> dict[str, Any]:
-    baseline = "cgd" if "cgd" in exp.spec.get("modes", []) else None
-    out = build_report(run_results(session, exp), baseline=baseline or "")
-    return {"experiment_id": str(exp.id), "status": public(session, exp).status, **out}
+    # One read of the runs for both the report and the status (build_report compares against
+    # cgd when the experiment has it, else against nothing).
+    pairs = _runs(session, exp)
+    out = build_report(run_results(session, pairs))
+    status = _status(exp, [run.status for _, run in pairs])
+    return {"experiment_id": str(exp.id), "status": status, **out}
