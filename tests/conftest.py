@@ -105,14 +105,29 @@ TEST_LIMITS = {
 
 
 @pytest.fixture(scope="session")
-def broker_url() -> str:
-    """A Redis database of its own for this run (indexes 1–15), flushed before use."""
+def broker_url() -> Iterator[str]:
+    """A Redis database of its own for this run (indexes 1–15), flushed before use.
+
+    Test runs side by side on one host (several checkouts, several developers) would share a
+    database if each drew an index at random; each run claims one with a lease key in
+    database 0 instead, and gives it back at the end."""
     import redis
 
-    index = 1 + secrets.randbelow(15)
-    url = f"{REDIS_URL}/{index}"
+    admin = redis.Redis.from_url(f"{REDIS_URL}/0")
+    token = secrets.token_hex(8)
+    indexes = list(range(1, 16))
+    secrets.SystemRandom().shuffle(indexes)
+    claimed = next(
+        (i for i in indexes if admin.set(f"cgd-test-broker:{i}", token, nx=True, ex=3 * 3600)),
+        None,
+    )
+    if claimed is None:
+        pytest.fail("all 15 test Redis databases are claimed by other test runs")
+    url = f"{REDIS_URL}/{claimed}"
     redis.Redis.from_url(url).flushdb()
-    return url
+    yield url
+    if admin.get(f"cgd-test-broker:{claimed}") == token.encode():
+        admin.delete(f"cgd-test-broker:{claimed}")
 
 
 def _fernet_key() -> str:
