@@ -107,8 +107,9 @@ def training_finished(run_id: str) -> None:
             gauge.remove(run_id)
 
 
-def serve_worker_metrics(port: int | None, addr: str = "0.0.0.0") -> bool:
-    """Serve this process's metrics on ``port`` (a thread); ``None`` or 0: off."""
+def serve_worker_metrics(port: int | None, addr: str = "127.0.0.1") -> bool:
+    """Serve this process's metrics on ``addr``:``port`` (a thread); ``None`` or 0: off. They
+    name endpoint URLs and models, so loopback unless the operator sets an address."""
     if not port:
         return False
     start_http_server(port, addr=addr)

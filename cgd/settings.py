@@ -36,6 +36,13 @@ class Settings(BaseSettings):
         4 * 1024**3, description="Most bytes an upload may decode to (gzip, Parquet pages)"
     )
     max_dataset_items: int = Field(5_000_000, description="Most rows one dataset may hold")
+    max_prompt_chars: int = Field(
+        128_000,
+        ge=1,
+        description="Longest prompt (all messages of one LLM request, in characters) a job may "
+        "send: rendering stops there, a job whose rows exceed it is refused at creation and an "
+        "item that exceeds it later fails; nothing longer leaves the worker",
+    )
     upload_tmp_dir: Path | None = Field(None, description="Spool directory for uploads")
 
     # Generation.
@@ -55,6 +62,21 @@ class Settings(BaseSettings):
         None,
         description="Port on which a worker (or trainer) process serves Prometheus metrics "
         "(cgd_llm_*); unset: not served. One port per process.",
+    )
+    worker_metrics_addr: str = Field(
+        "127.0.0.1",
+        description="Address the worker's metrics port listens on (they name endpoint URLs and "
+        "models): loopback unless an operator opens it, e.g. 0.0.0.0 on a private network",
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="Bearer token the API's /metrics requires; unset: /metrics is refused",
+    )
+    base_models: str = Field(
+        "",
+        description="Base models runs may train: comma-separated name=location (a local "
+        "directory on the trainer host or a hub id); a run names one, or run:<id> of its "
+        "team's completed run",
     )
     chunk_time_limit_s: float = Field(3 * 3600.0, description="Hard limit for one chunk task")
     lease_s: float = Field(60.0, description="A chunk runner's lease; renewed while it works")
@@ -113,6 +135,17 @@ class Settings(BaseSettings):
         100_000_000, description="Job items (prompts × samples) kept, per team"
     )
     quota_inflight_items: int = Field(20_000_000, description="Items of unfinished jobs, per team")
+    quota_datasets: int = Field(1000, ge=0, description="Datasets kept, per team")
+    quota_stored_bytes: int = Field(
+        50 * 1024**3, ge=0, description="Bytes of uploaded datasets kept, per team"
+    )
+    quota_snapshots: int = Field(1000, ge=0, description="Snapshots kept, per team")
+    quota_template_versions: int = Field(
+        1000, ge=0, description="Prompt-template versions kept (all names together), per team"
+    )
+    quota_queued_runs: int = Field(
+        10, ge=0, description="Training runs queued or running at once, per team"
+    )
     quota_retry_after_s: int = Field(60, description="Retry-After sent with a 429 over quota")
     # Retention (`cgd admin gc`); 0 keeps forever.
     job_retention_days: float = Field(0, description="Delete finished jobs older than this")

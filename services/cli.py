@@ -200,7 +200,7 @@ def worker(
 
     setup_logging(loglevel)
     settings = get_settings()
-    serve_worker_metrics(settings.worker_metrics_port)
+    serve_worker_metrics(settings.worker_metrics_port, settings.worker_metrics_addr)
     celery_app = build_worker_app(settings)
     start_sweeper(celery_app)
     n = concurrency or settings.worker_concurrency
@@ -289,7 +289,7 @@ def trainer(loglevel: str = typer.Option("INFO", help="Log level")) -> None:
 
     setup_logging(loglevel)
     settings = get_settings()
-    serve_worker_metrics(settings.worker_metrics_port)
+    serve_worker_metrics(settings.worker_metrics_port, settings.worker_metrics_addr)
     build_worker_app(settings).worker_main(
         [
             "worker",

@@ -136,8 +136,13 @@ def _fernet_key() -> str:
     return Fernet.generate_key().decode()
 
 
+# The scraper's credential for the API's /metrics (a team key is refused there).
+METRICS_TOKEN = "test-metrics-token"
+METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+
 # Short leases and fast retries so failure scenarios play out in seconds.
 WORKER_ENV = {
+    "CGD_METRICS_TOKEN": METRICS_TOKEN,
     "CGD_LEASE_S": "4",
     "CGD_HEARTBEAT_S": "1",
     "CGD_SWEEP_INTERVAL_S": "1",

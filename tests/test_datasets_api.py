@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import func, select
 
 from cgd.db.models import Dataset, DatasetItem
-from tests.conftest import data_file
+from tests.conftest import METRICS_AUTH, data_file
 
 pytestmark = pytest.mark.integration
 
@@ -378,7 +378,7 @@ def test_operations_endpoints(api_server) -> None:  # type: ignore[no-untyped-de
     ready = httpx.get(f"{api_server.url}/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"database": "ok", "broker": "ok"}
-    metrics = httpx.get(f"{api_server.url}/metrics").text
+    metrics = httpx.get(f"{api_server.url}/metrics", headers=METRICS_AUTH).text
     assert "cgd_http_requests_total" in metrics
     spec = httpx.get(f"{api_server.url}/openapi.json").json()
     post = spec["paths"]["/v1/datasets"]["post"]

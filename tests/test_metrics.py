@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from cgd import metrics
-from tests.conftest import free_port
+from tests.conftest import METRICS_AUTH, free_port
 from tests.test_jobs import create_job, job_body, upload_slice, wait_job
 from tests.test_jobs import gsm8k_slice as gsm8k_slice  # noqa: F401  (fixture)
 from tests.test_jobs import simulator as simulator  # noqa: F401  (fixture)
@@ -24,7 +24,8 @@ pytestmark = pytest.mark.integration
 def scrape(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
     """Sample name -> [(labels, value)] of one scrape."""
     out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(httpx.get(url, timeout=10).text):
+    text = httpx.get(url, headers=METRICS_AUTH, timeout=10).text
+    for family in text_string_to_metric_families(text):
         for s in family.samples:
             out.setdefault(s.name, []).append((s.labels, s.value))
     return out

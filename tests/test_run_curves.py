@@ -16,6 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cgd.runs.curves import series
+from tests.conftest import METRICS_AUTH
 from tests.test_training_runs import run_body
 from tests.test_training_runs import snapshot_id as snapshot_id  # noqa: F401  (fixture)
 from tests.test_training_runs import tiny_model as tiny_model  # noqa: F401  (fixture)
@@ -66,7 +67,7 @@ def feed(api: str, run_id: str, token: str, finish: bool = True) -> None:
 
 
 def gauge(api: str, name: str, run_id: str) -> float | None:
-    text = httpx.get(f"{api}/metrics").text
+    text = httpx.get(f"{api}/metrics", headers=METRICS_AUTH).text
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             if s.name == name and s.labels.get("run") == run_id:

@@ -591,3 +591,53 @@ def test_admin_lists_and_revokes_keys(api_server, sessionmaker_) -> None:  # typ
         assert time.monotonic() < deadline, "revoked key still accepted after the cache TTL"
         time.sleep(0.5)
     assert cgd("revoke-key", key_id).returncode == 1  # already revoked
+
+
+# --- private metrics (issue 26) ----------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_api_metrics_need_the_metrics_token(api_server, client) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import METRICS_AUTH
+
+    url = f"{api_server.url}/metrics"
+    bare = httpx.get(url)
+    assert bare.status_code == 401, bare.status_code
+    assert "CGD_METRICS_TOKEN" in bare.json()["detail"]["reason"]
+    assert "cgd_" not in bare.text
+    # A team's own API key does not open the deployment-wide series.
+    team = httpx.get(url, headers={"Authorization": client.headers["Authorization"]})
+    assert team.status_code == 403 and "cgd_" not in team.text, team.status_code
+    wrong = httpx.get(url, headers={"Authorization": "Bearer not-the-token"})
+    assert wrong.status_code == 403, wrong.status_code
+    served = httpx.get(url, headers=METRICS_AUTH)
+    assert served.status_code == 200 and "cgd_http_requests_total" in served.text
+
+
+@pytest.mark.integration
+def test_api_metrics_refused_when_no_token_is_set(api_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import METRICS_AUTH, _wait_http, free_port, start_api
+
+    port = free_port()
+    env = {k: v for k, v in api_server.env.items() if k != "CGD_METRICS_TOKEN"}
+    proc = start_api(env, port, tmp_path / "api.log")
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+        r = httpx.get(f"http://127.0.0.1:{port}/metrics", headers=METRICS_AUTH)
+        assert r.status_code == 403 and "cgd_" not in r.text, r.status_code
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.integration
+def test_worker_metrics_listen_on_loopback_only(start_worker) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import free_port
+
+    port = free_port()
+    start_worker(CGD_WORKER_METRICS_PORT=str(port))
+    assert httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).status_code == 200
+    # 127.0.0.2 reaches a socket bound to 0.0.0.0 but not one bound to 127.0.0.1 (what any
+    # non-loopback address would see).
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.2:{port}/metrics", timeout=5)

@@ -6,6 +6,7 @@ calls, training) are defined in ``cgd.metrics`` and land in the same registry.""
 from __future__ import annotations
 
 import contextlib
+import hmac
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +19,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cgd.db.models import ITEM_STATES, Job
+from cgd.errors import CgdError, Unauthorized
+from cgd.settings import Settings
 from cgd.tasks import QUEUES
 
 REQUESTS = Counter("cgd_http_requests_total", "HTTP requests", ["method", "route", "status"])
@@ -53,6 +56,25 @@ class MetricsMiddleware:
             route = getattr(scope.get("route"), "path", "unmatched")
             REQUESTS.labels(scope["method"], route, str(status)).inc()
             LATENCY.labels(scope["method"], route).observe(time.perf_counter() - start)
+
+
+class MetricsForbidden(CgdError):
+    """Not the metrics token: /metrics needs CGD_METRICS_TOKEN (team API keys do not grant it)."""
+
+    status_code = 403
+
+
+def check_scraper(settings: Settings, authorization: str | None) -> None:
+    """Only a scraper holding ``CGD_METRICS_TOKEN`` reads /metrics: the series name every team's
+    run ids and queue depths. With the setting unset, nobody does (never open by default)."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized({"reason": "/metrics needs Authorization: Bearer <CGD_METRICS_TOKEN>"})
+    expected = settings.metrics_token
+    if expected is None or not hmac.compare_digest(
+        token.strip().encode(), expected.get_secret_value().encode()
+    ):
+        raise MetricsForbidden()
 
 
 def render() -> tuple[bytes, str]:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import text
 
+from cgd.errors import Unauthorized
 from services.api import metrics
-from services.api.errors import JSONBody
+from services.api.deps import SettingsDep
+from services.api.errors import JSONBody, error_responses
 
 router = APIRouter(tags=["operations"])
 
@@ -75,6 +79,7 @@ async def readyz(request: Request) -> JSONBody:
     "/metrics",
     response_class=Response,
     responses={
+        **error_responses(Unauthorized, metrics.MetricsForbidden),
         200: {
             "content": {
                 "text/plain": {
@@ -83,11 +88,16 @@ async def readyz(request: Request) -> JSONBody:
                     "cgd_dataset_rows_ingested_total 200.0\n",
                 }
             }
-        }
+        },
     },
 )
-def prometheus() -> Response:
-    """Prometheus metrics (text exposition format). A plain ``def``: the job-item and queue
+def prometheus(
+    settings: SettingsDep,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Response:
+    """Prometheus metrics (text exposition format), for a scraper holding
+    ``Authorization: Bearer <CGD_METRICS_TOKEN>`` only. A plain ``def``: the job-item and queue
     gauges may query the database and Redis (at most once per cache period), off the loop."""
+    metrics.check_scraper(settings, authorization)
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)
