@@ -23,14 +23,44 @@ app.add_typer(admin_app, name="admin")
 app.add_typer(dev_app, name="dev")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from cgd import __version__
+
+        typer.echo(f"cgd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Critique-guided distillation."""
+
+
 @app.command()
 def migrate() -> None:
-    """Apply database migrations (alembic upgrade head) on CGD_DATABASE_URL."""
-    from cgd.db.migrate import upgrade
+    """Apply database migrations (alembic upgrade head) on CGD_DATABASE_URL; a PostgreSQL
+    database that does not exist yet is created first."""
+    from sqlalchemy.exc import OperationalError
+
+    from cgd.db.migrate import DatabaseUnavailable, upgrade
     from cgd.logs import redact
 
     url = get_settings().effective_database_url
-    upgrade(url)
+    try:
+        created = upgrade(url)
+    except DatabaseUnavailable as exc:
+        typer.echo(f"cgd migrate: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except OperationalError as exc:  # a server that went away, a wrong password: one line
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        typer.echo(f"cgd migrate: cannot use {redact(url)}: {reason}", err=True)
+        raise typer.Exit(1) from None
+    if created:
+        typer.echo(f"created database {redact(url)}")
     typer.echo(f"database at {redact(url)} is at the latest migration")
 
 
@@ -336,6 +366,16 @@ def eval_(ctx: typer.Context) -> None:
     from cgd.train.cli import app as train_app
 
     train_app(args=["eval", *ctx.args], prog_name="cgd")
+
+
+@dev_app.command("config-docs")
+def config_docs(
+    output: Path | None = typer.Option(None, help="Where to write (default docs/configuration.md)"),
+) -> None:
+    """Regenerate docs/configuration.md from the settings class (every CGD_ setting)."""
+    from cgd.config_docs import PAGE, write
+
+    typer.echo(f"wrote {write(output or PAGE)}")
 
 
 @dev_app.command("real-model")
