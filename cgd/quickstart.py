@@ -103,6 +103,10 @@ class RealOptions:
     max_tokens: int = 192  # per call: a 135M model rambles, and a 2-core CPU makes ~20-80 tokens/s
 
 
+# The name the quickstart registers its student under (CGD_BASE_MODELS of the API it starts).
+BASE_MODEL_NAME = "quickstart-student"
+
+
 @dataclass
 class Models:
     """The endpoints a job calls, the model the trainer fine-tunes, and how to say what they are."""
@@ -161,6 +165,9 @@ def run(
                 "minute), generates, fine-tunes and evaluates on this CPU: about 5-10 minutes."
             )
             vllm, real_dir = _start_real_student(root, vllm_port)
+        # The API trains registered base models only: register the one this loop fine-tunes.
+        student_dir = real_dir if real is not None else root / "tiny-model"
+        env["CGD_BASE_MODELS"] = f"{BASE_MODEL_NAME}={student_dir}"
         stack.cgd("migrate")
         key = stack.cgd("admin", "create-key", "--team", "quickstart").strip().splitlines()[-1]
         console.print(f"database: {root / 'home' / 'cgd.sqlite3'} (migrated)")
@@ -206,14 +213,14 @@ def _start_real_student(root: Path, port: int) -> tuple[VllmServer, Path]:
 
 
 def _simulated_models(sim: str, root: Path) -> Models:
-    model = root / "tiny-model"
+    model = root / "tiny-model"  # registered as BASE_MODEL_NAME in run()
     from cgd.train.tiny import make_tiny_model
 
     make_tiny_model(model)
     return Models(
         student={"base_url": sim, "model": "student", "temperature": 0.0},
         teacher={"base_url": sim, "model": "teacher", "temperature": 0.0},
-        base_model=str(model),
+        base_model=BASE_MODEL_NAME,
         banner=(
             f"[yellow]DRY RUN[/]: student and teacher are the SIMULATED server at {sim}. For real "
             "generations point `base_url` at a vLLM or other OpenAI-compatible server, e.g. "
@@ -253,7 +260,7 @@ def _real_models(sim: str, vllm: VllmServer, model_dir: Path, real: RealOptions)
     return Models(
         student=student,
         teacher=teacher,
-        base_model=str(model_dir),
+        base_model=BASE_MODEL_NAME,
         banner=f"[green]REAL[/]: student {vllm.model} on vLLM at {vllm.url}; teacher {who}",
         # A weak teacher's refinements are rarely right: keep every completed triplet unless the
         # oracle teaches (then, as in the paper, only refinements that reach the reference).

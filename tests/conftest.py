@@ -191,11 +191,15 @@ def api_server(
     """A real ``cgd api`` process on a free port, on this run's database."""
     port = free_port()
     log = tmp_path_factory.mktemp("api") / "api.log"
+    models = tmp_path_factory.mktemp("models")
     env = {
         **os.environ,
         "CGD_DATABASE_URL": database_url,
         "CGD_BROKER_URL": broker_url,
         "CGD_HOME": str(tmp_path_factory.mktemp("home")),
+        # Runs name these; a test that trains writes a model at the registered location
+        # (registered_model).
+        "CGD_BASE_MODELS": ",".join(f"{n}={models / n}" for n in BASE_MODEL_NAMES),
         **TEST_LIMITS,
         **WORKER_ENV,
     }
@@ -210,6 +214,17 @@ def api_server(
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+BASE_MODEL_NAMES = ("tiny", "m", "x")
+
+
+def registered_model(api_server: ApiServer, name: str) -> Path:
+    """Where ``CGD_BASE_MODELS`` of the test API puts the base model ``name``."""
+    from cgd.runs.base_models import registry
+    from cgd.settings import Settings
+
+    return Path(registry(Settings(base_models=api_server.env["CGD_BASE_MODELS"]))[name])
 
 
 def make_key(sessionmaker_, team: str | None = None) -> str:  # type: ignore[no-untyped-def]

@@ -458,13 +458,14 @@ def _new_run(sessionmaker_, team_id: uuid.UUID) -> tuple[str, str]:  # type: ign
     from cgd.db.engine import session_scope
     from cgd.runs.ops import create_run
     from cgd.runs.schemas import TrainingRunSpec
+    from cgd.settings import Settings
 
     snap = _ready_snapshot(sessionmaker_, team_id)
     spec = TrainingRunSpec.model_validate(
-        {"snapshot_id": str(snap), "base_model": "/nonexistent/model", "eval": {"sets": []}}
+        {"snapshot_id": str(snap), "base_model": "m", "eval": {"sets": []}}
     )
     with session_scope(sessionmaker_) as s:
-        run, token = create_run(s, team_id, spec)
+        run, token = create_run(s, team_id, spec, Settings(base_models="m=/nonexistent/model"))
         return str(run.id), token
 
 
@@ -508,12 +509,12 @@ def test_run_token_is_in_no_log_line(client, sessionmaker_, start_worker, api_se
     team = _team_id(sessionmaker_, client)
     snap = _ready_snapshot(sessionmaker_, team)
     spec = TrainingRunSpec.model_validate(
-        {"snapshot_id": str(snap), "base_model": "/nonexistent/model", "eval": {"sets": []}}
+        {"snapshot_id": str(snap), "base_model": "m", "eval": {"sets": []}}
     )
     from cgd.db.engine import session_scope
 
     with session_scope(sessionmaker_) as s:
-        run, messages = create_run_message(s, team, spec)
+        run, messages = create_run_message(s, team, spec, Settings(base_models="m=/nonexistent"))
     token = messages[0][3]["cgd_run_token"]  # type: ignore[misc]
     assert token not in json.dumps(messages[0][1])  # not an argument
     worker = start_worker("trainer", CGD_LOG_LEVEL="DEBUG")

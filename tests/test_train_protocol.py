@@ -335,7 +335,10 @@ def test_run_spec_fields_reach_the_train_config(tmp_path):
             "eval": {"sets": ["amc23"], "select_on": "math500", "select_every_steps": 5},
         }
     ).model_dump(mode="json")
-    config = train_config({"spec": spec}, tmp_path / "d", tmp_path / "o", ["amc23"], "math500")
+    trainer_view = {"spec": spec, "base_model_location": str(tmp_path / "models" / "m")}
+    config = train_config(trainer_view, tmp_path / "d", tmp_path / "o", ["amc23"], "math500")
+    # The trainer loads what the API resolved the name to, never the name itself.
+    assert config.model_path == str(tmp_path / "models" / "m")
     assert config.seed == 7 and [m.value for m in config.common_modes] == ["cgd", "sft"]
     assert (config.select_on, config.select_every_steps) == ("math500", 5)
     with pytest.raises(ValueError, match="must include the run's mode 'cgd'"):

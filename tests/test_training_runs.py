@@ -15,17 +15,19 @@ import httpx
 import pytest
 
 from cgd.simulator import SimulatorProcess
-from tests.conftest import data_file
+from tests.conftest import data_file, registered_model
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_model(api_server) -> Path:  # type: ignore[no-untyped-def]
+    """The tiny model, written where the test API's CGD_BASE_MODELS registers ``tiny``."""
     from cgd.train.tiny import make_tiny_model
 
-    path = tmp_path_factory.mktemp("tiny") / "model"
-    make_tiny_model(path)
+    path = registered_model(api_server, "tiny")
+    if not (path / "config.json").exists():
+        make_tiny_model(path)
     return path
 
 
@@ -66,7 +68,7 @@ def snapshot_id(client, start_worker, tmp_path: Path) -> Iterator[str]:  # type:
 def run_body(snapshot_id: str, model: Path, **hp: Any) -> dict[str, Any]:
     return {
         "snapshot_id": snapshot_id,
-        "base_model": str(model),
+        "base_model": model.name,  # the registered name (the folder is named after it)
         "mode": "cgd",
         "method": "full",
         "hyperparams": {

@@ -259,7 +259,7 @@ def test_experiment_page_shows_runs_side_by_side_with_table_and_chart(  # type: 
     from cgd.runs.ops import _hash
 
     api = api_server.url
-    body = {"snapshot_id": snapshot_id, "base_model": str(tiny_model), "modes": ["cgd", "sft"]}
+    body = {"snapshot_id": snapshot_id, "base_model": tiny_model.name, "modes": ["cgd", "sft"]}
     exp = client.post("/v1/experiments", json=body).json()
     sign_in(page, api, client.headers["Authorization"].split()[1])
     page.goto(f"{api}/ui/#/experiments/{exp['id']}")

@@ -106,6 +106,11 @@ class EvalSet:
         return Sampling(self.samples, self.temperature, self.top_p)
 
 
+# An eval set's results are written to files named after it (``<name>.jsonl``): a name from a
+# request is one plain file name, never a path.
+SET_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
 def _default_name(source: str) -> str:
     return source if source in EVAL_SETS or source in EXTRA_SETS else Path(source).stem
 
@@ -142,6 +147,11 @@ def parse_eval_set(spec: str | EvalSet) -> EvalSet:
         raise ValueError(f"eval set {spec!r}: k must be >= 1")
     if n is not None and n < k:
         raise ValueError(f"eval set {spec!r}: n (samples per problem) must be >= k ({k}), not {n}")
+    if "name" in options and not SET_NAME_RE.fullmatch(options["name"]):
+        raise ValueError(
+            f"eval set {spec!r}: name must match {SET_NAME_RE.pattern} (letters, digits, '.', "
+            "'_', '-'; at most 64)"
+        )
     return EvalSet(
         source=source,
         name=options.get("name") or _default_name(source),

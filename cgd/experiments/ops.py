@@ -19,11 +19,12 @@ from cgd.experiments.schemas import ExperimentOut, ExperimentRunOut, ExperimentS
 from cgd.pagination import Page, created_page, decode_created_cursor
 from cgd.runs import ops as runs
 from cgd.runs.schemas import TrainingRunSpec
+from cgd.settings import Settings
 from cgd.tasks import Message, train_run_message
 
 
 def create(
-    session: Session, team_id: uuid.UUID, spec: ExperimentSpec
+    session: Session, team_id: uuid.UUID, spec: ExperimentSpec, settings: Settings
 ) -> tuple[ExperimentOut, list[Message]]:
     """The experiment and its runs (validated as one: a bad mode or eval set creates none)."""
     created: list[tuple[ExportMode, int, uuid.UUID]] = []
@@ -42,7 +43,7 @@ def create(
                 # Every run trains on the rows all compared modes can use: same N everywhere.
                 common_modes=list(spec.modes),
             )
-            run, token = runs.create_run(session, team_id, run_spec)
+            run, token = runs.create_run(session, team_id, run_spec, settings)
             created.append((mode, seed, run.id))
             messages.append(train_run_message(str(run.id), token))
     exp = Experiment(

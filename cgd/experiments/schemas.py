@@ -29,7 +29,7 @@ class ExperimentSpec(BaseModel):
         json_schema_extra={
             "example": {
                 "snapshot_id": "5d0c4c8e-5b3a-4e0e-9a59-0d7f3c1e2b11",
-                "base_model": "Qwen/Qwen2.5-Math-7B",
+                "base_model": "Qwen2.5-Math-7B",
                 "modes": [m.value for m in DEFAULT_MODES],
                 "seeds": [0, 1, 2],
                 "hyperparams": {"learning_rate": 1e-6, "epochs": 1},
@@ -38,7 +38,13 @@ class ExperimentSpec(BaseModel):
         },
     )
     snapshot_id: uuid.UUID
-    base_model: str = Field(..., min_length=1, description="A model id or a local path")
+    base_model: str = Field(
+        ...,
+        min_length=1,
+        max_length=128,
+        description="A registered base model (GET /v1/models) or run:<id> of a completed run "
+        "of your team",
+    )
     modes: list[ExportMode] = Field(
         default_factory=lambda: list(DEFAULT_MODES),
         min_length=1,

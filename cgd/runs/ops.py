@@ -24,8 +24,10 @@ from cgd.db.queries import team_newest_first, team_row
 from cgd.enums import TERMINAL_RUN_STATUSES as TERMINAL
 from cgd.errors import InvalidRequest, NotFound, Unauthorized
 from cgd.pagination import Page, created_page, decode_created_cursor, decode_cursor, page
+from cgd.runs import base_models
 from cgd.runs.errors import TrainingRunFinished, TrainingRunNotFound
 from cgd.runs.schemas import EventAck, EventIn, EventOut, RunOut, TrainingRunSpec
+from cgd.settings import Settings
 from cgd.snapshots.ops import check_mode
 from cgd.tasks import Message, train_run_message
 
@@ -35,10 +37,10 @@ def _hash(token: str) -> str:
 
 
 def create(
-    session: Session, team_id: uuid.UUID, spec: TrainingRunSpec
+    session: Session, team_id: uuid.UUID, spec: TrainingRunSpec, settings: Settings
 ) -> tuple[RunOut, list[Message]]:
     """The run and its message for the trainer (the message carries the run's token)."""
-    run, token = create_run(session, team_id, spec)
+    run, token = create_run(session, team_id, spec, settings)
     return public(run), [train_run_message(str(run.id), token)]
 
 
@@ -50,8 +52,9 @@ def list_runs(session: Session, team_id: uuid.UUID, limit: int, cursor: str | No
 
 
 def create_run(
-    session: Session, team_id: uuid.UUID, spec: TrainingRunSpec
+    session: Session, team_id: uuid.UUID, spec: TrainingRunSpec, settings: Settings
 ) -> tuple[TrainingRun, str]:
+    base_models.resolve(session, team_id, spec.base_model, settings)
     snap = session.get(Snapshot, spec.snapshot_id)
     if snap is None or snap.team_id != team_id:
         raise NotFound({"snapshot_id": str(spec.snapshot_id), "reason": "snapshot not found"})

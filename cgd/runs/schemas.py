@@ -76,7 +76,7 @@ class TrainingRunSpec(BaseModel):
         json_schema_extra={
             "example": {
                 "snapshot_id": "5d0c4c8e-5b3a-4e0e-9a59-0d7f3c1e2b11",
-                "base_model": "Qwen/Qwen2.5-0.5B-Instruct",
+                "base_model": "Qwen2.5-0.5B-Instruct",
                 "mode": "cgd",
                 "method": "full",
                 "hyperparams": {"learning_rate": 1e-6, "epochs": 1},
@@ -85,7 +85,13 @@ class TrainingRunSpec(BaseModel):
         },
     )
     snapshot_id: uuid.UUID
-    base_model: str = Field(..., min_length=1, description="A model id or a local path")
+    base_model: str = Field(
+        ...,
+        min_length=1,
+        max_length=128,
+        description="A registered base model (GET /v1/models) or run:<id> of a completed run "
+        "of your team (to continue from it)",
+    )
     mode: ExportMode = Field(ExportMode.cgd, description="What the model is trained to produce")
     method: TrainMethod = TrainMethod.full
     hyperparams: Hyperparams = Hyperparams()
@@ -151,6 +157,12 @@ class RunOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+class TrainerRunOut(RunOut):
+    """A run as its trainer reads it (run token only)."""
+
+    base_model_location: str = Field(description="A directory on the trainer host or a hub id")
 
 
 class EventOut(BaseModel):

@@ -465,6 +465,16 @@ def score_outputs(
     return accuracy, records
 
 
+def output_file(out_dir: str | Path, filename: str) -> Path:
+    """``out_dir/filename``, refused unless it resolves to a file directly inside ``out_dir``:
+    set names come from requests, and a checked spec is no guarantee for every caller."""
+    root = Path(out_dir).resolve()
+    path = (root / filename).resolve()
+    if path.parent != root:
+        raise ValueError(f"eval output {filename!r} would be written outside {root}")
+    return path
+
+
 def write_records(path: Path, records: list[dict[str, Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as f:
@@ -516,12 +526,15 @@ def evaluate_set(
     per-sample logs in ``out_dir/<name>.jsonl`` (greedy) and ``out_dir/<name>.avg@<k>.jsonl``
     (every sample, ``sample`` = its index among the problem's ``n``)."""
     eval_set = parse_eval_set(spec)
+    # Both paths checked before any work, so a bad name costs no generation.
+    greedy_file = output_file(out_dir, f"{eval_set.name}.jsonl")
+    samples_file = output_file(out_dir, f"{eval_set.name}.avg@{eval_set.k}.jsonl")
     rows = load_eval_rows(eval_set, limit)
     prompts = [eval_prompt(tokenizer, r["problem"]) for r in rows]
     accuracy, records = score_outputs(rows, generate(prompts, None), pool, eval_set.kind)
     for record, prompt in zip(records, prompts, strict=True):
         record["prompt"] = prompt
-    write_records(Path(out_dir) / f"{eval_set.name}.jsonl", records)
+    write_records(greedy_file, records)
     result = SetResult(eval_set.name, eval_set.kind, len(rows), accuracy)
     result.no_answer = sum(r["truncated"] for r in records)
     result.k = eval_set.k
@@ -541,7 +554,7 @@ def evaluate_set(
         result.temperature = sampling.temperature
         result.avg_at_k = avg_at_k(per_problem)
         result.pass_at_k = mean_pass_at_k(per_problem, eval_set.k)
-        write_records(Path(out_dir) / f"{eval_set.name}.avg@{eval_set.k}.jsonl", samples)
+        write_records(samples_file, samples)
     result.problems = {
         "ids": [r["id"] for r in records],
         "correct": [r["correct"] for r in records],

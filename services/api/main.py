@@ -21,7 +21,16 @@ from services.api.body_limit import JsonBodyLimit
 from services.api.errors import install_error_handlers
 from services.api.metrics import MetricsMiddleware, install_state_collector, remove_collector
 from services.api.openapi import DESCRIPTION, install_openapi
-from services.api.routes import datasets, experiments, jobs, ops, runs, snapshots, templates
+from services.api.routes import (
+    datasets,
+    experiments,
+    jobs,
+    models,
+    ops,
+    runs,
+    snapshots,
+    templates,
+)
 from services.api.startup import check_startup
 from services.api.ui import install_ui
 
@@ -80,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(snapshots.router)
     app.include_router(runs.router)
     app.include_router(runs.trainer_router)
+    app.include_router(models.router)
     app.include_router(experiments.router)
     install_ui(app)
     install_openapi(app)

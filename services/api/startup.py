@@ -25,6 +25,9 @@ def check_startup(settings: Settings, sessionmaker: Any) -> None:
         )
     elif not settings.endpoint_allowlist.strip():
         log.warning("CGD_ENDPOINT_ALLOWLIST is empty: every job will be refused (422)")
+    from cgd.runs.base_models import registry
+
+    registry(settings)  # a malformed CGD_BASE_MODELS stops the API here, not at a run's request
     from cgd.secrets import check_secret_configured
 
     check_secret_configured(settings, sessionmaker)

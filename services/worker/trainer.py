@@ -118,7 +118,7 @@ def train_config(
 
     hp, ev = spec["spec"]["hyperparams"], spec["spec"]["eval"]
     return TrainConfig(
-        model_path=spec["spec"]["base_model"],
+        model_path=spec["base_model_location"],  # resolved by the API, never the request's
         train_file=str(data),
         layout="native",
         mode=spec["spec"]["mode"],

@@ -17,7 +17,7 @@ from cgd.experiments.report import to_markdown, to_svg
 from cgd.experiments.schemas import ExperimentOut, ExperimentSpec
 from cgd.pagination import Page
 from cgd.snapshots.errors import ModeUnavailable
-from services.api.deps import SessionDep, TeamDep
+from services.api.deps import SessionDep, SettingsDep, TeamDep
 from services.api.errors import JSONBody, error_responses
 
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
@@ -36,11 +36,15 @@ class ReportFormat(StrEnum):
     responses=error_responses(NotFound, DatasetNotFound, InvalidRequest, ModeUnavailable),
 )
 def create_experiment(
-    request: Request, spec: ExperimentSpec, session: SessionDep, team_id: TeamDep
+    request: Request,
+    spec: ExperimentSpec,
+    session: SessionDep,
+    team_id: TeamDep,
+    settings: SettingsDep,
 ) -> JSONBody:
     """Start one training run per (mode, seed) on a ready snapshot. Every run trains on the
     rows all listed modes can use, with the same hyperparameters, steps and evaluation."""
-    exp, messages = ops.create(session, team_id, spec)
+    exp, messages = ops.create(session, team_id, spec, settings)
     request.state.outbox.extend(messages)
     return JSONBody(exp.model_dump(mode="json"), status_code=202)
 

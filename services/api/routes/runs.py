@@ -15,12 +15,20 @@ from cgd.datasets.errors import DatasetNotFound
 from cgd.enums import Split
 from cgd.errors import InvalidRequest, NotFound, Unauthorized
 from cgd.pagination import Page
-from cgd.runs import ops
+from cgd.runs import base_models, ops
 from cgd.runs.errors import TrainingRunFinished, TrainingRunNotFound
-from cgd.runs.schemas import EventAck, EventIn, EventOut, RunCreated, RunOut, TrainingRunSpec
+from cgd.runs.schemas import (
+    EventAck,
+    EventIn,
+    EventOut,
+    RunCreated,
+    RunOut,
+    TrainerRunOut,
+    TrainingRunSpec,
+)
 from cgd.snapshots import ops as snapshots
 from cgd.snapshots.errors import ModeUnavailable
-from services.api.deps import SessionDep, TeamDep
+from services.api.deps import SessionDep, SettingsDep, TeamDep
 from services.api.errors import JSONBody, error_responses
 
 router = APIRouter(prefix="/v1/training-runs", tags=["training runs"])
@@ -36,11 +44,15 @@ TokenHeader = Annotated[str | None, Header(alias="Authorization", include_in_sch
     responses=error_responses(NotFound, DatasetNotFound, InvalidRequest, ModeUnavailable),
 )
 def create_run(
-    request: Request, spec: TrainingRunSpec, session: SessionDep, team_id: TeamDep
+    request: Request,
+    spec: TrainingRunSpec,
+    session: SessionDep,
+    team_id: TeamDep,
+    settings: SettingsDep,
 ) -> JSONBody:
     """Fine-tune ``base_model`` on a ready snapshot in one mode; a trainer picks it up and
     reports steps, evaluation and artifacts as events."""
-    run, messages = ops.create(session, team_id, spec)
+    run, messages = ops.create(session, team_id, spec, settings)
     request.state.outbox.extend(messages)
     return JSONBody({"id": str(run.id), "status": run.status}, status_code=202)
 
@@ -105,9 +117,18 @@ def post_event(
     return ops.record_event(session, run, event)
 
 
-@trainer_router.get("/{run_id}/spec", response_model=RunOut)
-def run_spec(session: SessionDep, run_id: uuid.UUID, authorization: TokenHeader = None) -> RunOut:
-    return ops.public(ops.run_for_token(session, run_id, authorization))
+@trainer_router.get("/{run_id}/spec", response_model=TrainerRunOut)
+def run_spec(
+    session: SessionDep,
+    settings: SettingsDep,
+    run_id: uuid.UUID,
+    authorization: TokenHeader = None,
+) -> TrainerRunOut:
+    """The run as the trainer needs it: with the location its base model resolves to (the
+    operator's registry or the team's earlier run), which the team's own view never shows."""
+    run = ops.run_for_token(session, run_id, authorization)
+    location = base_models.resolve(session, run.team_id, run.spec["base_model"], settings)
+    return TrainerRunOut(**ops.public(run).model_dump(), base_model_location=location)
 
 
 @trainer_router.get("/{run_id}/data", response_class=StreamingResponse)
