@@ -6,7 +6,14 @@ import pytest
 
 from cgd.templates import TEMPLATES, extract_tagged, get_template, parse_verdict
 from cgd.templates.builtin import DEFAULT_SOURCES
-from cgd.templates.core import Template, TemplateSourceError, TemplateSources, validate_sources
+from cgd.templates.core import (
+    PromptTooLong,
+    Template,
+    TemplateSourceError,
+    TemplateSources,
+    prompt_chars,
+    validate_sources,
+)
 
 VERDICTS = " End with `Conclusion: right` or `Conclusion: wrong`."
 
@@ -154,3 +161,48 @@ def test_the_simulator_tells_every_stage_apart() -> None:
             classify(t.solve("Q?")).stage,
         ]
         assert stages == ["probe", "critique", "refine", "solve"]
+
+
+@pytest.mark.parametrize(
+    "name", ["lipsum", "cycler", "joiner", "namespace", "self", "range", "dict", "loop"]
+)
+def test_jinja_globals_are_unknown_variables(name: str) -> None:
+    sources = _with(refine=DEFAULT_SOURCES.refine + "{{ " + name + " }}")
+    with pytest.raises(TemplateSourceError, match=f"unknown variable.*{name}"):
+        validate_sources(sources)
+
+
+def _with(**parts: str) -> TemplateSources:
+    return TemplateSources(**{**DEFAULT_SOURCES.as_dict(), **parts})
+
+
+def test_rendering_stops_at_the_cap_with_bounded_memory() -> None:
+    """The question 1000 times (40 MB uncapped) raises once 128k characters are out; the
+    render never holds more than the cap."""
+    import tracemalloc
+
+    looping = _with(critique=DEFAULT_SOURCES.critique + "{{ question }}" * 1000)
+    t = Template(name="loop", version="loop@1", sources=looping).with_cap(128_000)
+    question = "q" * 40_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(PromptTooLong, match="critique prompt is longer than CGD_MAX_PROMPT"):
+            t.critique(question, "a")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000, peak  # the pieces up to the cap (~128 KB), not 40 MB
+
+
+def test_the_cap_counts_every_message_of_a_request() -> None:
+    t = get_template("cgd")
+    refine = t.refine("q" * 1000, "a" * 1000, "c" * 1000)
+    total = prompt_chars(refine)
+    assert prompt_chars(t.with_cap(total).refine("q" * 1000, "a" * 1000, "c" * 1000)) == total
+    with pytest.raises(PromptTooLong, match="refine prompt"):  # the critique is one of them
+        t.with_cap(total - 1).refine("q" * 1000, "a" * 1000, "c" * 1000)
+    with pytest.raises(PromptTooLong, match="probe prompt"):
+        t.with_cap(999).probe("q" * 1000)
+    with pytest.raises(PromptTooLong, match="solve prompt"):
+        t.with_cap(1000).solve("q" * 1000)
+    assert t.max_chars is None and t.with_cap(5).max_chars == 5  # a copy; the original uncapped

@@ -40,11 +40,12 @@ from collections.abc import Callable, Mapping
 from fractions import Fraction
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from cgd.answers import extract_boxed
 from cgd.curation.eval_sets import EVAL_SETS
 from cgd.curation.meta import meta_commentary
+from cgd.security.bounds import Count, FiniteFloat, Int64, RequestModel
 from cgd.security.names import CONTROL_CHARS as _CONTROL
 
 # Item states that mean "all three calls done" (the worker ends in `verified`; `refined` is the
@@ -56,7 +57,7 @@ EvalSetName = Literal["math500", "amc23", "aime24"]
 assert set(get_args(EvalSetName)) == set(EVAL_SETS)
 
 
-class _Strict(BaseModel):
+class _Strict(RequestModel):
     # Unknown keys are a client mistake (a typo would silently turn a filter off).
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -64,8 +65,8 @@ class _Strict(BaseModel):
 class VerdictRatio(_Strict):
     """Right:wrong proportion of teacher verdicts, e.g. ``{"right": 30, "wrong": 70}``."""
 
-    right: float = Field(ge=0)
-    wrong: float = Field(ge=0)
+    right: FiniteFloat = Field(ge=0)
+    wrong: FiniteFloat = Field(ge=0)
 
     @model_validator(mode="after")
     def _not_both_zero(self) -> VerdictRatio:
@@ -81,8 +82,8 @@ class Filters(_Strict):
     no_truncation: bool | None = None
     require_boxed: bool | None = None
     no_meta_commentary: bool | None = None
-    min_chars: int | None = Field(default=None, ge=0)
-    max_chars: int | None = Field(default=None, ge=0)
+    min_chars: Count | None = None
+    max_chars: Count | None = None
     verdict_ratio: VerdictRatio | None = None
 
 
@@ -107,7 +108,7 @@ class Decontaminate(_Strict):
 
 class Split(_Strict):
     val_fraction: float | None = Field(default=None, ge=0, le=1)
-    seed: int | None = None
+    seed: Int64 | None = None
 
 
 MAX_JOB_IDS = 100

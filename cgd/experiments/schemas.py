@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cgd.enums import ExportMode, TrainMethod
 from cgd.runs.schemas import EvalSpec, Hyperparams
+from cgd.security.bounds import RequestModel, Seed
 
 # The paper's comparison: CGD against its four baselines (docs/method.md).
 DEFAULT_MODES = [
@@ -23,7 +24,7 @@ DEFAULT_MODES = [
 MAX_RUNS = 20
 
 
-class ExperimentSpec(BaseModel):
+class ExperimentSpec(RequestModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -50,7 +51,7 @@ class ExperimentSpec(BaseModel):
         min_length=1,
         description="Training modes to compare; every run trains on the rows all of them can use",
     )
-    seeds: list[int] = Field(
+    seeds: list[Seed] = Field(
         default_factory=lambda: [0], min_length=1, description="One run per mode and seed"
     )
     method: TrainMethod = TrainMethod.full

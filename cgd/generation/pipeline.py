@@ -30,7 +30,9 @@ from cgd.generation.concurrency import Priority
 from cgd.generation.store import ChunkWork, StageResult, WorkItem
 from cgd.llm_client import CallResult, EndpointConfig, LLMClient, LLMError, safe_url
 from cgd.metrics import endpoint_label, llm_call
+from cgd.settings import get_settings
 from cgd.templates import Template, parse_verdict
+from cgd.templates.core import PromptTooLong, prompt_chars
 from cgd.verify import Verdict, VerifierPool
 
 log = logging.getLogger("cgd.generation")
@@ -85,6 +87,8 @@ class PipelineDeps:
     team_limits: TeamLimits | None = None  # per process: a team's in-flight calls per endpoint
     team_max_running_chunks: int = 8
     batch_poll_s: float = 30.0  # how often a Batch API batch is polled (batch-mode endpoints)
+    # No request longer than this leaves the worker (CGD_MAX_PROMPT_CHARS).
+    max_prompt_chars: int = field(default_factory=lambda: get_settings().max_prompt_chars)
 
 
 class _Stopped(Exception):
@@ -192,7 +196,9 @@ class ChunkRun:
         self.deps = deps
         self.work = work
         self.spec = work.spec
-        self.template: Template = work.template
+        # Capped: rendering stops at the cap, so a template that repeats a long question
+        # cannot fill the worker's memory (PromptTooLong fails the item instead).
+        self.template: Template = work.template.with_cap(deps.max_prompt_chars)
         self.stop = asyncio.Event()
         self.stop_reason: str | None = None
         # The priority of this chunk's calls at an endpoint's window: oldest chunk first, then
@@ -237,6 +243,9 @@ class ChunkRun:
     async def call(
         self, item: WorkItem, stage: str, endpoint: EndpointConfig, messages: list[dict[str, str]]
     ) -> CallResult:
+        if prompt_chars(messages) > self.deps.max_prompt_chars:
+            # The template is capped already; this holds for any other way messages are built.
+            raise PromptTooLong(stage, self.deps.max_prompt_chars)
         await self.writer.gate.room()
         if self.stop.is_set():
             raise _Stopped
@@ -305,6 +314,8 @@ class ChunkRun:
             if self.stop.is_set():
                 return  # the breaker opened (or the chunk stopped): the item keeps its attempts
             self._fail(item, exc.kind, str(exc), truncated=exc.kind == "truncated")
+        except PromptTooLong as exc:  # nothing was sent: the request would pass the cap
+            self._fail(item, "prompt_too_long", f"{exc}; the job's rows or answers are too long")
         except Exception as exc:  # a poison item must never take the chunk down with it
             log.exception("item %s/%s failed unexpectedly", item.idx, item.sample)
             self._fail(item, "internal", f"{type(exc).__name__}: {exc}")

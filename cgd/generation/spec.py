@@ -5,19 +5,20 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from cgd.enums import Priority, Truncation, Verifier
 from cgd.errors import InvalidRequest
 from cgd.generation.endpoints import check_endpoint
 from cgd.llm_client import EndpointConfig, safe_url
 from cgd.secrets import fingerprint, seal_spec
+from cgd.security.bounds import INT64_MAX, MAX_COMPLETION_TOKENS, RequestModel, raise_at
 from cgd.security.urls import url_allowed
 
 __all__ = ["JobSpec", "check_spec", "url_allowed"]
 
 
-class JobSpec(BaseModel):
+class JobSpec(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     dataset_id: uuid.UUID
@@ -50,6 +51,25 @@ class JobSpec(BaseModel):
     preflight: bool = Field(
         True, description="Check each endpoint answers GET /models with the model before accepting"
     )
+
+    @model_validator(mode="after")
+    def _endpoint_bounds(self) -> JobSpec:
+        # EndpointConfig (cgd.llm_client) bounds only the signs; a job's budget and seed must
+        # also survive the worker's arithmetic: twice max_tokens on a truncation retry, and
+        # seed + sample for each of the samples.
+        found = []
+        for role in ("student", "teacher"):
+            cfg: EndpointConfig | None = getattr(self, role)
+            if cfg is None:
+                continue
+            if cfg.max_tokens > MAX_COMPLETION_TOKENS:
+                found.append(
+                    ((role, "max_tokens"), f"at most {MAX_COMPLETION_TOKENS}", cfg.max_tokens)
+                )
+            if cfg.seed is not None and not 0 <= cfg.seed <= INT64_MAX - self.samples_per_prompt:
+                found.append(((role, "seed"), "must be 0 to 2**63 - 1 - samples", cfg.seed))
+        raise_at("JobSpec", found)
+        return self
 
     def public(self) -> dict[str, Any]:
         """The spec as shown to users, written to lineage and cards: API keys masked, user info

@@ -42,6 +42,7 @@ from cgd.pagination import Page, created_page, decode_created_cursor, decode_cur
 from cgd.settings import Settings, get_settings
 from cgd.tasks import Message, run_tokens
 from cgd.templates import ops as templates
+from cgd.templates.prompt_size import check_rows_fit
 
 
 def spec_hash(spec: JobSpec) -> str:
@@ -107,6 +108,14 @@ def create_job(
                 }
             )
     template_id, template_version = templates.resolve(session, team_id, spec.template)
+    check_rows_fit(
+        session,
+        dataset,
+        templates.resolved(session, template_id, spec.template),
+        dataset_answers=spec.student is None,
+        teacher_solution=spec.teacher_solution,
+        max_chars=(settings or get_settings()).max_prompt_chars,
+    )
     n_chunks = max(1, math.ceil(dataset.num_items / spec.chunk_size))
     job = Job(
         team_id=team_id,

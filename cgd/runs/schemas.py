@@ -10,22 +10,32 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from cgd.enums import EventType, ExportMode, RunStatus, TrainMethod
+from cgd.security.bounds import (
+    MAX_EVAL_K,
+    MAX_EVAL_SAMPLES,
+    MAX_STEPS,
+    MAX_TEMPERATURE,
+    NewTokens,
+    RequestModel,
+    Seed,
+    Steps,
+)
 
 
-class LoraSpec(BaseModel):
+class LoraSpec(RequestModel):
     model_config = ConfigDict(extra="forbid")
     r: int = Field(16, ge=1, le=1024)
-    alpha: int = Field(32, ge=1)
+    alpha: int = Field(32, ge=1, le=65_536)
 
 
-class Hyperparams(BaseModel):
+class Hyperparams(RequestModel):
     model_config = ConfigDict(extra="forbid")
-    learning_rate: float = Field(1e-6, gt=0, le=1.0)
+    learning_rate: float = Field(1e-6, gt=0, le=1.0, allow_inf_nan=False)
     epochs: int = Field(1, ge=1, le=100)
-    max_steps: int | None = Field(None, ge=1)
-    tokens_per_step: int = Field(65536, ge=1)
-    max_length: int = Field(4096, ge=16)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    max_steps: Steps | None = None
+    tokens_per_step: int = Field(65536, ge=1, le=2**31 - 1)
+    max_length: int = Field(4096, ge=16, le=1_048_576)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, allow_inf_nan=False)
     lora: LoraSpec = LoraSpec()
     strategy: Literal["ddp", "fsdp"] = Field(
         "ddp",
@@ -41,19 +51,17 @@ class Hyperparams(BaseModel):
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in backward: less memory, ~30% more compute"
     )
-    seed: int = Field(
-        0, ge=0, le=2**31 - 1, description="Seed of data order, initialisation and eval sampling"
-    )
+    seed: Seed = Field(0, description="Seed of data order, initialisation and eval sampling")
 
 
-class EvalSpec(BaseModel):
+class EvalSpec(RequestModel):
     model_config = ConfigDict(extra="forbid")
     sets: list[str] = Field(
         default_factory=lambda: ["math500"],
         description="Bundled sets (math500, amc23, aime24) or dataset:<id> of an uploaded one",
     )
-    max_samples: int | None = Field(None, ge=1)
-    max_new_tokens: int = Field(2048, ge=1)
+    max_samples: int | None = Field(None, ge=1, le=10_000_000)
+    max_new_tokens: NewTokens = 2048
     backend: Literal["hf", "vllm"] = Field(
         "hf",
         description="hf: transformers generate; vllm: the trained model served by vLLM on the "
@@ -66,11 +74,41 @@ class EvalSpec(BaseModel):
         "step's weights (eval event `selected`)",
     )
     select_every_steps: int = Field(
-        0, ge=0, description="Validation interval for select_on (0: at the end only)"
+        0, ge=0, le=MAX_STEPS, description="Validation interval for select_on (0: at the end only)"
     )
 
+    @field_validator("sets")
+    @classmethod
+    def _sets_sampling_bounded(cls, sets: list[str]) -> list[str]:
+        for spec in sets:
+            _check_eval_sampling(spec)
+        return sets
 
-class TrainingRunSpec(BaseModel):
+    @field_validator("select_on")
+    @classmethod
+    def _select_on_sampling_bounded(cls, spec: str | None) -> str | None:
+        if spec is not None:
+            _check_eval_sampling(spec)
+        return spec
+
+
+def _check_eval_sampling(spec: str) -> None:
+    """An eval set's sampling options within sense: k (avg@k/pass@k) and n cost GPU time per
+    problem, a temperature beyond 10 (or not a number) samples noise."""
+    from cgd.curation.eval_sets import parse_eval_set
+
+    parsed = parse_eval_set(spec)  # a ValueError names the set; pydantic makes it a 422
+    if parsed.k > MAX_EVAL_K:
+        raise ValueError(f"{spec!r}: k at most {MAX_EVAL_K}")
+    if parsed.n is not None and parsed.n > MAX_EVAL_SAMPLES:
+        raise ValueError(f"{spec!r}: n at most {MAX_EVAL_SAMPLES}")
+    if not 0.0 <= parsed.temperature <= MAX_TEMPERATURE:  # False for NaN too
+        raise ValueError(f"{spec!r}: temperature must be a number from 0 to {MAX_TEMPERATURE:g}")
+    if not 0.0 < parsed.top_p <= 1.0:
+        raise ValueError(f"{spec!r}: top_p must be a number in (0, 1]")
+
+
+class TrainingRunSpec(RequestModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -179,7 +217,7 @@ class EventOut(BaseModel):
 MAX_EVENT_BYTES = 4 * 1024 * 1024
 
 
-class EventIn(BaseModel):
+class EventIn(RequestModel):
     """What a trainer posts: status changes, step metrics, eval results, artifact paths."""
 
     model_config = ConfigDict(extra="forbid")

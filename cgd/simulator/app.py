@@ -74,6 +74,9 @@ def _authorised(st: SimState, request: web.Request) -> bool:
 def _record(st: SimState, raw: bytes, body: dict[str, Any], stage: str, model: str) -> None:
     stats = st.stats
     stats.by_stage_model[(stage, model)] += 1
+    stats.max_request_bytes = max(stats.max_request_bytes, len(raw))
+    chars = sum(len(m.get("content") or "") for m in body["messages"] if isinstance(m, dict))
+    stats.max_prompt_chars = max(stats.max_prompt_chars, chars)
     # Byte-identical bodies: a retry, or a pipeline that sent the same call twice.
     digest = hashlib.blake2b(raw, digest_size=16).digest()
     if digest in stats.seen:

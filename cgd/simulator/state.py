@@ -29,6 +29,10 @@ class SimStats:
     max_running: int = 0
     max_inflight: int = 0
     duplicates: int = 0
+    # The largest request seen: body bytes and characters of all message contents (what the
+    # worker's CGD_MAX_PROMPT_CHARS caps).
+    max_request_bytes: int = 0
+    max_prompt_chars: int = 0
     duplicate_examples: list[dict[str, str]] = field(default_factory=list)
     seen: set[bytes] = field(default_factory=set)
     recent: deque[dict[str, Any]] = field(default_factory=deque)
@@ -49,6 +53,8 @@ class SimStats:
             "max_running": self.max_running,
             "max_inflight": self.max_inflight,
             "duplicates": self.duplicates,
+            "max_request_bytes": self.max_request_bytes,
+            "max_prompt_chars": self.max_prompt_chars,
             "duplicate_examples": self.duplicate_examples,
             "recent_requests": list(self.recent),
         }

@@ -17,7 +17,9 @@ rendered without variables so that prefix is the same for every item.
 
 from __future__ import annotations
 
+import copy
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +71,10 @@ _ENV = SandboxedEnvironment(
     keep_trailing_newline=True,
     auto_reload=False,
 )
+# No globals: templates call nothing (Call nodes are refused), so a global could only print a
+# Python object's repr into a prompt (`{{ lipsum }}` sent `<function generate_lorem_ipsum …>`).
+# Cleared, every such name is an unknown variable and refused at creation.
+_ENV.globals.clear()
 
 
 class TemplateSourceError(ValueError):
@@ -120,7 +126,10 @@ def compile_part(part: str, source: str) -> Any:
         raise TemplateSourceError(part, "nested too deeply") from None
     _check_nodes(part, ast)
     known = PART_VARIABLES[part]
-    used = meta.find_undeclared_variables(ast)
+    # Every name, not only Jinja's "undeclared" ones: `self` is resolved by Jinja itself (the
+    # template object) and would pass find_undeclared_variables. Templates assign nothing, so
+    # every Name node is a variable read.
+    used = meta.find_undeclared_variables(ast) | {n.name for n in ast.find_all(nodes.Name)}
     unknown = sorted(used - set(known))
     if unknown:
         raise TemplateSourceError(
@@ -169,45 +178,93 @@ def validate_sources(sources: TemplateSources) -> dict[str, Any]:
     return compiled
 
 
+MAX_PROMPT_SETTING = "CGD_MAX_PROMPT_CHARS"
+
+
+class PromptTooLong(ValueError):
+    """A request's messages would be longer than the cap; rendering stopped at the cap."""
+
+    def __init__(self, stage: str, max_chars: int) -> None:
+        super().__init__(
+            f"the {stage} prompt is longer than {MAX_PROMPT_SETTING} ({max_chars} characters)"
+        )
+        self.stage = stage
+        self.max_chars = max_chars
+
+
+def prompt_chars(messages: list[Message]) -> int:
+    """What the cap counts: the characters of every message's content."""
+    return sum(len(m["content"]) for m in messages)
+
+
 @dataclass(frozen=True)
 class Template:
-    """A named, versioned template; ``version`` is stored with every call it produced."""
+    """A named, versioned template; ``version`` is stored with every call it produced.
+
+    ``max_chars`` caps each request's messages (all of them together): rendering stops as soon
+    as the output passes it and raises :class:`PromptTooLong`, so a text that repeats a long
+    question a thousand times never exists in memory. None: no cap (the built-in texts, tests).
+    """
 
     name: str
     version: str
     sources: TemplateSources
+    max_chars: int | None = field(default=None, compare=False)
     _compiled: dict[str, Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_compiled", validate_sources(self.sources))
 
-    def _text(self, part: str, **values: str) -> str:
-        return str(self._compiled[part].render(**values))
+    def with_cap(self, max_chars: int) -> Template:
+        """This template with every request capped at ``max_chars`` characters."""
+        capped = copy.copy(self)  # the compiled parts are shared, not compiled again
+        object.__setattr__(capped, "max_chars", max_chars)
+        return capped
+
+    def _budget(self, stage: str, used: int) -> int:
+        if self.max_chars is None:
+            return sys.maxsize
+        if used > self.max_chars:
+            raise PromptTooLong(stage, self.max_chars)
+        return self.max_chars - used
+
+    def _text(self, stage: str, part: str, used: int, **values: str) -> str:
+        """Render ``part`` piece by piece; stop once ``used`` plus its output passes the cap."""
+        budget = self._budget(stage, used)
+        pieces: list[str] = []
+        for piece in self._compiled[part].generate(**values):
+            budget -= len(piece)
+            if budget < 0:
+                raise PromptTooLong(stage, self.max_chars or 0)
+            pieces.append(piece)
+        return "".join(pieces)
 
     def probe(self, question: str) -> list[Message]:
         # The reference release: the question is the only user turn.
+        self._budget("probe", len(question))
         return [{"role": "user", "content": question}]
 
-    def critique(self, question: str, answer: str) -> list[Message]:
-        return [
-            {"role": "system", "content": self._text("system")},
-            {"role": "user", "content": self._text("critique", question=question, answer=answer)},
-        ]
+    def critique(self, question: str, answer: str, stage: str = "critique") -> list[Message]:
+        system = self._text(stage, "system", 0)
+        user = self._text(stage, "critique", len(system), question=question, answer=answer)
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
     def refine(self, question: str, answer: str, critique: str) -> list[Message]:
-        turn = self._text("refine", question=question, answer=answer, critique=critique)
+        head = self.critique(question, answer, stage="refine")
+        used = prompt_chars(head) + len(critique)
+        turn = self._text("refine", "refine", used, question=question, answer=answer,
+                          critique=critique)  # fmt: skip
         return [
-            *self.critique(question, answer),
+            *head,
             {"role": "assistant", "content": critique},
             {"role": "user", "content": turn},
         ]
 
     def solve(self, question: str) -> list[Message]:
         """The ``teacher_solution`` call: the teacher answers the question directly."""
-        return [
-            {"role": "system", "content": self._text("solve_system")},
-            {"role": "user", "content": self._text("solve", question=question)},
-        ]
+        system = self._text("solve", "solve_system", 0)
+        user = self._text("solve", "solve", len(system), question=question)
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
 # The verdict line: a line that *starts* with the label (after markdown such as `**`, `#`, `>`,

@@ -187,6 +187,23 @@ def resolve(session: Session, team_id: uuid.UUID, ref: str) -> tuple[uuid.UUID |
     return row.id, version_tag(row.name, row.version)
 
 
+def resolved(session: Session, template_id: uuid.UUID | None, ref: str) -> Template:
+    """The template :func:`resolve` chose for a new job: the team version, or the built-in."""
+    if template_id is None:
+        return TEMPLATES[ref]
+    row = session.get(PromptTemplate, template_id)
+    assert row is not None  # resolve just read it
+    return _template(row)
+
+
+def _template(row: PromptTemplate) -> Template:
+    return Template(
+        name=row.name,
+        version=version_tag(row.name, row.version),
+        sources=TemplateSources(**row.sources),
+    )
+
+
 def template_for_job(session: Session, job: Job) -> Template:
     """The template a job pinned: its team template version, or the built-in it names (by the
     version recorded at creation, so a job made under an earlier default keeps its texts)."""
@@ -195,8 +212,4 @@ def template_for_job(session: Session, job: Job) -> Template:
         return pinned if pinned is not None else TEMPLATES[job.spec["template"]]
     row = session.get(PromptTemplate, job.template_id)
     assert row is not None  # a foreign key; versions are never deleted
-    return Template(
-        name=row.name,
-        version=version_tag(row.name, row.version),
-        sources=TemplateSources(**row.sources),
-    )
+    return _template(row)

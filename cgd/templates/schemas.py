@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
+from cgd.security.bounds import RequestModel
 from cgd.templates.builtin import DEFAULT_SOURCES
 from cgd.templates.core import MAX_SOURCE_CHARS, TemplateSources
 
@@ -30,7 +31,7 @@ def _part(name: str) -> object:
     )
 
 
-class TemplateBody(BaseModel):
+class TemplateBody(RequestModel):
     """The texts of a template version (Jinja: variables, ``if`` blocks, ``~``, and the
     filters trim/lower/upper/capitalize). A part left out keeps the built-in ``cgd`` text."""
 
@@ -42,13 +43,6 @@ class TemplateBody(BaseModel):
     refine: str = _part("refine")  # type: ignore[assignment]
     solve_system: str = _part("solve_system")  # type: ignore[assignment]
     solve: str = _part("solve")  # type: ignore[assignment]
-
-    @field_validator("description")
-    @classmethod
-    def _no_nul(cls, v: str | None) -> str | None:
-        if v is not None and "\x00" in v:  # Postgres text cannot hold NUL
-            raise ValueError("contains a NUL character")
-        return v
 
     def sources(self) -> TemplateSources:
         return TemplateSources(

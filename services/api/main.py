@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from cgd import __version__
 from cgd.auth import KeyCache
@@ -21,6 +21,7 @@ from services.api.body_limit import JsonBodyLimit
 from services.api.errors import install_error_handlers
 from services.api.metrics import MetricsMiddleware, install_state_collector, remove_collector
 from services.api.openapi import DESCRIPTION, install_openapi
+from services.api.param_check import storable_params
 from services.api.routes import (
     datasets,
     experiments,
@@ -78,6 +79,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        dependencies=[Depends(storable_params)],
+        # Served from shipped assets instead (services/api/openapi.py: install_docs).
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware)

@@ -4,15 +4,23 @@ made truthful where its defaults are not.
 - Every 4xx, 422 included, is our ``ErrorBody`` (FastAPI's ``HTTPValidationError`` is removed).
 - Every operation carries examples: responses take the example of the model they return (a page
   of a model gets one wrapped in ``data``); error responses show an error body of their kind.
+- ``/docs`` (Swagger UI) and ``/redoc`` load their scripts, styles and icon from the API itself
+  (``/docs/assets``, the pinned ``fastapi-offline`` package's bundles): FastAPI's defaults load
+  them unpinned from three external hosts, which an offline GPU host cannot reach.
 """
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
+from fastapi.staticfiles import StaticFiles
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
 
 DESCRIPTION = """\
 Critique-guided distillation as a service. Upload a prompt dataset, run a **generation job**
@@ -42,6 +50,46 @@ def install_openapi(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    install_docs(app)
+
+
+DOCS_ASSETS = "/docs/assets"
+
+
+def _assets_dir() -> Path:
+    import fastapi_offline  # only for where its bundles lie; its app class is not used
+
+    return Path(fastapi_offline.__file__).parent / "static"
+
+
+def install_docs(app: FastAPI) -> None:
+    """``/docs`` and ``/redoc`` on the shipped bundles (the app is made with both turned off)."""
+    title = f"{app.title} — API reference"
+    icon = f"{DOCS_ASSETS}/favicon.png"
+
+    async def swagger(_: Request) -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=title,
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=icon,
+            # No "valid" badge: it would send the document to the public validator.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+    async def redoc(_: Request) -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url="/openapi.json",
+            title=title,
+            redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=icon,
+            with_google_fonts=False,
+        )
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=_assets_dir()), name="docs-assets")
+    app.add_route("/docs", swagger, include_in_schema=False)
+    app.add_route("/redoc", redoc, include_in_schema=False)
 
 
 def finish_document(doc: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,4 @@
-"""The dict-returning client (``CgdClient``), kept for scripts written against it; the ``cgd`` team
-CLI is built on it. New code uses the typed :class:`cgd.client.Client`, which returns the
-server's own response models. Both share one transport (:mod:`cgd.client.base`).
+"""A synchronous Python client for the cgd REST API (v1); the ``cgd`` team CLI is built on it.
 
 ```python
 from cgd.client import CgdClient
@@ -40,23 +38,19 @@ twice:
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import tarfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, TypedDict
+from typing import IO, Any, TypedDict, cast
+from urllib.parse import unquote
 
-from cgd.client.base import BaseClient, body_of, query
-from cgd.client.errors import CgdApiError, CgdConnectionError, format_detail
-from cgd.client.transfer import (
-    ExportResult,
-    ProgressCallback,
-    download,
-    hub_dir,
-    unpack_hub,
-    upload_request,
-)
+import httpx
+
 from cgd.enums import (
     TERMINAL_JOB_STATUSES,
     ExportFormat,
@@ -66,6 +60,7 @@ from cgd.enums import (
     Split,
     VerdictFilter,
 )
+from cgd.retry import RetryPolicy, Transient, parse_retry_after
 
 __all__ = [
     "CgdApiError",
@@ -79,8 +74,27 @@ __all__ = [
 
 # Jobs and runs end in the same three statuses.
 TERMINAL_STATUSES = TERMINAL_JOB_STATUSES
-_body = body_of
-_params = query
+# (bytes done, total bytes or None when the server does not say)
+ProgressCallback = Callable[[int, int | None], None]
+
+_RETRY_STATUSES = frozenset({502, 503, 504})
+_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "PUT"})
+# Errors raised before a single byte of the request left this machine.
+_NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+class _Again(Transient):
+    """An attempt worth repeating: the transport error, or the transient answer, it ended in."""
+
+    def __init__(
+        self,
+        error: httpx.TransportError | None = None,
+        response: httpx.Response | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(type(error).__name__ if error else "transient answer", retry_after_s)
+        self.error = error
+        self.response = response
 
 
 class Page(TypedDict):
@@ -88,13 +102,287 @@ class Page(TypedDict):
     next_cursor: str | None
 
 
-class CgdClient(BaseClient):
-    """The cgd REST API, answers as the API's JSON (dicts). ``api_url``/``api_key`` default to
-    ``CGD_API_URL``/``CGD_API_KEY``; the other arguments are :class:`~cgd.client.base.BaseClient`'s
-    (timeouts, retries). Use it as a context manager, or call :meth:`close`."""
+class ExportResult(TypedDict):
+    path: str
+    bytes: int
+    content_hash: str | None
+    filename: str | None
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+def format_detail(detail: Any) -> str:
+    """The API's ``detail`` as one readable line (line/field/reason first when present)."""
+    if detail is None:
+        return ""
+    if isinstance(detail, str):
+        return detail
+    if isinstance(detail, list):
+        return "; ".join(format_detail(d) for d in detail)
+    if isinstance(detail, Mapping):
+        parts: list[str] = []
+        if detail.get("line") is not None:
+            parts.append(f"line {detail['line']}")
+        if detail.get("field") is not None:
+            parts.append(f"field {detail['field']}")
+        rest = {k: v for k, v in detail.items() if k not in ("line", "field", "reason")}
+        where = ", ".join(parts)
+        reason = detail.get("reason")
+        text = f"{where}: {reason}" if where and reason else (where or str(reason or ""))
+        if rest:
+            extra = ", ".join(f"{k}={v}" for k, v in rest.items())
+            text = f"{text} ({extra})" if text else extra
+        return text
+    return str(detail)
+
+
+class CgdApiError(Exception):
+    """An error answer from the API: HTTP ``status``, the error ``kind`` (``InvalidDataset``,
+    ``JobNotFound``, …) and its ``detail`` (for ``InvalidDataset``: ``{"line", "reason"}``)."""
+
+    def __init__(self, status: int, kind: str, detail: Any = None, *, method: str = "") -> None:
+        self.status = status
+        self.kind = kind
+        self.detail = detail
+        self.method = method
+        super().__init__(status, kind, detail)
+
+    @property
+    def line(self) -> int | None:
+        """The 1-based line of a rejected upload (422 InvalidDataset), when the API names it."""
+        if isinstance(self.detail, Mapping) and isinstance(self.detail.get("line"), int):
+            return int(self.detail["line"])
+        return None
+
+    @property
+    def reason(self) -> str | None:
+        if isinstance(self.detail, Mapping) and self.detail.get("reason") is not None:
+            return str(self.detail["reason"])
+        return None
+
+    @property
+    def hint(self) -> str | None:
+        """What to do about it, for people."""
+        if self.status == 401:
+            return "check CGD_API_KEY (or --api-key)"
+        if self.status == 0:
+            return "check CGD_API_URL (or --api-url) and that the API is running"
+        if self.status == 404:
+            return "check the id; another team's resources answer 404 too"
+        if self.status == 413:
+            return "the upload is over the server's size limits"
+        return None
+
+    def __str__(self) -> str:
+        text = format_detail(self.detail)
+        head = f"{self.status} {self.kind}" if self.status else self.kind
+        return f"{head}: {text}" if text else head
+
+
+class CgdConnectionError(CgdApiError):
+    """The API could not be reached (refused, DNS, timeouts, dropped connection)."""
+
+    def __init__(self, url: str, cause: BaseException) -> None:
+        super().__init__(0, "ConnectionError", f"cannot reach {url}: {type(cause).__name__}")
+        self.url = url
+        self.cause = cause
+
+
+def _error_from(response: httpx.Response) -> CgdApiError:
+    kind, detail = f"HTTP{response.status_code}", None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, Mapping) and "error" in body:
+        kind, detail = str(body["error"]), body.get("detail")
+    else:
+        detail = response.text[:500] or response.reason_phrase
+    return CgdApiError(response.status_code, kind, detail, method=response.request.method)
+
+
+# --- uploads -----------------------------------------------------------------------------------
+
+
+class _ProgressFile(io.RawIOBase):
+    """Wraps an open binary file so httpx streams it in chunks and we see how far it got.
+    httpx seeks to 0 before every attempt, which resets the count for a retried upload."""
+
+    def __init__(self, raw: IO[bytes], total: int, progress: ProgressCallback | None) -> None:
+        super().__init__()
+        self._raw = raw
+        self._total = total
+        self._progress = progress
+        self.name = getattr(raw, "name", "upload")
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:  # lets httpx size the part with fstat (Content-Length)
+        return self._raw.fileno()
+
+    def read(self, size: int | None = -1) -> bytes:
+        chunk = self._raw.read(-1 if size is None else size)
+        if self._progress is not None and chunk:
+            self._progress(self._raw.tell(), self._total)
+        return chunk
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        pos = self._raw.seek(offset, whence)
+        if self._progress is not None and pos == 0:
+            self._progress(0, self._total)
+        return pos
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+
+# --- the client --------------------------------------------------------------------------------
+
+
+def _body(spec: Any) -> dict[str, Any]:
+    """A request body from a dict or a pydantic model (secrets revealed for the wire)."""
+    if spec is None:
+        return {}
+    stored = getattr(spec, "stored", None)  # JobSpec: the API keys, not their masks
+    if callable(stored):
+        return dict(stored())
+    dump = getattr(spec, "model_dump", None)
+    if callable(dump):
+        return dict(dump(mode="json"))
+    if isinstance(spec, Mapping):
+        return dict(spec)
+    raise TypeError(f"expected a dict or a pydantic model, got {type(spec).__name__}")
+
+
+def _params(**kw: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in kw.items():
+        if v is None:
+            continue
+        out[k] = ("true" if v else "false") if isinstance(v, bool) else v
+    return out
+
+
+class CgdClient:
+    """The cgd REST API. ``api_url``/``api_key`` default to ``CGD_API_URL``/``CGD_API_KEY``.
+
+    ``timeout`` is the per-request timeout in seconds (uploads and exports get a longer read
+    timeout, ``transfer_timeout``); ``max_retries`` and ``backoff_s`` shape the retries
+    described in the module docstring. Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        *,
+        transfer_timeout: float = 1800.0,
+        max_retries: int = 4,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 8.0,
+        retry_after_max_s: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if api_url is None or api_key is None:
+            from cgd.settings import get_settings
+
+            settings = get_settings()
+            api_url = api_url or os.environ.get("CGD_API_URL") or settings.api_url
+            api_key = api_key or os.environ.get("CGD_API_KEY") or settings.api_key
+        self.api_url = api_url.rstrip("/")
+        self.timeout = timeout
+        self.transfer_timeout = transfer_timeout
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.retry = RetryPolicy(
+            max_attempts=max_retries + 1,
+            backoff_base_s=backoff_s,
+            backoff_max_s=max_backoff_s,
+            retry_after_max_s=retry_after_max_s,
+        )
+        headers = {"User-Agent": "cgd-client/1"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._http = httpx.Client(
+            base_url=self.api_url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    def close(self) -> None:
+        self._http.close()
 
     def __enter__(self) -> CgdClient:
         return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"CgdClient(api_url={self.api_url!r})"
+
+    # -- transport ------------------------------------------------------------------------------
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        stream: bool = False,
+        ok_statuses: tuple[int, ...] = (),
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """One logical request, with the retries the module docstring describes (the project's
+        one retry policy, :mod:`cgd.retry`). The request is rebuilt for every attempt (a streamed
+        upload rewinds its file)."""
+        headers = kwargs.get("headers") or {}
+        repeatable = method in _IDEMPOTENT_METHODS or any(
+            k.lower() == "idempotency-key" for k in headers
+        )
+        lost_answer = False
+        response: httpx.Response | None = None
+        try:
+            for attempt in self.retry.retrying(sleep=time.sleep):
+                with attempt:
+                    request = self._http.build_request(method, path, **kwargs)
+                    try:
+                        response = self._http.send(request, stream=stream)
+                    except httpx.TransportError as exc:
+                        # Never sent: always safe. Sent but no answer: only when repeatable.
+                        if not (isinstance(exc, _NOT_SENT_ERRORS) or repeatable):
+                            raise CgdConnectionError(self.api_url, exc) from exc
+                        lost_answer = lost_answer or not isinstance(exc, _NOT_SENT_ERRORS)
+                        raise _Again(error=exc) from exc
+                    if response.status_code in _RETRY_STATUSES and repeatable:
+                        response.read()  # kept for the error should this be the last attempt
+                        response.close()
+                        wait = parse_retry_after(response.headers.get("retry-after"))
+                        raise _Again(response=response, retry_after_s=wait)
+        except _Again as last:
+            if last.error is not None:
+                raise CgdConnectionError(self.api_url, last.error) from last.error
+            response = last.response
+        assert response is not None
+        status = response.status_code
+        if status == 404 and method == "DELETE" and lost_answer:
+            return response  # the first attempt did it; only its answer was lost
+        if status >= 400 and status not in ok_statuses:
+            if stream:
+                response.read()
+                response.close()
+            raise _error_from(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._send(method, path, **kwargs)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
 
     def _page(self, method: str, path: str, **kwargs: Any) -> Page:
         body = self._json(method, path, **kwargs)
@@ -147,18 +435,36 @@ class CgdClient(BaseClient):
         ``Idempotency-Key`` is sent unless one is given, which makes retrying safe.
         ``progress(bytes_sent, total)`` is called as the file goes out. A bad row raises
         ``CgdApiError`` 422 ``InvalidDataset`` with ``.line`` and ``.reason``."""
-        fields = {
-            "name": name,
-            "prompt_field": prompt_field,
-            "reference_field": reference_field,
-            "response_field": response_field,
-            "id_field": id_field,
-            "solution_field": solution_field,
-        }
-        with upload_request(
-            file, fields, idempotency_key=idempotency_key, filename=filename, progress=progress
-        ) as kw:
-            return dict(self._json("POST", "/v1/datasets", timeout=self.transfer, **kw))
+        fields = _params(
+            name=name,
+            prompt_field=prompt_field,
+            reference_field=reference_field,
+            response_field=response_field,
+            id_field=id_field,
+            solution_field=solution_field,
+        )
+        key = idempotency_key or f"cgd-client-{uuid.uuid4()}"
+        timeout = httpx.Timeout(self.timeout, read=self.transfer_timeout)
+        with contextlib.ExitStack() as stack:
+            if isinstance(file, str | os.PathLike):
+                fh: IO[bytes] = stack.enter_context(open(file, "rb"))
+            else:
+                fh = file
+            total = fh.seek(0, os.SEEK_END)
+            fh.seek(0)
+            upload_name = filename or Path(str(getattr(fh, "name", "upload.jsonl"))).name
+            wrapped = cast(IO[bytes], _ProgressFile(fh, total, progress))
+            return dict(
+                self._json(
+                    "POST",
+                    "/v1/datasets",
+                    files={"file": (upload_name, wrapped, "application/octet-stream")},
+                    data=fields,
+                    headers={"Idempotency-Key": key},
+                    timeout=timeout,
+                )
+            )
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def list_datasets(self, limit: int | None = None, cursor: str | None = None) -> Page:
         return self._page("GET", "/v1/datasets", params=_params(limit=limit, cursor=cursor))
@@ -362,7 +668,7 @@ class CgdClient(BaseClient):
         if mode is not None:  # layout native takes none
             q["mode"] = mode
         url = f"/v1/snapshots/{snapshot_id}/export"
-        return download(self, url, q, Path(path), progress, chunk_size)
+        return self._download(url, q, Path(path), progress, chunk_size)
 
     def export_hub(
         self,
@@ -376,10 +682,71 @@ class CgdClient(BaseClient):
         """Downloads ``GET /v1/snapshots/{id}/export-hub`` (a tar) and unpacks it into
         ``dest_dir`` (which must be absent or empty): a Hub dataset folder. ``path`` in the
         result is the folder."""
-        dest, tar_path = hub_dir(dest_dir)
+        dest = Path(dest_dir)
+        if dest.exists() and any(dest.iterdir()):
+            raise FileExistsError(f"{dest} is not empty")
+        dest.mkdir(parents=True, exist_ok=True)
+        tar_path = dest / ".cgd-hub.tar"
         url = f"/v1/snapshots/{snapshot_id}/export-hub"
-        q = {"mode": mode, "license": license}
-        return unpack_hub(tar_path, dest, download(self, url, q, tar_path, progress))
+        res = self._download(url, {"mode": mode, "license": license}, tar_path, progress, 1 << 20)
+        try:
+            with tarfile.open(tar_path) as tar:
+                tar.extractall(dest, filter="data")  # no absolute paths, links or ../ escapes
+        finally:
+            tar_path.unlink(missing_ok=True)
+        return ExportResult(
+            path=str(dest),
+            bytes=res["bytes"],
+            content_hash=res["content_hash"],
+            filename=res["filename"],
+        )
+
+    def _download(
+        self,
+        url: str,
+        q: dict[str, Any],
+        dest: Path,
+        progress: ProgressCallback | None,
+        chunk_size: int,
+    ) -> ExportResult:
+        part = dest.with_name(dest.name + ".part")
+        timeout = httpx.Timeout(self.timeout, read=self.transfer_timeout)
+        response = self._send("GET", url, params=q, stream=True, timeout=timeout)
+        done = 0
+        try:
+            total = int(response.headers["content-length"])
+        except (KeyError, ValueError):
+            total = None
+        try:
+            with open(part, "wb") as out:
+                if progress is not None:
+                    progress(0, total)
+                for chunk in response.iter_bytes(chunk_size):
+                    out.write(chunk)
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(done, total)
+            part.replace(dest)
+        except httpx.TransportError as exc:
+            part.unlink(missing_ok=True)
+            raise CgdConnectionError(self.api_url, exc) from exc
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        finally:
+            response.close()
+        filename = None
+        disposition = response.headers.get("content-disposition", "")
+        if "filename*=UTF-8''" in disposition:  # RFC 6266: the exact name, percent-encoded
+            filename = unquote(disposition.split("filename*=UTF-8''", 1)[1].split(";", 1)[0])
+        elif 'filename="' in disposition:
+            filename = disposition.split('filename="', 1)[1].split('"', 1)[0]
+        return ExportResult(
+            path=str(dest),
+            bytes=done,
+            content_hash=response.headers.get("x-content-hash") or None,
+            filename=filename,
+        )
 
     # -- training runs --------------------------------------------------------------------------
 
