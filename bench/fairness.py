@@ -3,12 +3,17 @@
 1. Team A's 20-item job alone: its completion time (submit → completed).
 2. Team B queues `--b-jobs` jobs of `--b-items` items, then A submits the same 20-item job:
    A's completion time with B's backlog. Target: ≤ 2× the time alone.
-3. B's four one-item jobs point at a hanging endpoint (the simulator with rate_hang=1), then A
-   submits its job: A's completion time (target: unaffected), and how long B's jobs took to be
-   `paused`.
+3. B's four one-item jobs point at a hanging endpoint (the simulator with rate_hang=1: it
+   answers GET /models, never a chat call), then A submits its job: A's completion time (target:
+   within its time alone + 15 s), and how long B's jobs took to be `paused` (target: 60 s).
+4. A one-item job on a slow but live server (90 s per call, `--slow-latency`): it must never be
+   `paused`; its completion time (three calls, about 270 s; `--skip-slow` leaves it out).
+
+Every setting is at its default unless an option names it (worker slots, team cap, request
+timeout: the deployment's defaults are what a team meets).
 
     .venv/bin/python bench/fairness.py [--b-jobs 100] [--b-items 50] [--latency 0.2]
-        [--concurrency 4] [--team-cap 3] [--timeout 5]
+        [--concurrency N] [--team-cap N] [--timeout S] [--slow-latency 90] [--skip-slow]
 """
 
 from __future__ import annotations
@@ -82,23 +87,28 @@ def main() -> None:
     ap.add_argument("--b-items", type=int, default=50)
     ap.add_argument("--a-items", type=int, default=20)
     ap.add_argument("--latency", type=float, default=0.2, help="simulator seconds per call")
-    ap.add_argument("--concurrency", type=int, default=4, help="worker slots")
-    ap.add_argument("--team-cap", type=int, default=3, help="CGD_TEAM_MAX_RUNNING_CHUNKS")
-    ap.add_argument("--timeout", type=float, default=5.0, help="CGD_LLM_TIMEOUT_S")
+    ap.add_argument("--concurrency", type=int, help="CGD_WORKER_CONCURRENCY (default: 4)")
+    ap.add_argument("--team-cap", type=int, help="CGD_TEAM_MAX_RUNNING_CHUNKS (default: 8)")
+    ap.add_argument("--timeout", type=float, help="CGD_LLM_TIMEOUT_S (default: 600)")
+    ap.add_argument("--slow-latency", type=float, default=90.0, help="slow server: s per call")
+    ap.add_argument("--skip-slow", action="store_true")
     ap.add_argument("--port", type=int, default=8771)
     args = ap.parse_args()
-    env = {
-        "CGD_WORKER_CONCURRENCY": str(args.concurrency),
-        "CGD_TEAM_MAX_RUNNING_CHUNKS": str(args.team_cap),
-        "CGD_LLM_TIMEOUT_S": str(args.timeout),
-        "CGD_PREFLIGHT_TIMEOUT_S": "2",
-        "CGD_SWEEP_INTERVAL_S": "2",
-    }
+    env = {}
+    for name, value in (
+        ("CGD_WORKER_CONCURRENCY", args.concurrency),
+        ("CGD_TEAM_MAX_RUNNING_CHUNKS", args.team_cap),
+        ("CGD_LLM_TIMEOUT_S", args.timeout),
+    ):
+        if value is not None:
+            env[name] = str(value)
+    print(f"settings other than the defaults: {env or 'none'}")
     sim_args = ["--port", "0", "--slots", "512", "--latency", str(args.latency)]
     with (
         bench_stack(args.port, **env) as stack,
         SimulatorProcess([*sim_args, "--dataset", str(GSM8K)]) as sim,
         SimulatorProcess([*sim_args, "--rate-hang", "1.0", "--hang-s", "600"]) as hanging,
+        SimulatorProcess(["--port", "0", "--latency", str(args.slow_latency)]) as slow,
     ):
         key_b = stack.cgd("admin", "create-key", "--team", "b").strip().splitlines()[-1]
         a = stack.client()
@@ -120,10 +130,17 @@ def main() -> None:
         ds_b1 = upload(b, 1)
         started = time.monotonic()
         hung = [submit(b, ds_b1, hanging) for _ in range(4)]
+        time.sleep(1.0)  # B's calls are out: all four slots are B's
         beside_hang = timed_job(a, ds_a, sim)
         for j in hung:
             wait(b, j, ("paused",))
         paused_s = time.monotonic() - started
+        errors = {b.get(f"/v1/jobs/{j}").json()["paused"]["error"][:60] for j in hung}
+        for j in hung:
+            b.post(f"/v1/jobs/{j}/cancel")
+        slow_told = "skipped"
+        if not args.skip_slow:
+            slow_told = slow_job(b, ds_b1, slow)
 
         def told(t: tuple[float, float]) -> str:
             return (
@@ -137,9 +154,26 @@ def main() -> None:
             f" {b_left} still unfinished when A completed): {told(with_backlog)}"
         )
         print(
-            f"A beside B's 4 jobs on a hanging endpoint: {told(beside_hang)}; all 4 of B's jobs"
-            f" paused {paused_s:.1f} s after their submission (CGD_LLM_TIMEOUT_S={args.timeout:g})"
+            f"A beside B's 4 jobs on a hanging endpoint: {told(beside_hang)}"
+            f" (+{beside_hang[1] - alone[1]:.2f} s); all 4 of B's jobs paused {paused_s:.1f} s"
+            f" after their submission: {sorted(errors)}"
         )
+        print(f"B's one-item job on a live server at {args.slow_latency:g} s per call: {slow_told}")
+
+
+def slow_job(c: httpx.Client, ds: str, sim: SimulatorProcess) -> str:
+    """Poll every second until it completes; say whether it was ever paused."""
+    started = time.monotonic()
+    job = submit(c, ds, sim)
+    paused_seen = 0
+    while True:
+        status = c.get(f"/v1/jobs/{job}").json()
+        paused_seen += status["status"] == "paused"
+        if status["status"] in ("completed", "failed", "cancelled"):
+            break
+        time.sleep(1.0)
+    took = time.monotonic() - started
+    return f"{status['status']} after {took:.0f} s, seen paused in {paused_seen} polls"
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ What the generation worker relies on:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time
@@ -50,8 +49,16 @@ from cgd.generation.concurrency import (
     Priority,
 )
 from cgd.generation.ratelimit import RateGate
+from cgd.outbound import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    AsyncOutbound,
+    OutboundRefused,
+    Reply,
+    ResponseTooLarge,
+    UrlGuard,
+    describe,
+)
 from cgd.retry import RetryPolicy, parse_retry_after
-from cgd.security.text import server_text
 
 __all__ = ["CallResult", "EndpointConfig", "LLMClient", "LLMError", "parse_retry_after"]
 
@@ -237,13 +244,21 @@ class EndpointStats:
     attempts: int = 0
     retries: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    # Monotonic times the hang watch reads: the last HTTP answer of any status, and when the
+    # current busy period began (in-flight went from 0 to 1).
+    answered_at: float = 0.0
+    busy_since: float = 0.0
 
 
 @dataclass
-class _Endpoint:
+class Server:
+    """One endpoint's state in this process, as the hang watch sees it."""
+
+    base_url: str
     limiter: AdaptiveLimit
     gate: RateGate
     stats: EndpointStats
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,10 +307,11 @@ class LLMClient:
         truncation: TruncationPolicy = Truncation.fail,
         truncation_max_tokens: int = 16384,
         rng: random.Random | None = None,
-        url_guard: Callable[[str], None] | None = None,
+        url_guard: UrlGuard | None = None,
         adaptive: bool = True,
         limit_store: LimitStore | None = None,
         control: ControlConfig | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         if max_inflight_per_endpoint < 1 or max_attempts < 1:
             raise ValueError("max_inflight_per_endpoint and max_attempts must be >= 1")
@@ -315,9 +331,9 @@ class LLMClient:
         self.truncation = truncation
         self.truncation_max_tokens = truncation_max_tokens
         self._rng = rng or random.Random()
-        # Called with the URL before every attempt (retries included); raises to refuse it, so
-        # an endpoint the operator has since disallowed is never called again.
-        self.url_guard = url_guard
+        # Every request (each attempt, the metrics page, Batch API calls) goes through the
+        # guarded outbound client: the URL checked each time, no redirects, bounded answers.
+        self.outbound = AsyncOutbound(url_guard, max_response_bytes)
         self.adaptive = adaptive
         # The fixed bound is the ceiling the adaptive one moves under.
         base = control or ControlConfig()
@@ -326,12 +342,10 @@ class LLMClient:
                "initial": min(base.initial, max_inflight_per_endpoint)}
         )  # fmt: skip
         self.limit_store: LimitStore = limit_store or LocalLimitStore()
-        self._session: aiohttp.ClientSession | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._endpoints: dict[str, _Endpoint] = {}
+        self._endpoints: dict[str, Server] = {}
         # Told the outcome of every attempt: (endpoint, error kind or None, message, attempt
-        # number within its call). The worker's circuit breaker (cgd.generation.breaker) listens.
-        self.observer: Callable[[EndpointConfig, str | None, str, int], None] | None = None
+        # number within its call). A call may bring its own (the worker's per-team breaker).
+        self.observer: Observer | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -347,36 +361,28 @@ class LLMClient:
             # asyncio objects belong to one loop: the next loop starts them afresh (the learnt
             # limit and the stats are kept).
             ep.limiter.stop()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-        self._loop = None
+        await self.outbound.aclose()
 
     def _ensure_session(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        if self._loop is not None and self._loop is not loop:
-            raise RuntimeError(
-                "LLMClient is bound to the event loop it was first used in; aclose() it first"
-            )
-        self._loop = loop
-        if self._session is None or self._session.closed:
-            # No connector-wide cap (limit=0): our per-endpoint windows are the only bound, so
-            # the connector can never become a smaller hidden bottleneck.
-            connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(connector=connector)
-        return self._session
+        return self.outbound.session()
 
-    def _endpoint(self, endpoint: EndpointConfig) -> _Endpoint:
+    def _endpoint(self, endpoint: EndpointConfig) -> Server:
         state = self._endpoints.get(endpoint.key)
         if state is None:
             limiter = AdaptiveLimit(
                 endpoint.key, self.control, self.limit_store, adaptive=self.adaptive
             )
-            limiter.metrics_url = _metrics_url(endpoint.base_url)
+            metrics_url = _metrics_url(endpoint.base_url)
+            # The metrics page is read only where the operator allows it (it lies outside the
+            # usual /v1 prefix): otherwise the window adapts from latencies alone.
+            if metrics_url is not None and self.outbound.allowed(metrics_url):
+                limiter.metrics_url = metrics_url
             # Always a gate: x-ratelimit-* headers are honoured even with no rate_limit set.
             rl = endpoint.rate_limit or RateLimit()
             gate = RateGate(rl.rpm, rl.tpm)
-            state = self._endpoints[endpoint.key] = _Endpoint(limiter, gate, EndpointStats())
+            state = self._endpoints[endpoint.key] = Server(
+                endpoint.base_url, limiter, gate, EndpointStats()
+            )
         state.limiter.start(self._fetch_metrics)
         return state
 
@@ -384,11 +390,18 @@ class LLMClient:
         """vLLM's Prometheus page; "" when the server has none (a hosted API), None when it did
         not answer."""
         try:
-            timeout = aiohttp.ClientTimeout(total=5.0)
-            async with self._ensure_session().get(url, timeout=timeout) as resp:
-                return (await resp.text()) if resp.status == 200 else ""
-        except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError):
+            reply = await self.outbound.request(
+                "GET", url, timeout=aiohttp.ClientTimeout(total=5.0), max_bytes=_METRICS_MAX_BYTES
+            )
+        except (OutboundRefused, ResponseTooLarge):
+            return ""
+        except (aiohttp.ClientError, TimeoutError):
             return None
+        return reply.body.decode("utf-8", "replace") if reply.status == 200 else ""
+
+    def servers(self) -> dict[str, Server]:
+        """Every endpoint this client has called, by key."""
+        return dict(self._endpoints)
 
     def stats(self) -> dict[str, EndpointStats]:
         """Per-endpoint counters (current and peak in-flight, attempts, errors by kind)."""
@@ -406,22 +419,26 @@ class LLMClient:
         messages: list[Message],
         truncation: TruncationPolicy | None = None,
         priority: Priority = (),
+        observer: Observer | None = None,
     ) -> CallResult:
         """One chat completion with retries; raises :class:`LLMError` when none is usable.
 
         ``truncation`` overrides the client's policy for this call (jobs choose their own).
         Calls waiting for the endpoint's window go in ``priority`` order (lower first).
+        ``observer`` (else the client's) is told each attempt's outcome.
         """
         started = time.monotonic()
         self._ensure_session()  # fail fast when used from another event loop
         ep = self._endpoint(endpoint)
         ep.stats.calls += 1
         params = endpoint.request_params()
-        outcome = await self._with_retries(endpoint, ep, messages, params, 0, priority)
+        observe = observer or self.observer
+        outcome = await self._with_retries(endpoint, ep, messages, params, 0, priority, observe)
         billed = [outcome.response.prompt_tokens, outcome.response.completion_tokens]
         if outcome.response.finish_reason == "length":
+            policy = truncation or self.truncation
             outcome = await self._handle_truncation(
-                endpoint, ep, messages, outcome, truncation or self.truncation, priority, billed
+                endpoint, ep, messages, outcome, policy, priority, billed, observe
             )
         response = outcome.response
         return CallResult(
@@ -442,12 +459,13 @@ class LLMClient:
     async def _handle_truncation(
         self,
         endpoint: EndpointConfig,
-        ep: _Endpoint,
+        ep: Server,
         messages: list[Message],
         outcome: _Outcome,
         policy: TruncationPolicy,
         priority: Priority,
         billed: list[int],
+        observe: Observer | None,
     ) -> _Outcome:
         """A larger retry (or the truncation error); ``billed`` [prompt, completion] grows by
         each answered attempt's usage."""
@@ -463,7 +481,7 @@ class LLMClient:
             )
             bigger = endpoint.request_params(max_tokens=larger)
             outcome = await self._with_retries(
-                endpoint, ep, messages, bigger, outcome.attempts, priority
+                endpoint, ep, messages, bigger, outcome.attempts, priority, observe
             )
             billed[0] += outcome.response.prompt_tokens
             billed[1] += outcome.response.completion_tokens
@@ -482,11 +500,12 @@ class LLMClient:
     async def _with_retries(
         self,
         endpoint: EndpointConfig,
-        ep: _Endpoint,
+        ep: Server,
         messages: list[Message],
         params: dict[str, Any],
         attempts_before: int,
         priority: Priority,
+        observe: Observer | None,
     ) -> _Outcome:
         """Attempts under the retry policy until one answers; errors become LLMError."""
         body = orjson.dumps({**params, "messages": messages})
@@ -515,11 +534,11 @@ class LLMClient:
                             endpoint, ep, body, tokens, priority
                         )
                     except _AttemptError as err:
-                        if self.observer is not None:  # the circuit breaker counts failures
-                            self.observer(endpoint, err.kind, err.message, attempt)
+                        if observe is not None:  # the circuit breaker counts failures
+                            observe(endpoint, err.kind, err.message, attempt)
                         raise
-            if self.observer is not None:
-                self.observer(endpoint, None, "", attempt)
+            if observe is not None:
+                observe(endpoint, None, "", attempt)
         except _AttemptError as err:
             if self.retry.too_long(err):
                 err.message += f"; Retry-After {err.retry_after_s:.0f}s exceeds the cap"
@@ -529,18 +548,16 @@ class LLMClient:
         return _Outcome(response, latency, attempts_before + attempt, params)
 
     @staticmethod
-    def _count_error(ep: _Endpoint, kind: str) -> None:
+    def _count_error(ep: Server, kind: str) -> None:
         ep.stats.errors[kind] = ep.stats.errors.get(kind, 0) + 1
 
     async def _attempt(
-        self, endpoint: EndpointConfig, ep: _Endpoint, body: bytes, tokens: int, priority: Priority
+        self, endpoint: EndpointConfig, ep: Server, body: bytes, tokens: int, priority: Priority
     ) -> tuple[_Response, float]:
-        session = self._ensure_session()
-        if self.url_guard is not None:
-            try:
-                self.url_guard(endpoint.chat_url)
-            except ValueError as exc:
-                raise _AttemptError("client_error", f"endpoint refused: {exc}", False) from None
+        try:  # checked before waiting for a slot too: a refused call must not hold one
+            self.outbound.check(endpoint.chat_url)
+        except OutboundRefused as exc:
+            raise _AttemptError("client_error", f"endpoint refused: {exc}", False) from None
         headers = {"Content-Type": "application/json"}
         if endpoint.api_key is not None:
             headers["Authorization"] = f"Bearer {endpoint.api_key.get_secret_value()}"
@@ -549,21 +566,23 @@ class LLMClient:
         await ep.gate.admit(tokens)
         limiter, stats = ep.limiter, ep.stats
         started = await limiter.acquire(priority)
+        if stats.inflight == 0:
+            stats.busy_since = time.monotonic()
         stats.inflight += 1
         stats.max_inflight = max(stats.max_inflight, stats.inflight)
         stats.attempts += 1
         status: int | None = None
         failed = False  # no answer: a timeout or a dropped connection
         try:
-            async with session.post(
-                endpoint.chat_url,
-                data=body,
-                headers=headers,
-                timeout=timeout,
-                allow_redirects=False,  # a redirect could lead past the allow-list
-            ) as resp:
-                raw = await resp.read()
-                status, resp_headers = resp.status, resp.headers
+            reply = await self.outbound.request(
+                "POST", endpoint.chat_url, data=body, headers=headers, timeout=timeout
+            )
+            status = reply.status
+        except OutboundRefused as exc:
+            raise _AttemptError("client_error", f"endpoint refused: {exc}", False) from None
+        except ResponseTooLarge as exc:
+            status = 200  # it answered; what it said is unusable
+            raise _AttemptError("bad_response", str(exc), False) from None
         except TimeoutError:
             failed = True
             raise _AttemptError("timeout", f"no answer within {self.timeout_s}s", True) from None
@@ -574,6 +593,8 @@ class LLMClient:
         finally:
             latency = time.monotonic() - started
             stats.inflight -= 1
+            if status is not None:
+                stats.answered_at = time.monotonic()
             # Recorded before the slot is released: a pushback must shrink the window before
             # the slot is handed to the next waiter (or it goes straight into the same full
             # queue). A cancelled attempt says nothing about the server.
@@ -581,10 +602,14 @@ class LLMClient:
                 overloaded = failed or status in (429, 503)
                 limiter.record(started, latency if status == 200 else None, overloaded)
             limiter.release()
-        ep.gate.observe(resp_headers, tokens)
+        ep.gate.observe(reply.headers, tokens)
         if status != 200:
-            raise _status_error(status, raw, resp_headers, endpoint)
-        return _parse_response(raw), latency
+            raise _status_error(reply, endpoint)
+        return _parse_response(reply.body), latency
+
+
+_METRICS_MAX_BYTES = 4 * 1024**2
+Observer = Callable[["EndpointConfig", str | None, str, int], None]
 
 
 def _metrics_url(base_url: str) -> str | None:
@@ -598,15 +623,14 @@ def _metrics_url(base_url: str) -> str | None:
     return str(url.with_path("/metrics").with_query(None))
 
 
-def _status_error(status: int, raw: bytes, headers: Any, endpoint: EndpointConfig) -> _AttemptError:
-    if 300 <= status < 400:
-        return _AttemptError(
-            "client_error", f"HTTP {status}: redirects are not followed", False, status
-        )
+def _status_error(reply: Reply, endpoint: EndpointConfig) -> _AttemptError:
+    status = reply.status
+    if reply.redirect:
+        return _AttemptError("client_error", describe(reply), False, status)
     secret = endpoint.api_key.get_secret_value() if endpoint.api_key is not None else None
-    message = f"HTTP {status}: {server_text(raw, secret)}"
+    message = describe(reply, secret)
     if status == 429:
-        retry_after = parse_retry_after(headers.get("Retry-After"))
+        retry_after = parse_retry_after(reply.headers.get("Retry-After"))
         return _AttemptError("rate_limited", message, True, status, retry_after)
     if status == 408:
         return _AttemptError("timeout", message, True, status)

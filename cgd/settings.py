@@ -129,6 +129,37 @@ class Settings(BaseSettings):
         30.0, description="How often the sweeper probes the endpoint of a paused job"
     )
     preflight_timeout_s: float = Field(5.0, description="Preflight check of each endpoint")
+    # Hung servers and stalled chunks (docs/scheduling.md, "Hung servers").
+    hang_suspect_s: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds a server with calls outstanding may go without answering any "
+        "before it is checked for a hang (GET /models; progress on its /metrics)",
+    )
+    hang_probe_timeout_s: float = Field(
+        3.0, gt=0, description="How long a suspect server has to answer GET {base_url}/models"
+    )
+    hang_probes: int = Field(
+        2, ge=1, description="Unanswered GET /models in a row that declare a server hung"
+    )
+    hang_after_s: float = Field(
+        20.0,
+        gt=0,
+        description="Seconds with calls outstanding, no answer and no token progress on the "
+        "server's /metrics that declare it hung (servers whose /metrics we may read)",
+    )
+    stall_yield_s: float = Field(
+        5.0,
+        gt=0,
+        description="A chunk whose calls have all waited this long without an answer gives its "
+        "worker slot to other work (it keeps running)",
+    )
+    max_stalled_chunks: int = Field(
+        16, ge=0, description="Chunks per worker process that may wait without a slot"
+    )
+    max_response_bytes: int = Field(
+        64 * 1024**2, ge=1024, description="Largest answer read from a team's endpoint"
+    )
     # Quotas per team (defaults; `cgd admin set-quota` overrides per team).
     quota_queued_jobs: int = Field(1000, description="Jobs not yet finished, per team")
     quota_stored_items: int = Field(
@@ -144,7 +175,10 @@ class Settings(BaseSettings):
         1000, ge=0, description="Prompt-template versions kept (all names together), per team"
     )
     quota_queued_runs: int = Field(
-        10, ge=0, description="Training runs queued or running at once, per team"
+        32,
+        ge=0,
+        description="Training runs queued or running at once, per team (an experiment of up to "
+        "20 runs fits)",
     )
     quota_retry_after_s: int = Field(60, description="Retry-After sent with a 429 over quota")
     # Retention (`cgd admin gc`); 0 keeps forever.

@@ -7,7 +7,7 @@ import uuid
 
 import httpx
 
-from cgd.generation.breaker import Breaker, TeamLimits
+from cgd.generation.breaker import Breaker, TeamLimits, breaker_key
 from cgd.llm_client import EndpointConfig
 from cgd.simulator import SimulatorProcess
 
@@ -18,9 +18,10 @@ def _trips(sim: SimulatorProcess, outcomes: list[tuple[str | None, int]]) -> lis
 
     async def run() -> None:
         breaker = Breaker(failures=3, probe_timeout_s=2)
-        breaker.subscribe(endpoint.key, lambda ep, err: opened.append((ep, err)))
+        key = breaker_key(None, endpoint)
+        breaker.subscribe(key, lambda ep, err: opened.append((ep, err)))
         for kind, attempt in outcomes:
-            breaker.record(endpoint, kind, "boom", attempt)
+            breaker.record(key, endpoint, kind, "boom", attempt)
         await asyncio.sleep(1.0)  # the confirming probe
 
     asyncio.run(run())

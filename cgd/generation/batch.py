@@ -36,7 +36,8 @@ from cgd.db.bulk import insert_ignore
 from cgd.db.models import GenerationBatch, utcnow
 from cgd.generation.store import StageResult, WorkItem
 from cgd.llm_client import CallResult, EndpointConfig, LLMError
-from cgd.retry import RetryPolicy, Transient
+from cgd.outbound import AsyncOutbound, OutboundRefused, ResponseTooLarge, describe
+from cgd.retry import RetryPolicy, Transient, parse_retry_after
 from cgd.templates import parse_verdict
 
 if TYPE_CHECKING:
@@ -58,36 +59,44 @@ def uses_batch(run: ChunkRun) -> bool:
 
 
 class _HttpError(Transient):
-    def __init__(self, status: int, text: str, retry_after_s: float | None = None) -> None:
-        super().__init__(f"HTTP {status}: {text[:200]}", retry_after_s)
+    def __init__(self, status: int, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message, retry_after_s)
         self.status = status
         self.retryable = status == 429 or status >= 500
 
 
 class BatchApi:
-    """The few Batch API calls, each under the project's retry policy."""
+    """The few Batch API calls, each under the project's retry policy, each through the
+    guarded outbound client (the URL checked per request, no redirects, bounded answers)."""
 
-    def __init__(self, session: aiohttp.ClientSession, policy: RetryPolicy) -> None:
-        self.session = session
+    def __init__(
+        self, outbound: AsyncOutbound, policy: RetryPolicy, timeout_s: float = 600.0
+    ) -> None:
+        self.outbound = outbound
         self.policy = policy
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=10.0)
 
     async def _call(self, endpoint: EndpointConfig, method: str, path: str, **kwargs: Any) -> bytes:
         headers = {}
+        secret = None
         if endpoint.api_key is not None:
-            headers["Authorization"] = f"Bearer {endpoint.api_key.get_secret_value()}"
+            secret = endpoint.api_key.get_secret_value()
+            headers["Authorization"] = f"Bearer {secret}"
         url = endpoint.base_url.rstrip("/") + path
         async for attempt in self.policy.async_retrying(
             retry_if=lambda e: isinstance(e, aiohttp.ClientError) or getattr(e, "retryable", False)
         ):
             with attempt:
-                async with self.session.request(method, url, headers=headers, **kwargs) as resp:
-                    raw = await resp.read()
-                    if resp.status != 200:
-                        from cgd.retry import parse_retry_after
-
-                        wait = parse_retry_after(resp.headers.get("Retry-After"))
-                        raise _HttpError(resp.status, raw.decode("utf-8", "replace"), wait)
-                    return raw
+                try:
+                    reply = await self.outbound.request(
+                        method, url, headers=headers, timeout=self.timeout, **kwargs
+                    )
+                except (OutboundRefused, ResponseTooLarge) as exc:
+                    raise _HttpError(0, f"{type(exc).__name__}: {exc}") from None
+                if reply.status != 200:
+                    wait = parse_retry_after(reply.headers.get("Retry-After"))
+                    raise _HttpError(reply.status, describe(reply, secret), wait)
+                return reply.body
         raise AssertionError("unreachable")
 
     async def upload(self, endpoint: EndpointConfig, content: bytes) -> str:
@@ -163,9 +172,9 @@ async def _online(run: ChunkRun, item: WorkItem, stage: str) -> None:
 
 async def run_batch_chunk(run: ChunkRun, todo: list[WorkItem]) -> None:
     """Every stage for every item of the chunk, stage by stage; then ``run.process`` verifies."""
-    async with aiohttp.ClientSession() as session:
-        api = BatchApi(session, run.deps.client.retry)
-        await run_stages(run, todo, api, run.deps.batch_poll_s)
+    client = run.deps.client
+    api = BatchApi(client.outbound, client.retry, client.timeout_s)
+    await run_stages(run, todo, api, run.deps.batch_poll_s)
 
 
 async def run_stages(run: ChunkRun, todo: list[WorkItem], api: BatchApi, poll_s: float) -> None:

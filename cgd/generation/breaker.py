@@ -1,16 +1,20 @@
-"""Circuit breaker per endpoint, and per-team in-flight bounds (one of each per worker process).
+"""Circuit breaker per team, server and model, and per-team in-flight bounds (one of each per
+worker process).
 
-The breaker counts a *streak*: failed attempts against an endpoint (connection errors, 5xx,
-timeouts, malformed answers) with no answer from it in between. It opens when the streak holds
-``failures`` attempts of which at least one was a retry, or two retries (a lone call failing
-three times running), and a tiny probe call to the endpoint fails too (so one poisoned request
-that always gets a 500 fails alone, as before, on a healthy server): every chunk of this
-process that uses the endpoint then stops at once,
-leaves its items where they are and parks its job as ``paused`` (instead of burning every
+The breaker counts a *streak* for one team's use of one model on one server: failed attempts
+(connection errors, 5xx, timeouts, malformed answers) with no answer in between. It opens when
+the streak holds ``failures`` attempts of which at least one was a retry, or two retries (a lone
+call failing three times running), and a tiny probe call with that team's model and prompt
+shape fails too (so one poisoned request that always gets a 500 fails alone, as before, on a
+healthy server): every chunk of that team in this process that uses the model there stops at
+once, leaves its items where they are and parks its job as ``paused`` (instead of burning every
 item's attempts against a dead server). Any answer closes it again. Requiring a failed retry
 keeps a burst of first-attempt failures on a busy but healthy server (a few requests hung at
-once, each retried successfully) from pausing anything. A hanging endpoint therefore holds a
-worker slot for about two request timeouts when several calls are in flight, three at most.
+once, each retried successfully) from pausing anything. Keying by team and model means team A's
+broken model pauses A only, never team B using another model on the same server.
+
+A server that hangs (answers nothing) is found in seconds by :mod:`cgd.generation.hangs`, which
+opens every team's breaker on it at once.
 
 Rate limits (429) and client errors (4xx) do not count: the server is there and answering.
 The sweeper probes a paused job's endpoint and resumes the job when it answers
@@ -20,21 +24,29 @@ The sweeper probes a paused job's endpoint and resumes the job when it answers
 from __future__ import annotations
 
 import asyncio
-import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from functools import cache
 
 import httpx
 
 from cgd.llm_client import EndpointConfig, safe_url
+from cgd.outbound import OutboundRefused, ResponseTooLarge, SyncOutbound, UrlGuard, describe
 
 ENDPOINT_DOWN_KINDS = frozenset({"timeout", "connection", "server_error", "bad_response"})
 
 Listener = Callable[[str, str], None]  # (endpoint, last error)
+Message = dict[str, str]
+# What a streak is counted for: one team's use of one model on one server. A team whose model
+# fails pauses itself only, never another team on the same server.
+BreakerKey = tuple[uuid.UUID | None, str, str]
+PING: list[Message] = [{"role": "user", "content": "ping"}]
+
+
+def breaker_key(team_id: uuid.UUID | None, endpoint: EndpointConfig) -> BreakerKey:
+    return (team_id, endpoint.key, endpoint.model)
 
 
 @dataclass
@@ -48,20 +60,30 @@ class _State:
 
 
 class Breaker:
-    def __init__(self, failures: int, probe_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, failures: int, probe_timeout_s: float = 5.0, guard: UrlGuard | None = None
+    ) -> None:
         self.failures = failures
         self.probe_timeout_s = probe_timeout_s
-        self._states: dict[str, _State] = {}
+        self.guard = guard
+        self._states: dict[BreakerKey, _State] = {}
 
-    def _state(self, key: str) -> _State:
+    def _state(self, key: BreakerKey) -> _State:
         return self._states.setdefault(key, _State())
 
     def record(
-        self, endpoint: EndpointConfig, kind: str | None, message: str = "", attempt: int = 1
+        self,
+        key: BreakerKey,
+        endpoint: EndpointConfig,
+        kind: str | None,
+        message: str = "",
+        attempt: int = 1,
+        probe_messages: list[Message] | None = None,
     ) -> None:
-        """One attempt's outcome (``kind`` None = answered). Called by the LLM client, on the
-        event loop."""
-        st = self._state(endpoint.key)
+        """One attempt's outcome (``kind`` None = answered), for the team and model in ``key``.
+        Called by the LLM client, on the event loop. ``probe_messages``: the team's prompt shape
+        for the confirming probe."""
+        st = self._state(key)
         if kind is None or kind not in ENDPOINT_DOWN_KINDS:
             st.consecutive, st.retries_failed, st.opened_at = 0, 0, None
             return
@@ -71,31 +93,46 @@ class Breaker:
         tripped = (st.consecutive >= self.failures and st.retries_failed) or st.retries_failed >= 2
         if tripped and not st.confirming:
             st.confirming = True
-            asyncio.get_running_loop().create_task(self._confirm(endpoint, st))
+            asyncio.get_running_loop().create_task(
+                self._confirm(endpoint, st, probe_messages or PING)
+            )
 
-    async def _confirm(self, endpoint: EndpointConfig, st: _State) -> None:
+    async def _confirm(self, endpoint: EndpointConfig, st: _State, messages: list[Message]) -> None:
         try:
-            error = await asyncio.to_thread(probe, endpoint, self.probe_timeout_s)
+            error = await asyncio.to_thread(
+                probe, endpoint, self.probe_timeout_s, self.guard, messages
+            )
         finally:
             st.confirming = False
         if error is None:  # the server answers: the failures were the requests', not its own
             st.consecutive, st.retries_failed = 0, 0
             return
+        self._open(endpoint.key, st)
+
+    def _open(self, server: str, st: _State) -> None:
         st.opened_at = time.monotonic()
         for listener in list(st.listeners):
-            listener(safe_url(endpoint.key), st.last_error)
+            listener(safe_url(server), st.last_error)
 
-    def is_open(self, key: str) -> bool:
+    def open_server(self, server: str, error: str) -> None:
+        """The whole server is down or hung (:mod:`cgd.generation.hangs`): open every team's
+        breaker on it."""
+        for (_, url, _), st in list(self._states.items()):
+            if url == server and st.opened_at is None:
+                st.last_error = error[:500]
+                self._open(server, st)
+
+    def is_open(self, key: BreakerKey) -> bool:
         return self._state(key).opened_at is not None
 
-    def reset(self, key: str) -> None:
+    def reset(self, key: BreakerKey) -> None:
         st = self._state(key)
         st.consecutive, st.retries_failed, st.opened_at = 0, 0, None
 
-    def subscribe(self, key: str, listener: Listener) -> None:
+    def subscribe(self, key: BreakerKey, listener: Listener) -> None:
         self._state(key).listeners.add(listener)
 
-    def unsubscribe(self, key: str, listener: Listener) -> None:
+    def unsubscribe(self, key: BreakerKey, listener: Listener) -> None:
         self._state(key).listeners.discard(listener)
 
 
@@ -116,31 +153,34 @@ class TeamLimits:
             yield
 
 
-@cache
-def _tls_context() -> ssl.SSLContext:
-    return ssl.create_default_context()  # once: building one costs ~0.1 s
-
-
-def probe(endpoint: EndpointConfig, timeout_s: float) -> str | None:
-    """One tiny chat call (max_tokens=1); None when the endpoint answered, else why not."""
+def probe(
+    endpoint: EndpointConfig,
+    timeout_s: float,
+    guard: UrlGuard | None,
+    messages: list[Message] | None = None,
+) -> str | None:
+    """One tiny chat call (max_tokens=1) with the team's model and prompt shape; None when the
+    endpoint answered, else why not. Through the guarded client: allow-list, no redirects."""
     headers = {}
     if endpoint.api_key is not None:
         headers["Authorization"] = f"Bearer {endpoint.api_key.get_secret_value()}"
     body = {
         "model": endpoint.model,
-        "messages": [{"role": "user", "content": "ping"}],
+        "messages": messages or PING,
         "max_tokens": 1,
         "temperature": 0.0,
     }
     try:
-        r = httpx.post(
-            endpoint.chat_url, json=body, headers=headers, timeout=timeout_s,
-            follow_redirects=False, verify=_tls_context(),
-        )  # fmt: skip
+        with SyncOutbound(guard, timeout_s, headers) as client:
+            reply = client.request("POST", endpoint.chat_url, json=body)
+    except OutboundRefused as exc:
+        return f"refused: {exc}"
+    except ResponseTooLarge as exc:
+        return f"bad_response: {exc}"
     except httpx.TimeoutException:
         return f"timeout: no answer within {timeout_s:g}s"
     except httpx.HTTPError as exc:
         return f"connection: {type(exc).__name__}"
-    if r.status_code >= 500:
-        return f"server_error: HTTP {r.status_code}"
+    if reply.status >= 500 or reply.redirect:
+        return f"server_error: {describe(reply)}"
     return None  # 2xx, and also 4xx/429: the server is up and answering

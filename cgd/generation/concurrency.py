@@ -183,8 +183,14 @@ class ServerMetrics:
     waiting: float
     kv_cache: float | None
     at: float = field(default_factory=time.monotonic)
+    # Prompt + generated tokens the engine has processed (its counters): the hang watch's sign
+    # of life. None when the page has no such counters.
+    tokens: float | None = None
 
 
+_TOKENS_RE = re.compile(
+    r"^vllm:(?:prompt|generation)_tokens_total(?:\{[^}]*\})?\s+([0-9.eE+-]+)\s*$", re.MULTILINE
+)
 _METRIC_RE = re.compile(
     r"^vllm:(num_requests_running|num_requests_waiting|gpu_cache_usage_perc|kv_cache_usage_perc)"
     r"(?:\{[^}]*\})?\s+([0-9.eE+-]+)\s*$",
@@ -218,7 +224,15 @@ def parse_vllm_metrics(text: str) -> ServerMetrics | None:
             seen[name] = seen.get(name, 0.0) + number
     if "num_requests_waiting" not in seen or "num_requests_running" not in seen:
         return None
-    return ServerMetrics(seen["num_requests_running"], seen["num_requests_waiting"], seen.get("kv"))
+    tokens: float | None = None
+    for value in _TOKENS_RE.findall(text):
+        try:
+            tokens = (tokens or 0.0) + float(value)
+        except ValueError:
+            continue
+    return ServerMetrics(
+        seen["num_requests_running"], seen["num_requests_waiting"], seen.get("kv"), tokens=tokens
+    )
 
 
 Fetch = Callable[[str], Awaitable[str | None]]

@@ -25,10 +25,10 @@ from sqlalchemy.orm import Session
 
 from cgd.db.models import TERMINAL_STATES, utcnow
 from cgd.generation import batch, dispatch, store
-from cgd.generation.breaker import Breaker, TeamLimits
+from cgd.generation.breaker import Breaker, BreakerKey, TeamLimits, breaker_key
 from cgd.generation.concurrency import Priority
 from cgd.generation.store import ChunkWork, StageResult, WorkItem
-from cgd.llm_client import CallResult, EndpointConfig, LLMClient, LLMError, safe_url
+from cgd.llm_client import CallResult, EndpointConfig, LLMClient, LLMError, Observer, safe_url
 from cgd.metrics import endpoint_label, llm_call
 from cgd.settings import get_settings
 from cgd.templates import Template, parse_verdict
@@ -89,6 +89,10 @@ class PipelineDeps:
     batch_poll_s: float = 30.0  # how often a Batch API batch is polled (batch-mode endpoints)
     # No request longer than this leaves the worker (CGD_MAX_PROMPT_CHARS).
     max_prompt_chars: int = field(default_factory=lambda: get_settings().max_prompt_chars)
+    # A chunk whose calls have all waited this long without an answer calls ``on_stall`` (the
+    # worker frees its slot for other work if it may; True = freed, so it asks only once).
+    stall_yield_s: float = 5.0
+    on_stall: Callable[[], bool] | None = None
 
 
 class _Stopped(Exception):
@@ -210,7 +214,17 @@ class ChunkRun:
         self._students: dict[int, EndpointConfig] = {}
         self.pause: tuple[str, str] | None = None  # (endpoint, last error) when the breaker opened
         self._labels: dict[tuple[str, str], str] = {}  # (base_url, model) -> metrics label
-        self._keys = {c.key for c in (self.spec.student, self.spec.teacher) if c is not None}
+        # The breaker counts per (team, server, model); its probe uses our prompt shape.
+        self._probes: dict[BreakerKey, list[dict[str, str]]] = {}
+        if self.spec.student is not None:
+            self._probes[breaker_key(work.team_id, self.spec.student)] = self.template.probe("1+1?")
+        self._probes[breaker_key(work.team_id, self.spec.teacher)] = self.template.critique(
+            "1+1?", "2"
+        )
+        # Calls in flight and when one last ended (or the chunk started): a chunk whose calls
+        # all wait on a silent server is not work that moves (ChunkRun.stalled).
+        self.inflight = 0
+        self.moved_at = time.monotonic()
 
     def on_breaker_open(self, endpoint: str, error: str) -> None:
         """An endpoint of ours is down: stop now, leave items as they are, pause the job."""
@@ -224,7 +238,7 @@ class ChunkRun:
         breaker = self.deps.breaker
         if breaker is None:
             return
-        for key in self._keys:
+        for key in self._probes:
             if on:
                 breaker.subscribe(key, self.on_breaker_open)
             else:
@@ -277,14 +291,55 @@ class ChunkRun:
     async def _chat(
         self, endpoint: EndpointConfig, messages: list[dict[str, str]], priority: Priority
     ) -> CallResult:
+        self.inflight += 1
+        try:
+            return await self._chat_limited(endpoint, messages, priority)
+        finally:
+            self.inflight -= 1
+            self.moved_at = time.monotonic()
+
+    async def _chat_limited(
+        self, endpoint: EndpointConfig, messages: list[dict[str, str]], priority: Priority
+    ) -> CallResult:
         client, truncation = self.deps.client, self.spec.truncation
+        observer = self._observer(endpoint)
         limits = self.deps.team_limits
         if limits is None:
-            return await client.chat(endpoint, messages, truncation, priority)
+            return await client.chat(endpoint, messages, truncation, priority, observer)
         async with limits.slot(self.work.team_id, endpoint.key):
             if self.stop.is_set():
                 raise _Stopped
-            return await client.chat(endpoint, messages, truncation, priority)
+            return await client.chat(endpoint, messages, truncation, priority, observer)
+
+    def _observer(self, endpoint: EndpointConfig) -> Observer | None:
+        breaker = self.deps.breaker
+        if breaker is None:
+            return None
+        key = breaker_key(self.work.team_id, endpoint)
+        shape = self._probes.get(key)
+
+        def observe(ep: EndpointConfig, kind: str | None, message: str, attempt: int) -> None:
+            breaker.record(key, ep, kind, message, attempt, shape)
+
+        return observe
+
+    def stalled(self, after_s: float) -> bool:
+        """Calls in flight and none answered for ``after_s``: this chunk only waits."""
+        return self.inflight > 0 and time.monotonic() - self.moved_at >= after_s
+
+    async def watch_stall(self) -> None:
+        """Offer this chunk's worker slot to other work once it only waits (once)."""
+        on_stall, after_s = self.deps.on_stall, self.deps.stall_yield_s
+        if on_stall is None:
+            return
+        while not self.stop.is_set():
+            await asyncio.sleep(min(1.0, after_s / 2))
+            if self.stalled(after_s) and on_stall():
+                log.info(
+                    "chunk stalled: its slot goes to other work",
+                    extra={"job_id": str(self.work.job_id), "chunk": self.work.chunk_no},
+                )
+                return
 
     def generation_row(self, item: WorkItem, stage: str, result: CallResult) -> dict[str, Any]:
         return {
@@ -458,6 +513,7 @@ async def run_claimed(deps: PipelineDeps, job_id: uuid.UUID, chunk_no: int) -> s
     )
     run.watch_breaker(True)
     beat = asyncio.create_task(run.heartbeat())
+    stall = asyncio.create_task(run.watch_stall())
     if batch.uses_batch(run):  # stage by stage through the Batch API (cgd.generation.batch)
         tasks = [asyncio.create_task(batch.run_batch_chunk(run, todo))]
     else:
@@ -477,6 +533,7 @@ async def run_claimed(deps: PipelineDeps, job_id: uuid.UUID, chunk_no: int) -> s
         run.watch_breaker(False)
         run.stop.set()
         beat.cancel()
+        stall.cancel()
         await run.writer.close()
     if run.pause is not None:
         endpoint, error = run.pause

@@ -12,12 +12,16 @@ from sqlalchemy.orm import Session
 from cgd.db.models import Job, utcnow
 from cgd.generation.spec import JobSpec
 from cgd.llm_client import EndpointConfig, safe_url
+from cgd.templates.ops import template_for_job
 
 
 @dataclass
 class PausedJob:
     job_id: uuid.UUID
-    endpoints: list[EndpointConfig]  # the job's endpoint(s) that failed
+    team_id: uuid.UUID
+    # The job's endpoint(s) that failed, each with the prompt shape its probe sends (the job's
+    # own template: a probe must look like the calls that failed, model and roles alike).
+    endpoints: list[tuple[EndpointConfig, list[dict[str, str]]]]
 
 
 def resume(session: Session, job: Job) -> bool:
@@ -49,9 +53,12 @@ def due_for_probe(session: Session, interval_s: float, limit: int = 20) -> list[
     for job in jobs:
         job.pause_probed_at = now
         spec = JobSpec.model_validate(job.spec)
-        configs = [c for c in (spec.student, spec.teacher) if c is not None]
-        failing = [c for c in configs if safe_url(c.key) == job.pause_endpoint] or configs
-        out.append(PausedJob(job.id, failing))
+        template = template_for_job(session, job)
+        shapes = [(spec.teacher, template.critique("1+1?", "2"))]
+        if spec.student is not None:
+            shapes.insert(0, (spec.student, template.probe("1+1?")))
+        failing = [(c, m) for c, m in shapes if safe_url(c.key) == job.pause_endpoint] or shapes
+        out.append(PausedJob(job.id, job.team_id, failing))
     session.flush()
     return out
 

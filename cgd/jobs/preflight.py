@@ -6,54 +6,49 @@ being accepted and failing every item later. ``"preflight": false`` in the spec 
 
 from __future__ import annotations
 
-import ssl
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
+import orjson
 
 from cgd.errors import InvalidRequest
 from cgd.generation.spec import JobSpec
 from cgd.llm_client import EndpointConfig, safe_url
-
-_MAX_BODY = 1024**2
-
-
-@cache
-def tls_context() -> ssl.SSLContext:
-    """One TLS context per process: building one (CA bundle load) costs ~0.1 s per client."""
-    return ssl.create_default_context()
+from cgd.outbound import OutboundRefused, ResponseTooLarge, SyncOutbound, UrlGuard, describe
 
 
-def check(spec: JobSpec, timeout_s: float) -> None:
-    """Raise :class:`InvalidRequest` for the first endpoint that fails its check."""
+def check(spec: JobSpec, timeout_s: float, guard: UrlGuard | None) -> None:
+    """Raise :class:`InvalidRequest` for the first endpoint that fails its check. Every
+    request goes through ``guard`` (the allow-list), without following redirects."""
     if not spec.preflight:
         return
     roles = [(r, c) for r, c in (("student", spec.student), ("teacher", spec.teacher)) if c]
     with ThreadPoolExecutor(max_workers=len(roles)) as pool:
-        problems = list(pool.map(lambda rc: _check_one(rc[0], rc[1], timeout_s), roles))
+        problems = list(pool.map(lambda rc: _check_one(rc[0], rc[1], timeout_s, guard), roles))
     for problem in problems:
         if problem is not None:
             raise InvalidRequest(problem)
 
 
-def _get(client: httpx.Client, url: str) -> tuple[int | None, Any, str]:
+def _get(client: SyncOutbound, url: str) -> tuple[int | None, Any, str]:
     """(status, parsed JSON or None, a short description of the answer)."""
     try:
-        r = client.get(url)
+        reply = client.request("GET", url)
+    except OutboundRefused as exc:
+        return None, None, f"not called ({exc})"
+    except ResponseTooLarge:
+        return None, None, "an answer over 1 MiB (not read)"
     except httpx.TimeoutException:
         return None, None, "no answer (timed out)"
     except httpx.HTTPError as exc:
         return None, None, f"no answer ({type(exc).__name__}: connection failed)"
-    body = r.content[:_MAX_BODY]
     try:
-        data = r.json() if len(r.content) <= _MAX_BODY else None
-    except ValueError:
+        data = orjson.loads(reply.body) if reply.status == 200 else None
+    except orjson.JSONDecodeError:
         data = None
-    text = body[:200].decode("utf-8", "replace").strip()
-    return r.status_code, data, f"HTTP {r.status_code}" + (f": {text}" if text else "")
+    return reply.status, data, describe(reply)
 
 
 def _model_ids(data: Any) -> list[str] | None:
@@ -62,14 +57,14 @@ def _model_ids(data: Any) -> list[str] | None:
     return None
 
 
-def _check_one(role: str, cfg: EndpointConfig, timeout_s: float) -> dict[str, Any] | None:
+def _check_one(
+    role: str, cfg: EndpointConfig, timeout_s: float, guard: UrlGuard | None
+) -> dict[str, Any] | None:
     base = cfg.base_url.rstrip("/")
     headers = {}
     if cfg.api_key is not None:
         headers["Authorization"] = f"Bearer {cfg.api_key.get_secret_value()}"
-    with httpx.Client(
-        timeout=timeout_s, headers=headers, follow_redirects=False, verify=tls_context()
-    ) as client:
+    with SyncOutbound(guard, timeout_s, headers) as client:
         status, data, answered = _get(client, f"{base}/models")
         models = _model_ids(data) if status == 200 else None
         field = f"{role}.base_url"
@@ -102,7 +97,7 @@ def _check_one(role: str, cfg: EndpointConfig, timeout_s: float) -> dict[str, An
         }
 
 
-def _hint(client: httpx.Client, base: str, status: int | None) -> str | None:
+def _hint(client: SyncOutbound, base: str, status: int | None) -> str | None:
     path = urlsplit(base).path.rstrip("/")
     if status is None:
         return "is the server running, and is the host and port reachable from the workers?"

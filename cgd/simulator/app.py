@@ -100,9 +100,12 @@ async def _hold_slot(st: SimState) -> None:
         st.stats.queued -= 1
     st.stats.running += 1
     st.stats.max_running = max(st.stats.max_running, st.stats.running)
+    ticket = object()
+    st.running_started[ticket] = time.monotonic()
     try:
         await asyncio.sleep(st.latency())
     finally:
+        st.engine_s += time.monotonic() - st.running_started.pop(ticket)
         st.stats.running -= 1
         st.slots.release()
 
@@ -272,6 +275,9 @@ async def metrics(request: web.Request) -> web.Response:
         f"vllm:num_requests_waiting{label} {st.stats.queued}",
         "# TYPE vllm:kv_cache_usage_perc gauge",
         f"vllm:kv_cache_usage_perc{label} {kv:.4f}",
+        # Tokens the engine processed: a nominal 50 tokens/s per running request.
+        "# TYPE vllm:generation_tokens_total counter",
+        f"vllm:generation_tokens_total{label} {50.0 * st.engine_seconds():.1f}",
     ]
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 

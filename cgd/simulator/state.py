@@ -78,6 +78,15 @@ class SimState:
         self.files: dict[str, bytes] = {}  # Batch API files (input and output)
         self.batches: dict[str, dict[str, Any]] = {}
         self.background: set[asyncio.Task[None]] = set()
+        # Engine work done, for vLLM-like token counters on /metrics: slot-seconds of finished
+        # requests, plus the start times of running ones (a hung request holds no slot and so
+        # makes no progress, as with a wedged engine).
+        self.engine_s = 0.0
+        self.running_started: dict[object, float] = {}
+
+    def engine_seconds(self) -> float:
+        now = time.monotonic()
+        return self.engine_s + sum(now - t for t in self.running_started.values())
 
     def take_rate(self, cfg: SimConfig) -> dict[str, str] | None:
         """Spend one request of the rpm window; the x-ratelimit-* headers of the answer.

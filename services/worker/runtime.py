@@ -8,7 +8,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
@@ -16,9 +16,10 @@ from sqlalchemy.orm import Session
 from cgd.db.engine import make_engine, make_sessionmaker, session_scope
 from cgd.generation.breaker import Breaker, TeamLimits
 from cgd.generation.concurrency import LimitStore, LocalLimitStore, RedisLimitStore
+from cgd.generation.hangs import HangConfig, HangWatch
 from cgd.generation.pipeline import PipelineDeps, UnwrittenGate
 from cgd.llm_client import LLMClient
-from cgd.security.urls import check_url
+from cgd.outbound import allowlist_guard
 from cgd.settings import Settings
 from cgd.verify import VerifierPool
 
@@ -36,20 +37,36 @@ class WorkerRuntime:
         self.loop.set_default_executor(self.db_pool)
         self._thread = threading.Thread(target=self.loop.run_forever, name="cgd-loop", daemon=True)
         self._thread.start()
+        # The worker's own allow-list, checked before every request (retries, metrics, probes):
+        # a job accepted under an older list (retry-failed, a redelivered chunk) can't reach
+        # what it now forbids.
+        self.guard = allowlist_guard(settings.endpoint_allowlist)
         self.client = LLMClient(
             max_inflight_per_endpoint=settings.max_inflight_per_endpoint,
             timeout_s=settings.llm_timeout_s,
             max_attempts=settings.llm_max_attempts,
             backoff_base_s=settings.llm_backoff_base_s,
             backoff_max_s=settings.llm_backoff_max_s,
-            # The worker's own allow-list, checked before every attempt: a job accepted under an
-            # older list (retry-failed, a redelivered chunk) can't reach what it now forbids.
-            url_guard=lambda url: check_url(url, settings.endpoint_allowlist),
+            url_guard=self.guard,
             adaptive=settings.adaptive_concurrency,
             limit_store=limit_store(settings),
+            max_response_bytes=settings.max_response_bytes,
         )
-        self.breaker = Breaker(settings.breaker_failures, settings.preflight_timeout_s)
-        self.client.observer = self.breaker.record
+        self.breaker = Breaker(settings.breaker_failures, settings.preflight_timeout_s, self.guard)
+        self.hangs = HangWatch(
+            self.client,
+            self.breaker,
+            HangConfig(
+                suspect_s=settings.hang_suspect_s,
+                probe_timeout_s=settings.hang_probe_timeout_s,
+                probes=settings.hang_probes,
+                after_s=settings.hang_after_s,
+            ),
+        )
+        self._hang_task = asyncio.run_coroutine_threadsafe(self.hangs.run(), self.loop)
+        # Chunks that gave their slot away while they wait on a silent server (bounded).
+        self._stalled = 0
+        self._stalled_lock = threading.Lock()
         per_team = settings.team_max_inflight_per_endpoint
         self.team_limits = TeamLimits(per_team) if per_team else None
         self.verifier = VerifierPool(
@@ -65,7 +82,19 @@ class WorkerRuntime:
     async def run_db(self, fn: Callable[[Session], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(None, self.run_db_sync, fn)
 
-    def deps(self, task_id: str) -> PipelineDeps:
+    def take_stalled_slot(self) -> bool:
+        """Room for one more chunk waiting without a slot? (taken if so)"""
+        with self._stalled_lock:
+            if self._stalled >= self.settings.max_stalled_chunks:
+                return False
+            self._stalled += 1
+            return True
+
+    def release_stalled_slot(self) -> None:
+        with self._stalled_lock:
+            self._stalled -= 1
+
+    def deps(self, task_id: str, on_stall: Callable[[], bool] | None = None) -> PipelineDeps:
         s = self.settings
         return PipelineDeps(
             client=self.client,
@@ -79,14 +108,20 @@ class WorkerRuntime:
             team_max_running_chunks=s.team_max_running_chunks,
             batch_poll_s=s.batch_poll_s,
             unwritten=self.unwritten,
+            stall_yield_s=s.stall_yield_s,
+            on_stall=on_stall,
         )
 
     def run(self, coro: Coroutine[Any, Any, T], timeout_s: float) -> T:
         """Run a coroutine on the process loop from a task thread; cancel it past the limit."""
-        future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coro, timeout_s), self.loop)
-        return future.result()
+        return self.submit(coro, timeout_s).result()
+
+    def submit(self, coro: Coroutine[Any, Any, T], timeout_s: float) -> Future[T]:
+        """Start a coroutine on the process loop; cancel it past the limit."""
+        return asyncio.run_coroutine_threadsafe(asyncio.wait_for(coro, timeout_s), self.loop)
 
     def close(self) -> None:
+        self._hang_task.cancel()
         asyncio.run_coroutine_threadsafe(self.client.aclose(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.verifier.close()

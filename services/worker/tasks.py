@@ -16,7 +16,7 @@ from celery import Celery, signals
 
 from cgd import tasks as contract
 from cgd.generation import dispatch, pipeline
-from cgd.generation.breaker import probe
+from cgd.generation.breaker import breaker_key, probe
 from cgd.jobs import pause
 from cgd.runs import ops as runs
 from cgd.settings import Settings, get_settings
@@ -28,12 +28,35 @@ log = logging.getLogger("cgd.worker")
 
 
 def run_next_chunk(app: Celery, task_id: str | None) -> str:
-    """One token: run the next chunk in fair order; pass the token on while work remains."""
+    """One token: run the next chunk in fair order; pass the token on while work remains.
+
+    A chunk whose calls all wait on a silent server gives its slot back while it keeps running
+    (``CGD_STALL_YIELD_S``; at most ``CGD_MAX_STALLED_CHUNKS`` per process): this task ends
+    ``yielded`` and passes its token on, so another team's work runs in the slot instead of
+    queueing behind sockets that wait."""
     settings = get_settings()
     runtime = get_runtime(settings)
-    outcome = runtime.run(
-        pipeline.run_next(runtime.deps(task_id or uuid.uuid4().hex)), settings.chunk_time_limit_s
-    )
+    ended = threading.Event()
+    yielded = threading.Event()
+
+    def on_stall() -> bool:
+        if not runtime.take_stalled_slot():
+            return False
+        yielded.set()
+        ended.set()
+        return True
+
+    deps = runtime.deps(task_id or uuid.uuid4().hex, on_stall)
+    future = runtime.submit(pipeline.run_next(deps), settings.chunk_time_limit_s)
+
+    def finished(_: object) -> None:
+        if yielded.is_set():
+            runtime.release_stalled_slot()
+        ended.set()
+
+    future.add_done_callback(finished)
+    ended.wait()
+    outcome = future.result() if future.done() and not yielded.is_set() else "yielded"
     if outcome != "idle":
         # A successor token keeps this slot's share of the work going; it dies (idle) when
         # nothing is left. Tokens are generic, so its place in the FIFO queue favours nobody.
@@ -132,14 +155,21 @@ def probe_paused(app: Celery, settings: Settings) -> None:
     runtime = get_runtime(settings)
     due = runtime.run_db_sync(lambda s: pause.due_for_probe(s, settings.breaker_probe_interval_s))
     for job in due:
-        errors = [e for e in (probe(c, settings.preflight_timeout_s) for c in job.endpoints) if e]
+        errors = [
+            e
+            for e in (
+                probe(c, settings.preflight_timeout_s, runtime.guard, shape)
+                for c, shape in job.endpoints
+            )
+            if e
+        ]
         jid = job.job_id
         if errors:
             runtime.run_db_sync(lambda s, j=jid, e=errors[0]: pause.probe_failed(s, j, e))  # type: ignore[misc]
             continue
         if runtime.run_db_sync(lambda s, j=jid: pause.resume_by_id(s, j)):  # type: ignore[misc]
-            for c in job.endpoints:
-                runtime.breaker.reset(c.key)
+            for c, _ in job.endpoints:
+                runtime.breaker.reset(breaker_key(job.team_id, c))
             log.info("job %s resumed: its endpoint answers again", jid)
             send(app, contract.run_tokens(settings.dispatch_tokens))
 

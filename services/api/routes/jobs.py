@@ -24,6 +24,7 @@ from cgd.jobs.schemas import (
     JobStatusOut,
     TripletOut,
 )
+from cgd.outbound import allowlist_guard
 from cgd.pagination import Page
 from cgd.quotas import QuotaExceeded
 from services.api.deps import IdempotencyKey, SessionDep, SettingsDep, TeamDep
@@ -50,7 +51,9 @@ def create_job(
     verify. Returns at once; poll ``GET /v1/jobs/{id}``. Each endpoint is checked first
     (``GET /models``, unless ``"preflight": false``); over a team quota answers 429."""
     check_spec(spec, settings.endpoint_allowlist)
-    preflight.check(spec, settings.preflight_timeout_s)
+    preflight.check(
+        spec, settings.preflight_timeout_s, allowlist_guard(settings.endpoint_allowlist)
+    )
     created, messages = ops.create(session, team_id, spec, idempotency_key, settings)
     request.state.outbox.extend(messages)  # sent after the commit
     return created
