@@ -16,6 +16,7 @@ a short real CPU fine-tune of the 135M student, evaluated on a few bundled probl
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -26,11 +27,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cgd.client import Client
+from cgd.experiments.schemas import ExperimentOut
+from cgd.jobs.schemas import JobStatusOut
 from cgd.local_vllm import VllmServer, free_port, start_vllm
+from cgd.runs.schemas import RunOut
 
 console = Console()
 
@@ -79,17 +83,6 @@ class Stack:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
-
-
-def _wait(client: httpx.Client, path: str, done: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        body = client.get(path).json()
-        if done(body):
-            return body
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not finish in {timeout_s:.0f}s: {body}")
-        time.sleep(0.3)
 
 
 @dataclass
@@ -183,16 +176,14 @@ def run(
         stack.wait_log("worker", "ready.")
         stack.wait_log("trainer", "ready.")
         console.print(f"API, generation worker and trainer are up (logs in {root / 'logs'})")
-        client = httpx.Client(
-            base_url=env["CGD_API_URL"], headers={"Authorization": f"Bearer {key}"}, timeout=120
-        )
         sim = f"http://127.0.0.1:{sim_port}/v1"
         models = (
             _real_models(sim, vllm, real_dir, real)
             if vllm and real
             else _simulated_models(sim, root)
         )
-        return _loop(client, root, sample, models, items, train_steps, experiment)
+        with Client(env["CGD_API_URL"], key, timeout=120) as client:
+            return _loop(client, root, sample, models, items, train_steps, experiment)
     finally:
         stack.stop()
         if vllm is not None:
@@ -281,7 +272,7 @@ def _real_models(sim: str, vllm: VllmServer, model_dir: Path, real: RealOptions)
 
 
 def _loop(
-    client: httpx.Client,
+    client: Client,
     root: Path,
     sample: Path,
     models: Models,
@@ -289,15 +280,12 @@ def _loop(
     train_steps: int,
     experiment: bool = False,
 ) -> dict[str, Path]:
-    with open(sample, "rb") as f:
-        ds = client.post("/v1/datasets", files={"file": ("gsm8k_sample.jsonl", f)})
-    ds.raise_for_status()
-    console.print(f"dataset: {items} GSM8K prompts uploaded (id {ds.json()['id']})")
+    ds = client.datasets.create(sample)
+    console.print(f"dataset: {items} GSM8K prompts uploaded (id {ds.id})")
     console.print(models.banner)
-    job = client.post(
-        "/v1/jobs",
-        json={
-            "dataset_id": ds.json()["id"],
+    job = client.jobs.create(
+        {
+            "dataset_id": ds.id,
             "student": models.student,
             "teacher": models.teacher,
             "verifier": "math",
@@ -305,63 +293,46 @@ def _loop(
             "chunk_size": 32,
             # The distill baseline trains on the teacher's own solution: ask for it.
             "teacher_solution": experiment,
-        },
+        }
     )
-    job.raise_for_status()
-    job_id = job.json()["id"]
+    job_id = str(job.id)
     status = _watch_job(client, job_id, items)
-    quality = status.get("quality") or {}
+    quality = status.quality
     console.print(
-        f"job {job_id}: {status['status']}, {status['counts']['completed']} triplets, "
-        f"{status['counts']['failed']} failed {status.get('errors') or ''}, "
-        f"{status['items_per_s']} items/s; tokens {status['tokens']}; student accuracy "
-        f"{quality.get('initial_accuracy')}, refined accuracy {quality.get('refined_accuracy')}"
+        f"job {job_id}: {status.status}, {status.counts.completed} triplets, "
+        f"{status.counts.failed} failed {status.errors or ''}, "
+        f"{status.items_per_s} items/s; tokens {status.tokens.model_dump()}; student accuracy "
+        f"{quality.initial_accuracy}, refined accuracy {quality.refined_accuracy}"
     )
-    snap = client.post(
-        "/v1/snapshots",
-        json={
+    created = client.snapshots.create(
+        {
             "name": "quickstart",
             "job_ids": [job_id],
             "filters": models.filters,
             "dedup": {"exact": True},
             "decontaminate": {"sets": ["math500", "amc23", "aime24"]},
             "split": {"val_fraction": 0.1, "seed": 0},
-        },
+        }
     )
-    snap.raise_for_status()
-    snap_body = snap.json()
-    if snap.status_code == 202:
-        snap_body = _wait(
-            client,
-            f"/v1/snapshots/{snap_body['id']}",
-            lambda b: b["status"] != "building",
-            300,
-            "snapshot",
-        )
-    sid = snap_body["id"]
-    stats = snap_body["stats"]
+    snap = client.snapshots.wait(created.id, poll_s=0.3, timeout_s=300)  # large: built queued
+    sid = str(snap.id)
+    stats = snap.stats
     dropped = {k: v for k, v in stats.get("dropped", {}).items() if v}
     console.print(
-        f"snapshot {sid}: {snap_body['num_items']} triplets of {stats.get('input')} "
+        f"snapshot {sid}: {snap.num_items} triplets of {stats.get('input')} "
         f"(dropped: {dropped or 'none'}; train {stats.get('train')}, val {stats.get('val')})"
     )
     outputs = {"database": root / "home" / "cgd.sqlite3", "logs": root / "logs"}
     for layout in ("messages", "native"):
         path = root / "exports" / f"quickstart-{layout}.jsonl"
-        params = {"layout": layout} | ({"mode": "cgd"} if layout != "native" else {})
-        with (
-            client.stream("GET", f"/v1/snapshots/{sid}/export", params=params) as r,
-            open(path, "wb") as f,
-        ):
-            r.raise_for_status()
-            for chunk in r.iter_bytes():
-                f.write(chunk)
+        mode = "cgd" if layout != "native" else None  # the native layout takes no mode
+        client.snapshots.export(sid, path, layout=layout, mode=mode)
         outputs[f"export ({layout})"] = path
     card = root / "exports" / "quickstart-card.md"
-    card.write_text(client.get(f"/v1/snapshots/{sid}/card", params={"format": "markdown"}).text)
+    card.write_text(client.snapshots.card(sid).markdown)
     outputs["dataset card"] = card
-    if snap_body["num_items"] == 0:
-        raise RuntimeError(f"the snapshot kept no triplet to train on: {snap_body['stats']}")
+    if snap.num_items == 0:
+        raise RuntimeError(f"the snapshot kept no triplet to train on: {snap.stats}")
     console.print(f"student to fine-tune: {models.base_model}")
     if experiment:
         outputs |= _experiment(client, root, sid, models, train_steps)
@@ -369,29 +340,27 @@ def _loop(
         for name, path in outputs.items():
             console.print(f"{name:>16}: {path}")
         return outputs
-    run = client.post(
-        "/v1/training-runs",
-        json={
+    run = client.runs.create(
+        {
             "snapshot_id": sid,
             "base_model": models.base_model,
             "mode": "cgd",
             "method": "lora" if "lora" in models.hyperparams else "full",
             "hyperparams": {"max_steps": train_steps, **models.hyperparams},
             "eval": models.eval,
-        },
+        }
     )
-    run.raise_for_status()
-    final = _watch_run(client, run.json()["id"], train_steps)
-    if final["status"] != "completed":
-        raise RuntimeError(f"training run {final['status']}: {final.get('error')}")
-    outputs["trained model"] = Path(final["artifacts"]["model_path"])
-    if final["artifacts"].get("eval_samples"):
-        outputs["eval log"] = Path(final["artifacts"]["eval_samples"])
-    acc = final["eval"].get("math500", {}).get("accuracy")
-    n = final["eval"].get("math500", {}).get("n")
+    final = _watch_run(client, str(run.id), train_steps)
+    if final.status != "completed":
+        raise RuntimeError(f"training run {final.status}: {final.error}")
+    outputs["trained model"] = Path(final.artifacts["model_path"])
+    if final.artifacts.get("eval_samples"):
+        outputs["eval log"] = Path(final.artifacts["eval_samples"])
+    acc = final.eval.get("math500", {}).get("accuracy")
+    n = final.eval.get("math500", {}).get("n")
     console.print(
-        f"training: loss {final['metrics'].get('loss'):.3f} after "
-        f"{final['metrics'].get('step')} steps; MATH-500 ({n} problems) accuracy {acc}"
+        f"training: loss {final.metrics.get('loss'):.3f} after "
+        f"{final.metrics.get('step')} steps; MATH-500 ({n} problems) accuracy {acc}"
     )
     console.rule("[bold green]done[/]")
     for name, path in outputs.items():
@@ -400,24 +369,21 @@ def _loop(
 
 
 def _experiment(
-    client: httpx.Client, root: Path, snapshot_id: str, models: Models, train_steps: int
+    client: Client, root: Path, snapshot_id: str, models: Models, train_steps: int
 ) -> dict[str, Path]:
     """Every mode on the snapshot (same rows, same steps), then the comparison report."""
-    r = client.post(
-        "/v1/experiments",
-        json={
+    exp = client.experiments.create(
+        {
             "snapshot_id": snapshot_id,
             "base_model": models.base_model,
             "method": "lora" if "lora" in models.hyperparams else "full",
             "hyperparams": {"max_steps": train_steps, **models.hyperparams},
             "eval": models.eval,
-        },
+        }
     )
-    r.raise_for_status()
-    exp = r.json()
     console.print(
-        f"experiment {exp['id']}: {len(exp['runs'])} training runs "
-        f"({', '.join(x['mode'] for x in exp['runs'])}), {train_steps} steps each"
+        f"experiment {exp.id}: {len(exp.runs)} training runs "
+        f"({', '.join(x.mode for x in exp.runs)}), {train_steps} steps each"
     )
     console.print(
         "[yellow]A SMALL experiment[/]: a few triplets, a few steps per mode and a handful of "
@@ -428,66 +394,61 @@ def _experiment(
         TextColumn("experiment"), BarColumn(), TextColumn("{task.completed}/{task.total} runs"),
         TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
     ) as bar:  # fmt: skip
-        task = bar.add_task("", total=len(exp["runs"]))
-        deadline = time.monotonic() + 3600
-        while exp["status"] not in ("completed", "failed", "cancelled"):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the experiment did not finish in an hour")
-            time.sleep(1)
-            exp = client.get(f"/v1/experiments/{exp['id']}").json()
-            done = [x for x in exp["runs"] if x["status"] in ("completed", "failed", "cancelled")]
-            active = [f"{x['mode']} {100 * x['progress']:.0f}%" for x in exp["runs"]
-                      if x["status"] == "running"]  # fmt: skip
+        task = bar.add_task("", total=len(exp.runs))
+
+        def show(e: ExperimentOut) -> None:
+            done = [x for x in e.runs if x.status in ("completed", "failed", "cancelled")]
+            active = [f"{x.mode} {100 * x.progress:.0f}%" for x in e.runs if x.status == "running"]
             bar.update(task, completed=len(done), description=", ".join(active))
-    base = f"/v1/experiments/{exp['id']}/report"
+
+        try:
+            exp = client.experiments.wait(exp.id, poll_s=1, timeout_s=3600, on_status=show)
+        except TimeoutError:
+            raise RuntimeError("the experiment did not finish in an hour") from None
     paths = {}
     for fmt, suffix in (("md", "md"), ("json", "json"), ("svg", "svg")):
         path = root / "exports" / f"experiment-report.{suffix}"
-        report = client.get(base, params={"format": fmt})
-        report.raise_for_status()
-        path.write_text(report.text)
+        report = client.experiments.report(exp.id, format=fmt)
+        path.write_text(report if isinstance(report, str) else json.dumps(report))
         paths[f"report ({fmt})"] = path
-    console.print(f"experiment {exp['status']}")
+    console.print(f"experiment {exp.status}")
     console.print(paths["report (md)"].read_text(), markup=False, highlight=False, soft_wrap=True)
-    if exp["status"] != "completed":
-        failed = [x for x in exp["runs"] if x["status"] != "completed"]
-        raise RuntimeError(f"experiment {exp['status']}: runs not completed {failed}")
+    if exp.status != "completed":
+        failed = [x.model_dump(mode="json") for x in exp.runs if x.status != "completed"]
+        raise RuntimeError(f"experiment {exp.status}: runs not completed {failed}")
     return paths
 
 
-def _watch_job(client: httpx.Client, job_id: str, total: int) -> dict[str, Any]:
+def _watch_job(client: Client, job_id: str, total: int) -> JobStatusOut:
     with Progress(
         TextColumn("generation"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
         TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
     ) as bar:  # fmt: skip
         task = bar.add_task("", total=total)
-        while True:
-            s = client.get(f"/v1/jobs/{job_id}").json()
-            stages = ", ".join(f"{k} {v}" for k, v in s["by_stage"].items() if v)
-            bar.update(
-                task, completed=s["counts"]["completed"] + s["counts"]["failed"], description=stages
-            )
-            if s["status"] in ("completed", "failed", "cancelled"):
-                return s  # type: ignore[no-any-return]
-            time.sleep(0.3)
+
+        def show(s: JobStatusOut) -> None:
+            stages = ", ".join(f"{k} {v}" for k, v in s.by_stage.items() if v)
+            bar.update(task, completed=s.counts.completed + s.counts.failed, description=stages)
+
+        return client.jobs.wait(job_id, poll_s=0.3, on_status=show)
 
 
-def _watch_run(client: httpx.Client, run_id: str, steps: int) -> dict[str, Any]:
+def _watch_run(client: Client, run_id: str, steps: int) -> RunOut:
     with Progress(
         TextColumn("training"), BarColumn(), TextColumn("{task.description}"),
         TimeElapsedColumn(), console=console,
     ) as bar:  # fmt: skip
         task = bar.add_task("", total=steps)
-        deadline = time.monotonic() + 1800
-        while time.monotonic() < deadline:
-            r = client.get(f"/v1/training-runs/{run_id}").json()
-            loss = r["metrics"].get("loss")
+
+        def show(r: RunOut) -> None:
+            loss = r.metrics.get("loss")
             bar.update(
                 task,
-                completed=r["metrics"].get("step", 0),
-                description=f"{r['status']}" + (f", loss {loss:.3f}" if loss else ""),
+                completed=r.metrics.get("step", 0),
+                description=f"{r.status}" + (f", loss {loss:.3f}" if loss else ""),
             )
-            if r["status"] in ("completed", "failed", "cancelled"):
-                return r  # type: ignore[no-any-return]
-            time.sleep(0.5)
-    raise RuntimeError("training did not finish in 30 minutes")
+
+        try:
+            return client.runs.wait(run_id, poll_s=0.5, timeout_s=1800, on_status=show)
+        except TimeoutError:
+            raise RuntimeError("training did not finish in 30 minutes") from None

@@ -281,3 +281,59 @@ def test_async_client_every_resource_group(  # type: ignore[no-untyped-def]
                 await anon.templates.list()
 
     asyncio.run(walk())
+
+
+def test_async_retries_only_where_repeating_is_safe() -> None:
+    """The asyncio transport keeps the blocking one's rules (tests/test_client_cli.py): an
+    ``Idempotency-Key`` made once per call and reused by its retries, no blind POST retries,
+    no 4xx retries."""
+    import httpx
+
+    from cgd.client import CgdConnectionError, ServerError
+
+    calls: list[tuple[str, str | None]] = []
+    script: list[Any] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append((request.method, request.headers.get("idempotency-key")))
+        step = script.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        status, headers = step if isinstance(step, tuple) else (step, {})
+        job = {"id": str(uuid.uuid4()), "status": "queued", "total_items": 1}
+        return httpx.Response(status, json=job if status < 400 else {"error": "E"}, headers=headers)
+
+    async def walk() -> None:
+        transport = httpx.MockTransport(handler)
+        async with AsyncClient("http://api", "k", transport=transport, backoff_s=0.001) as c:
+            script[:] = [httpx.ReadError("reset"), 503, 202]
+            assert isinstance(await c.jobs.create({"dataset_id": "x"}), JobCreated)
+            assert len(calls) == 3 and calls[0][1] and len({k for _, k in calls}) == 1
+            calls.clear()
+            script[:] = [httpx.ReadError("reset")]  # a POST without a key: maybe done once
+            with pytest.raises(CgdConnectionError):
+                await c.snapshots.create(job_ids=["j"])
+            assert len(calls) == 1
+            calls.clear()
+            script[:] = [(429, {"Retry-After": "7"})]
+            with pytest.raises(RateLimited) as limited:
+                await c.jobs.get("x")
+            assert limited.value.retry_after == 7 and len(calls) == 1
+            script[:] = [500]
+            with pytest.raises(ServerError):
+                await c.jobs.get("x")
+
+    asyncio.run(walk())
+
+
+def test_client_imports_no_server_framework() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, cgd.client; "
+        "print(sorted(m for m in ('fastapi', 'celery', 'uvicorn', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
