@@ -105,3 +105,39 @@ def test_readme_setup_walks_on_a_database_that_does_not_exist(
     assert f"created database postgresql+psycopg://postgres@127.0.0.1:5432/{name}" in out
     assert '"status":"ok"' in out.replace(" ", "")  # /readyz: database and broker reachable
     assert "ID" in out and "NAME" in out  # `cgd datasets ls` answered with its (empty) table
+
+
+def _migrate(url: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CGD_")}
+    env.update(CGD_DATABASE_URL=url, CGD_HOME=str(tmp_path / "home"))
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("cgd")), "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_migrate_says_in_one_line_what_to_run_when_it_cannot_create(tmp_path: Path) -> None:
+    role = f"cgd_nocreate_{secrets.token_hex(4)}"
+    name = f"cgd_readme_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN NOCREATEDB')
+    try:
+        out = _migrate(f"postgresql+psycopg://{role}@127.0.0.1:5432/{name}", tmp_path)
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr  # no traceback
+    assert f"createdb -h 127.0.0.1 -U <admin user> {name}" in lines[0]
+    assert not _database_exists(name)
+
+
+def test_migrate_on_an_unreachable_server_is_one_line(tmp_path: Path) -> None:
+    out = _migrate(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/cgd", tmp_path)
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot reach the PostgreSQL server" in lines[0], out.stderr
