@@ -114,3 +114,75 @@ def set_quota(session: Session, team_name: str, values: dict[str, int | None]) -
         setattr(row, name, value)
     session.flush()
     return row
+
+
+# --- stored resources: datasets, bytes, snapshots, template versions, queued runs --------------
+
+
+def _refuse_over(setting: str, used: int, requested: int, limit: int, settings: Settings) -> None:
+    if used + requested > limit:
+        raise QuotaExceeded(
+            {
+                "reason": f"over the team's {setting} quota: {used} in use + {requested} "
+                f"requested > {limit}; delete some or ask the operator to raise {setting}",
+                "quota": setting,
+                "limit": limit,
+                "used": used,
+                "requested": requested,
+            },
+            settings.quota_retry_after_s,
+        )
+
+
+def _lock_team(session: Session, team_id: uuid.UUID) -> None:
+    # Concurrent creations of one team are counted one after the other (other teams don't wait).
+    session.execute(select(Team.id).where(Team.id == team_id).with_for_update())
+
+
+def check_new_dataset(
+    session: Session, team_id: uuid.UUID, size_bytes: int, settings: Settings
+) -> None:
+    """Refuse a dataset of ``size_bytes`` that would exceed CGD_QUOTA_DATASETS or
+    CGD_QUOTA_STORED_BYTES."""
+    from cgd.db.models import Dataset
+
+    _lock_team(session, team_id)
+    count, stored = session.execute(
+        select(func.count(), func.coalesce(func.sum(Dataset.size_bytes), 0)).where(
+            Dataset.team_id == team_id
+        )
+    ).one()
+    _refuse_over("CGD_QUOTA_DATASETS", int(count), 1, settings.quota_datasets, settings)
+    _refuse_over(
+        "CGD_QUOTA_STORED_BYTES", int(stored), size_bytes, settings.quota_stored_bytes, settings
+    )
+
+
+def check_new_snapshot(session: Session, team_id: uuid.UUID, settings: Settings) -> None:
+    from cgd.db.models import Snapshot
+
+    _lock_team(session, team_id)
+    used = session.scalar(select(func.count()).where(Snapshot.team_id == team_id)) or 0
+    _refuse_over("CGD_QUOTA_SNAPSHOTS", int(used), 1, settings.quota_snapshots, settings)
+
+
+def check_new_template_version(session: Session, team_id: uuid.UUID, settings: Settings) -> None:
+    from cgd.db.models import PromptTemplate
+
+    _lock_team(session, team_id)
+    used = session.scalar(select(func.count()).where(PromptTemplate.team_id == team_id)) or 0
+    limit = settings.quota_template_versions
+    _refuse_over("CGD_QUOTA_TEMPLATE_VERSIONS", int(used), 1, limit, settings)
+
+
+def check_new_run(session: Session, team_id: uuid.UUID, settings: Settings) -> None:
+    """Runs queued or running count: finished ones free their room (they hold no GPU)."""
+    from cgd.db.models import TrainingRun
+
+    _lock_team(session, team_id)
+    used = session.scalar(
+        select(func.count()).where(
+            TrainingRun.team_id == team_id, TrainingRun.status.in_(("queued", "running"))
+        )
+    )
+    _refuse_over("CGD_QUOTA_QUEUED_RUNS", int(used or 0), 1, settings.quota_queued_runs, settings)

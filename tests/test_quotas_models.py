@@ -171,3 +171,146 @@ def test_registry_refuses_malformed_entries() -> None:
     for bad in ("a", "a=", "../x=/m", "a=/m,a=/n", "run:1=/m"):
         with pytest.raises(ValueError, match="CGD_BASE_MODELS"):
             registry(Settings(base_models=bad))
+
+
+# --- quotas on stored resources -----------------------------------------------------------------
+
+QUOTAS = {
+    "CGD_QUOTA_DATASETS": "2",
+    "CGD_QUOTA_STORED_BYTES": "1000",
+    "CGD_QUOTA_SNAPSHOTS": "1",
+    "CGD_QUOTA_TEMPLATE_VERSIONS": "2",
+    "CGD_QUOTA_QUEUED_RUNS": "1",
+    "CGD_QUOTA_RETRY_AFTER_S": "7",
+}
+
+
+@pytest.fixture(scope="module")
+def small_quota_api(api_server, tmp_path_factory: pytest.TempPathFactory) -> Any:  # type: ignore[no-untyped-def]
+    """A second API process on the same database with tiny per-team quotas."""
+    from tests.conftest import _wait_http, free_port, start_api
+
+    port = free_port()
+    proc = start_api({**api_server.env, **QUOTAS}, port, tmp_path_factory.mktemp("q") / "api.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_http(f"{url}/healthz", proc)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _team(url: str, sessionmaker_) -> httpx.Client:  # type: ignore[no-untyped-def]
+    from tests.conftest import make_key
+
+    key = make_key(sessionmaker_)
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+
+
+def _over(r: httpx.Response, setting: str) -> None:
+    assert r.status_code == 429, r.text
+    assert r.headers["Retry-After"] == "7"
+    assert r.json()["detail"]["quota"] == setting and setting in r.json()["detail"]["reason"]
+
+
+def _upload(c: httpx.Client, size: int) -> httpx.Response:
+    row = b'{"question": "q", "pad": "' + b"x" * (size - 29) + b'"}\n'
+    assert len(row) == size
+    return c.post("/v1/datasets", files={"file": ("d.jsonl", row)})
+
+
+@pytest.mark.integration
+def test_dataset_and_stored_bytes_quotas(small_quota_api, sessionmaker_) -> None:  # type: ignore[no-untyped-def]
+    a, b = _team(small_quota_api, sessionmaker_), _team(small_quota_api, sessionmaker_)
+    first = _upload(a, 100)
+    assert first.status_code == 201, first.text
+    assert _upload(a, 100).status_code == 201
+    _over(_upload(a, 100), "CGD_QUOTA_DATASETS")
+    assert _upload(b, 100).status_code == 201  # another team still creates
+    # Deleting frees room: the count is back under, but 100 + 950 bytes is over.
+    assert a.delete(f"/v1/datasets/{first.json()['id']}").status_code == 204
+    _over(_upload(a, 950), "CGD_QUOTA_STORED_BYTES")
+    assert _upload(a, 800).status_code == 201
+
+
+@pytest.mark.integration
+def test_template_version_quota(small_quota_api, sessionmaker_) -> None:  # type: ignore[no-untyped-def]
+    a, b = _team(small_quota_api, sessionmaker_), _team(small_quota_api, sessionmaker_)
+    assert a.post("/v1/templates", json={"name": "t"}).status_code == 201
+    assert a.put("/v1/templates/t", json={}).status_code == 200
+    _over(a.put("/v1/templates/t", json={}), "CGD_QUOTA_TEMPLATE_VERSIONS")
+    _over(a.post("/v1/templates", json={"name": "u"}), "CGD_QUOTA_TEMPLATE_VERSIONS")
+    assert b.post("/v1/templates", json={"name": "t"}).status_code == 201
+
+
+@pytest.mark.integration
+def test_snapshot_quota(small_quota_api, sessionmaker_) -> None:  # type: ignore[no-untyped-def]
+    a, b = _team(small_quota_api, sessionmaker_), _team(small_quota_api, sessionmaker_)
+    _ready_snapshot(sessionmaker_, _team_id(sessionmaker_, a))  # the team's one snapshot
+    body = {"job_ids": [str(uuid.uuid4())]}
+    _over(a.post("/v1/snapshots", json=body), "CGD_QUOTA_SNAPSHOTS")
+    # Team b is under its quota: its request goes on to the job lookup (no such job).
+    assert b.post("/v1/snapshots", json=body).status_code == 404
+
+
+@pytest.mark.integration
+def test_queued_run_quota(small_quota_api, sessionmaker_) -> None:  # type: ignore[no-untyped-def]
+    a, b = _team(small_quota_api, sessionmaker_), _team(small_quota_api, sessionmaker_)
+    snap_a = _ready_snapshot(sessionmaker_, _team_id(sessionmaker_, a))
+    snap_b = _ready_snapshot(sessionmaker_, _team_id(sessionmaker_, b))
+    queued = a.post("/v1/training-runs", json=_run_body(snap_a, "m"))
+    assert queued.status_code == 202, queued.text
+    _over(a.post("/v1/training-runs", json=_run_body(snap_a, "m")), "CGD_QUOTA_QUEUED_RUNS")
+    assert b.post("/v1/training-runs", json=_run_body(snap_b, "m")).status_code == 202
+    # A cancelled run holds no place in the queue.
+    assert a.post(f"/v1/training-runs/{queued.json()['id']}/cancel").status_code == 200
+    assert a.post("/v1/training-runs", json=_run_body(snap_a, "m")).status_code == 202
+
+
+# --- the trainer's queue: round-robin by team ---------------------------------------------------
+
+
+@pytest.mark.integration
+def test_trainer_claims_runs_round_robin_by_team(api_server, sessionmaker_, no_leftovers) -> None:  # type: ignore[no-untyped-def]
+    """Team a queues three runs, then team b two; trainers take the messages first-in first-out,
+    yet the runs start a, b, a, b, a (each claim answers the run the fair order picks)."""
+    from cgd.db.engine import session_scope
+    from cgd.runs.ops import create_run
+    from cgd.runs.schemas import TrainingRunSpec
+    from cgd.settings import Settings
+
+    settings = Settings(base_models="m=/nowhere")
+    queued: list[tuple[str, str, str]] = []  # (team, run id, token) in message order
+    for team, n in (("a", 3), ("b", 2)):
+        client = _team(api_server.url, sessionmaker_)
+        team_id = _team_id(sessionmaker_, client)
+        for _ in range(n):
+            snap = _ready_snapshot(sessionmaker_, team_id)
+            spec = TrainingRunSpec.model_validate(_run_body(snap, "m"))
+            with session_scope(sessionmaker_) as s:
+                run, token = create_run(s, team_id, spec, settings)
+                queued.append((team, str(run.id), token))
+    team_of = {run_id: team for team, run_id, _ in queued}
+    order = []
+    for _, _, token in queued:
+        r = httpx.post(
+            f"{api_server.url}/v1/training-runs/claim",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert r.status_code == 200, r.text
+        claimed = r.json()["run_id"]
+        order.append(team_of[claimed])
+        # The token now opens the claimed run (the trainer reports on it with that token).
+        spec = httpx.get(
+            f"{api_server.url}/v1/training-runs/{claimed}/spec",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert spec.status_code == 200 and spec.json()["status"] == "running", spec.text
+    assert order == ["a", "b", "a", "b", "a"]
+    # Each run started once: five claims, five distinct runs, nothing left queued.
+    with sessionmaker_() as s:
+        from cgd.db.models import TrainingRun
+
+        statuses = {s.get(TrainingRun, uuid.UUID(r)).status for _, r, _ in queued}
+    assert statuses == {"running"}

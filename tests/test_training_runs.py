@@ -147,12 +147,14 @@ def test_cancel_stops_at_the_next_step(client, start_worker, snapshot_id, tiny_m
     assert client.post(f"/v1/training-runs/{run_id}/cancel").status_code == 409
 
 
-def test_a_failing_run_says_why(client, start_worker, snapshot_id, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_failing_run_says_why(client, start_worker, snapshot_id, api_server) -> None:  # type: ignore[no-untyped-def]
     start_worker("trainer")
-    body = run_body(snapshot_id, tmp_path / "no-such-model")
-    run_id = client.post("/v1/training-runs", json=body).json()["id"]
-    run = wait_run(client, run_id, timeout_s=60)
-    assert run["status"] == "failed" and "no-such-model" in run["error"], run
+    missing = registered_model(api_server, "x")  # registered, but nothing was ever written there
+    assert not missing.exists()
+    r = client.post("/v1/training-runs", json=run_body(snapshot_id, missing))
+    assert r.status_code == 202, r.text
+    run = wait_run(client, r.json()["id"], timeout_s=60)
+    assert run["status"] == "failed" and str(missing) in run["error"], run
 
 
 @pytest.mark.slow

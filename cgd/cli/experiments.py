@@ -45,7 +45,9 @@ def experiments_create(
     ctx: typer.Context,
     spec: Path | None = spec_option("Experiment spec (YAML/JSON); flags override it"),
     snapshot: str | None = typer.Option(None, "--snapshot", "-s", help="Snapshot id"),
-    base_model: str | None = typer.Option(None, help="Model id or a path on the trainer host"),
+    base_model: str | None = typer.Option(
+        None, help="A registered base model (GET /v1/models) or run:<id> of your completed run"
+    ),
     mode: list[Mode] = typer.Option(
         None, "--mode", help="A mode to compare (repeatable) [default: all five]"
     ),

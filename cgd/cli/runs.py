@@ -57,7 +57,9 @@ def runs_create(
     ctx: typer.Context,
     spec: Path | None = spec_option("Run spec (YAML/JSON); flags override it"),
     snapshot: str | None = typer.Option(None, "--snapshot", "-s", help="Snapshot id"),
-    base_model: str | None = typer.Option(None, help="Model id or a path on the trainer host"),
+    base_model: str | None = typer.Option(
+        None, help="A registered base model (GET /v1/models) or run:<id> of your completed run"
+    ),
     mode: Mode | None = typer.Option(None, help="Training mode [default: cgd]"),
     method: Method | None = typer.Option(None, help="full or lora [default: full]"),
     lr: float | None = typer.Option(None, "--lr", help="Learning rate [default: 1e-6]"),

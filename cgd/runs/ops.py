@@ -15,7 +15,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from cgd import metrics
@@ -24,6 +24,7 @@ from cgd.db.queries import team_newest_first, team_row
 from cgd.enums import TERMINAL_RUN_STATUSES as TERMINAL
 from cgd.errors import InvalidRequest, NotFound, Unauthorized
 from cgd.pagination import Page, created_page, decode_created_cursor, decode_cursor, page
+from cgd.quotas import check_new_run
 from cgd.runs import base_models
 from cgd.runs.errors import TrainingRunFinished, TrainingRunNotFound
 from cgd.runs.schemas import EventAck, EventIn, EventOut, RunOut, TrainingRunSpec
@@ -55,6 +56,7 @@ def create_run(
     session: Session, team_id: uuid.UUID, spec: TrainingRunSpec, settings: Settings
 ) -> tuple[TrainingRun, str]:
     base_models.resolve(session, team_id, spec.base_model, settings)
+    check_new_run(session, team_id, settings)
     snap = session.get(Snapshot, spec.snapshot_id)
     if snap is None or snap.team_id != team_id:
         raise NotFound({"snapshot_id": str(spec.snapshot_id), "reason": "snapshot not found"})
@@ -174,6 +176,61 @@ def run_for_token(session: Session, run_id: uuid.UUID, authorization: str | None
         # data nor rewrite the run's results.
         raise Unauthorized({"reason": f"run token expired: the run is {run.status}"})
     return run
+
+
+# Serialises claims (pg_advisory_xact_lock key): a claim reads every team's queue to pick one run.
+CLAIM_LOCK = 0x636764_7275  # "cgd", "ru"
+
+
+def queued_run_for_token(session: Session, authorization: str | None) -> TrainingRun:
+    """The queued run a message's token belongs to now (claims move tokens between runs)."""
+    scheme, _, token = (authorization or "").partition(" ")
+    run = None
+    if scheme.lower() == "bearer" and token.strip():
+        run = session.scalar(
+            select(TrainingRun).where(
+                TrainingRun.status == "queued", TrainingRun.token_hash == _hash(token.strip())
+            )
+        )
+    if run is None:
+        raise Unauthorized("invalid run token, or its run is no longer queued")
+    return run
+
+
+def claim(session: Session, run: TrainingRun) -> TrainingRun | None:
+    """The run a trainer holding ``run``'s message starts: the next one round-robin by team
+    (the team served least recently first, never-served teams before all; its oldest queued run),
+    not necessarily ``run`` itself. Messages are interchangeable tickets: when another run is
+    chosen, the two swap tokens, so the message still in the queue now starts ``run`` and every
+    queued run keeps exactly one message. None when ``run`` is no longer waiting."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
+    session.refresh(run)
+    if run.status != "queued" or run.cancel_requested_at is not None:
+        return None
+    served = (
+        select(TrainingRun.team_id, func.max(TrainingRun.started_at).label("at"))
+        .where(TrainingRun.started_at.is_not(None))
+        .group_by(TrainingRun.team_id)
+        .subquery()
+    )
+    chosen = session.scalars(
+        select(TrainingRun)
+        .outerjoin(served, served.c.team_id == TrainingRun.team_id)
+        .where(TrainingRun.status == "queued", TrainingRun.cancel_requested_at.is_(None))
+        .order_by(served.c.at.asc().nulls_first(), TrainingRun.created_at, TrainingRun.id)
+        .limit(1)
+    ).one()
+    if chosen.id != run.id:
+        run.token_hash, chosen.token_hash = chosen.token_hash, run.token_hash
+        run.enqueued_at, chosen.enqueued_at = chosen.enqueued_at, run.enqueued_at
+    now = utcnow()
+    chosen.status = "running"
+    chosen.started_at = now
+    chosen.heartbeat_at = now
+    _add_event(session, chosen, "status", {"status": "running", "phase": "claimed"})
+    session.flush()
+    return chosen
 
 
 def sweep_lost(session: Session, lost_after_s: float) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from datetime import datetime
 from typing import Any, Literal
@@ -197,6 +198,12 @@ class RunOut(BaseModel):
     finished_at: datetime | None
 
 
+class RunClaim(BaseModel):
+    """The run a trainer starts with the token it holds (None: nothing to start)."""
+
+    run_id: uuid.UUID | None
+
+
 class TrainerRunOut(RunOut):
     """A run as its trainer reads it (run token only)."""
 
@@ -224,6 +231,13 @@ class EventIn(RequestModel):
     type: EventType
     data: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("data", mode="before")
+    @classmethod
+    def _not_a_number_is_null(cls, data: Any) -> Any:
+        # A diverged run's loss is NaN: reported as null (JSON and Postgres have no NaN), not
+        # refused, so the trainer's event still lands.
+        return _finite_or_none(data)
+
     @model_validator(mode="after")
     def _known_fields_typed(self) -> EventIn:
         # The fields the API reads must have the types it reads them as (a string step would
@@ -249,6 +263,16 @@ class EventIn(RequestModel):
             ):
                 raise ValueError(f"data.{name} must map set names to numbers")
         return self
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
 
 
 class EventAck(BaseModel):

@@ -29,6 +29,18 @@ class RunReporter:
         self.cancelled = threading.Event()
         self._stop = threading.Event()
 
+    def claim(self) -> bool:
+        """Ask which run this message starts (round-robin by team); the token follows it."""
+        r = self.http.post("/v1/training-runs/claim")
+        if r.status_code == 401:  # the message's run ended (cancelled while queued, say)
+            return False
+        r.raise_for_status()
+        claimed = r.json()["run_id"]
+        if claimed is None:
+            return False
+        self.run_id = str(claimed)
+        return True
+
     def spec(self) -> dict[str, Any]:
         r = self.http.get(f"/v1/training-runs/{self.run_id}/spec")
         if r.status_code == 401:  # token expired: the run ended (cancelled while queued, say)
@@ -153,12 +165,13 @@ def run_training_job(run_id: str, token: str, settings: Settings) -> str:
 
     reporter = RunReporter(settings.api_url, run_id, token, settings.trainer_heartbeat_s)
     try:
-        spec = reporter.spec()
-        # Only a queued run starts: a redelivered message (after a broker visibility timeout,
+        # Only a queued run is claimed: a redelivered message (after a broker visibility timeout,
         # say) must not start a second trainer on a run that is already going.
-        if spec["status"] != "queued" or spec["cancel_requested"]:
-            log.info("run %s is %s; nothing to do", run_id, spec["status"])
+        if not reporter.claim():
+            log.info("run %s is no longer waiting; nothing to do", run_id)
             return "skipped"
+        run_id = reporter.run_id  # the claimed run (the fair order), maybe not the message's
+        spec = reporter.spec()
         threading.Thread(target=reporter.heartbeat_forever, daemon=True).start()
         reporter.post("status", {"status": "running", "phase": "downloading"})
         workdir = settings.trainer_dir / run_id

@@ -12,8 +12,10 @@ from cgd.datasets import ops
 from cgd.datasets.errors import DatasetInUse, DatasetNotFound, InvalidDataset
 from cgd.datasets.ingest import Limits
 from cgd.datasets.schemas import FORM_FIELDS, DatasetOut, DatasetParams, ItemOut
+from cgd.db.engine import session_scope
 from cgd.errors import IdempotencyKeyReused, InvalidRequest, PayloadTooLarge
 from cgd.pagination import Page
+from cgd.quotas import QuotaExceeded, check_new_dataset
 from cgd.settings import Settings
 from services.api.deps import IdempotencyKey, SessionDep, SettingsDep, TeamDep
 from services.api.errors import error_responses
@@ -61,7 +63,7 @@ def _limits(settings: Settings) -> Limits:
     response_model=DatasetOut,
     openapi_extra=UPLOAD_DOC,
     responses=error_responses(
-        InvalidDataset, InvalidRequest, PayloadTooLarge, IdempotencyKeyReused
+        InvalidDataset, InvalidRequest, PayloadTooLarge, IdempotencyKeyReused, QuotaExceeded
     ),
 )
 async def create_dataset(
@@ -77,6 +79,7 @@ async def create_dataset(
         if form.upload is None:
             raise InvalidRequest({"field": "file", "reason": "missing 'file' part"})
         params = DatasetParams(**{k: form.fields.get(k) or None for k in FORM_FIELDS})
+        await run_in_threadpool(_check_quota, request, team_id, form.upload.size_bytes, settings)
         return await run_in_threadpool(
             ops.create,
             request.app.state.sessionmaker,
@@ -88,6 +91,13 @@ async def create_dataset(
         )
     finally:
         form.cleanup()
+
+
+def _check_quota(request: Request, team_id: uuid.UUID, size_bytes: int, settings: Settings) -> None:
+    # Its own short transaction before the (long) ingest: a team over its quota costs no parse.
+    # Two uploads of one team at the same moment may both pass and overshoot by one dataset.
+    with session_scope(request.app.state.sessionmaker) as session:
+        check_new_dataset(session, team_id, size_bytes, settings)
 
 
 @router.get("", response_model=Page[DatasetOut], responses=error_responses(InvalidRequest))

@@ -15,12 +15,14 @@ from cgd.datasets.errors import DatasetNotFound
 from cgd.enums import Split
 from cgd.errors import InvalidRequest, NotFound, Unauthorized
 from cgd.pagination import Page
+from cgd.quotas import QuotaExceeded
 from cgd.runs import base_models, ops
 from cgd.runs.errors import TrainingRunFinished, TrainingRunNotFound
 from cgd.runs.schemas import (
     EventAck,
     EventIn,
     EventOut,
+    RunClaim,
     RunCreated,
     RunOut,
     TrainerRunOut,
@@ -41,7 +43,9 @@ TokenHeader = Annotated[str | None, Header(alias="Authorization", include_in_sch
     "",
     status_code=202,
     response_model=RunCreated,
-    responses=error_responses(NotFound, DatasetNotFound, InvalidRequest, ModeUnavailable),
+    responses=error_responses(
+        NotFound, DatasetNotFound, InvalidRequest, ModeUnavailable, QuotaExceeded
+    ),
 )
 def create_run(
     request: Request,
@@ -115,6 +119,15 @@ def post_event(
     says whether the run was cancelled, so the trainer stops at its next step."""
     run = ops.run_for_token(session, run_id, authorization)
     return ops.record_event(session, run, event)
+
+
+@trainer_router.post("/claim", response_model=RunClaim)
+def claim_run(session: SessionDep, authorization: TokenHeader = None) -> RunClaim:
+    """Trainer → API on taking a message: which run to start (round-robin by team; the
+    message's token now belongs to it), or none when the message's run stopped waiting. The
+    token alone says which message it is: tokens move between queued runs as they are claimed."""
+    chosen = ops.claim(session, ops.queued_run_for_token(session, authorization))
+    return RunClaim(run_id=chosen.id if chosen is not None else None)
 
 
 @trainer_router.get("/{run_id}/spec", response_model=TrainerRunOut)

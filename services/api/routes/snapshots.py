@@ -14,6 +14,7 @@ from cgd.datasets.errors import DatasetNotFound
 from cgd.enums import CardFormat, ExportFormat, ExportLayout, ExportMode, ParquetCompression, Split
 from cgd.errors import InvalidRequest, NotFound
 from cgd.pagination import Page
+from cgd.quotas import QuotaExceeded, check_new_snapshot
 from cgd.security.names import content_disposition
 from cgd.snapshots import ops
 from cgd.snapshots.errors import (
@@ -39,7 +40,7 @@ router = APIRouter(prefix="/v1/snapshots", tags=["snapshots"])
             "description": "Accepted: a large snapshot is being built on the curation queue",
             "model": SnapshotOut,
         },
-        **error_responses(NotFound, DatasetNotFound, InvalidRequest, JobUnfinished),
+        **error_responses(NotFound, DatasetNotFound, InvalidRequest, JobUnfinished, QuotaExceeded),
     },
 )
 def create_snapshot(
@@ -53,6 +54,7 @@ def create_snapshot(
     immutable snapshot. Small snapshots are built inside the request (201); larger ones on the
     curation queue (202 at once; poll ``GET /v1/snapshots/{id}`` until ``status`` is
     ``ready``)."""
+    check_new_snapshot(session, team_id, settings)
     snap, messages = ops.create(session, team_id, spec, settings.snapshot_inline_max)
     request.state.outbox.extend(messages)
     return JSONBody(snap.model_dump(mode="json"), status_code=202 if messages else 201)

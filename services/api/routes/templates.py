@@ -9,10 +9,11 @@ from fastapi import APIRouter, Query
 
 from cgd.errors import Conflict, InvalidRequest
 from cgd.pagination import Page
+from cgd.quotas import QuotaExceeded, check_new_template_version
 from cgd.templates import ops
 from cgd.templates.errors import InvalidTemplate, TemplateExists, TemplateNotFound
 from cgd.templates.schemas import TemplateBody, TemplateIn, TemplateOut
-from services.api.deps import SessionDep, TeamDep
+from services.api.deps import SessionDep, SettingsDep, TeamDep
 from services.api.errors import error_responses
 
 router = APIRouter(prefix="/v1/templates", tags=["templates"])
@@ -22,25 +23,29 @@ router = APIRouter(prefix="/v1/templates", tags=["templates"])
     "",
     status_code=201,
     response_model=TemplateOut,
-    responses=error_responses(InvalidTemplate, TemplateExists),
+    responses=error_responses(InvalidTemplate, TemplateExists, QuotaExceeded),
 )
-def create_template(body: TemplateIn, session: SessionDep, team_id: TeamDep) -> TemplateOut:
+def create_template(
+    body: TemplateIn, session: SessionDep, team_id: TeamDep, settings: SettingsDep
+) -> TemplateOut:
     """Create a team template (version 1). Every part is rendered with sample values first: a
     part that uses an unknown variable, a construct outside the allowed subset, or a critique
     request that does not ask for the verdict line is a 422 naming the part."""
+    check_new_template_version(session, team_id, settings)
     return ops.create(session, team_id, body)
 
 
 @router.put(
     "/{name}",
     response_model=TemplateOut,
-    responses=error_responses(InvalidTemplate, TemplateNotFound, Conflict),
+    responses=error_responses(InvalidTemplate, TemplateNotFound, Conflict, QuotaExceeded),
 )
 def update_template(
-    name: str, body: TemplateBody, session: SessionDep, team_id: TeamDep
+    name: str, body: TemplateBody, session: SessionDep, team_id: TeamDep, settings: SettingsDep
 ) -> TemplateOut:
     """Add the next version of a team template. Earlier versions stay: jobs that pinned them
     keep sending exactly what they sent."""
+    check_new_template_version(session, team_id, settings)
     return ops.update(session, team_id, name, body)
 
 
