@@ -20,10 +20,22 @@ them with ``cgd.verify`` (``VerifierPool``, kind ``math``):
                    unit and with thousands separators; for non-numeric golds a digit of the text
                    changed, and the next reference with a different answer.
 
-Undecided verdicts (timeouts) count as not accepted. Prints a table and, with ``--json``, writes
+A third set, ``symbolic`` (``tests/data/physics_answers.jsonl``: 164 physics and chemistry
+answers in LaTeX, with subscripted symbols and several terms), gets its own cases:
+
+* ``gold``; ``rewrite/spelling`` (one-character subscripts unbraced, ``\\left``/``\\right``
+  dropped, ``\\varepsilon`` as ``\\epsilon``, spaces removed) and ``rewrite/reordered`` (the
+  first two terms swapped), which must be accepted;
+* one change each, which must be rejected: ``wrong/digit`` (one digit +1, up to three per gold),
+  ``wrong/sign`` (the first + or - flipped), ``wrong/subscript`` (the first subscript's first
+  character changed), ``wrong/term`` (the last term dropped).
+
+Undecided verdicts (timeouts; ``unparsed``: an answer math-verify cannot read whole) count as
+not accepted, and are counted in their own column. Prints a table and, with ``--json``, writes
 every figure and the failures to a file.
 
-    .venv/bin/python bench/grader_accuracy.py [--gsm8k PATH] [--math500 PATH] [--json out.json]
+    .venv/bin/python bench/grader_accuracy.py [--gsm8k PATH] [--math500 PATH] [--symbolic PATH]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -280,6 +292,108 @@ def _canon(text: str) -> str:
     return text.casefold()
 
 
+# -- symbolic answers (physics/chemistry): spellings and one-change perturbations -----------------
+#
+# The gold is a LaTeX expression with subscripted symbols and several terms. Each perturbation
+# changes one thing, so that the answer is wrong by construction, and is generated where the
+# gold has that thing: a digit, a sign, a subscript, a term.
+
+_DIGIT_RE = re.compile(r"\d")
+# A subscript's first letter or digit: "_1", "_{0}", "_{c m}", "_{\mathrm{B}}".
+_SUBSCRIPT_RE = re.compile(r"_(?:\{(?:\\(?:mathrm|text)\{)?|)([A-Za-z0-9])")
+
+
+def _top_level_signs(expr: str) -> list[int]:
+    """Positions of the + and - that join terms (outside any brace, bracket or parenthesis)."""
+    depth, out = 0, []
+    for pos, char in enumerate(expr):
+        if char in "{([":
+            depth += 1
+        elif char in "})]":
+            depth -= 1
+        elif char in "+-" and depth == 0 and expr[:pos].strip():
+            out.append(pos)
+    return out
+
+
+def digit_changes(gold: str, limit: int = 3) -> list[str]:
+    """The gold with one digit changed (d -> d+1 mod 10), for up to ``limit`` digits."""
+    out = []
+    for m in list(_DIGIT_RE.finditer(gold))[:limit]:
+        digit = str((int(m.group()) + 1) % 10)
+        out.append(gold[: m.start()] + digit + gold[m.end() :])
+    return out
+
+
+def sign_change(gold: str) -> str:
+    """The first + made -, or - made +; an answer without signs negated."""
+    for pos, char in enumerate(gold):
+        if char in "+-" and not gold[:pos].endswith("^"):  # "A^{-}" is a charge, not a sign
+            return gold[:pos] + ("-" if char == "+" else "+") + gold[pos + 1 :]
+    return f"-{gold}"
+
+
+def subscript_change(gold: str) -> str | None:
+    """The first subscript's first character changed (0 -> 1, k -> l); None without one."""
+    m = _SUBSCRIPT_RE.search(gold)
+    if m is None:
+        return None
+    char = m.group(1)
+    if char.isdigit():
+        new = str((int(char) + 1) % 10)
+    else:
+        new = chr(ord(char) + 1) if char not in "zZ" else chr(ord(char) - 1)
+    return gold[: m.start(1)] + new + gold[m.end(1) :]
+
+
+def term_dropped(gold: str) -> str | None:
+    """The gold without its last top-level term; None when it has one term."""
+    signs = _top_level_signs(gold)
+    return gold[: signs[-1]].rstrip() if signs else None
+
+
+def terms_swapped(gold: str) -> str | None:
+    """The first two top-level terms in the other order (an equal answer)."""
+    signs = _top_level_signs(gold)
+    if not signs:
+        return None
+    first = gold[: signs[0]].strip()
+    second = gold[signs[0] : signs[1] if len(signs) > 1 else len(gold)].strip()
+    rest = gold[signs[1] :] if len(signs) > 1 else ""
+    if not first.startswith(("-", "+")):
+        first = "+" + first
+    return (second.lstrip("+") + first + rest).strip()
+
+
+def respelled(gold: str) -> str:
+    r"""An equal spelling: one-character subscripts unbraced, \left/\right dropped, \varepsilon
+    as \epsilon, spaces removed where they separate nothing."""
+    text = re.sub(r"_\{([A-Za-z0-9])\}", r"_\1 ", gold)
+    text = text.replace("\\left", "").replace("\\right", "").replace("\\varepsilon", "\\epsilon")
+    return re.sub(r"\s*([{}()^+=-])\s*", r"\1", text)
+
+
+def symbolic_cases(references: list[object]) -> Iterator[Case]:
+    for reference in references:
+        gold = str(reference)
+        yield "gold", boxed(gold), gold
+        for category, rewrite in (
+            ("rewrite/spelling", respelled(gold)),
+            ("rewrite/reordered", terms_swapped(gold)),
+        ):
+            if rewrite is not None and rewrite != gold:
+                yield category, boxed(rewrite), gold
+        for wrong in digit_changes(gold):
+            yield "wrong/digit", boxed(wrong), gold
+        yield "wrong/sign", boxed(sign_change(gold)), gold
+        for category, wrong in (
+            ("wrong/subscript", subscript_change(gold)),
+            ("wrong/term", term_dropped(gold)),
+        ):
+            if wrong is not None:
+                yield category, boxed(wrong), gold
+
+
 # -- running --------------------------------------------------------------------------------------
 
 
@@ -289,20 +403,25 @@ def load_references(path: Path) -> list[object]:
 
 
 def run_set(
-    name: str, references: list[object], pool: VerifierPool, progress: Callable[[str], None]
+    name: str,
+    references: list[object],
+    pool: VerifierPool,
+    progress: Callable[[str], None],
+    make_cases: Callable[[list[object]], Iterator[Case]] = cases_for,
 ) -> dict[str, object]:
-    cases = list(cases_for(references))
+    cases = list(make_cases(references))
     progress(f"{name}: {len(references)} references, {len(cases)} verifications")
     started = time.perf_counter()
     verdicts = pool.verify_many([("math", response, ref) for _, response, ref in cases])
     elapsed = time.perf_counter() - started
-    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # n, accepted, undecided
     failures: dict[str, list[dict[str, object]]] = defaultdict(list)
     for (category, response, reference), verdict in zip(cases, verdicts, strict=True):
         must_accept = not category.startswith("wrong")
         accepted = verdict.correct is True
         totals[category][0] += 1
         totals[category][1] += accepted
+        totals[category][2] += verdict.correct is None
         if accepted != must_accept:
             failures[category].append(
                 {
@@ -320,7 +439,9 @@ def run_set(
         "verifications": len(cases),
         "seconds": round(elapsed, 2),
         "per_second": round(len(cases) / elapsed, 1),
-        "categories": {k: {"n": n, "accepted": a} for k, (n, a) in sorted(totals.items())},
+        "categories": {
+            k: {"n": n, "accepted": a, "undecided": u} for k, (n, a, u) in sorted(totals.items())
+        },
         "gold_accuracy": totals["gold"][1] / totals["gold"][0],
         "rewrite_accuracy": rewrite[1] / max(1, rewrite[0]),
         "rewrite_n": rewrite[0],
@@ -336,10 +457,13 @@ def print_table(result: dict[str, object]) -> None:
         f"\n{result['set']}: {result['references']} references, {result['verifications']} "
         f"verifications in {result['seconds']} s ({result['per_second']}/s)"
     )
-    print(f"{'category':<24} {'n':>7} {'accepted':>9} {'rate':>8}")
+    print(f"{'category':<24} {'n':>7} {'accepted':>9} {'rate':>8} {'undecided':>10}")
     for category, c in result["categories"].items():  # type: ignore[attr-defined]
         rate = c["accepted"] / c["n"]
-        print(f"{category:<24} {c['n']:>7} {c['accepted']:>9} {100 * rate:>7.2f}%")
+        print(
+            f"{category:<24} {c['n']:>7} {c['accepted']:>9} {100 * rate:>7.2f}% "
+            f"{c['undecided']:>10}"
+        )
     print(
         f"gold vs gold {100 * result['gold_accuracy']:.2f}% | "  # type: ignore[operator]
         f"rewrites {100 * result['rewrite_accuracy']:.2f}% of {result['rewrite_n']} | "  # type: ignore[operator]
@@ -360,6 +484,13 @@ def main() -> None:
     parser.add_argument(
         "--math500", type=Path, default=default_path("math500.jsonl", "math500.jsonl")
     )
+    parser.add_argument(
+        "--symbolic",
+        type=Path,
+        default=ROOT / "tests" / "data" / "physics_answers.jsonl",
+        help="Physics/chemistry LaTeX answers, graded against digit, sign, subscript and term "
+        "changes.",
+    )
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="Write all figures here.")
     args = parser.parse_args()
@@ -368,8 +499,14 @@ def main() -> None:
     with VerifierPool(processes=args.processes, timeout_s=10.0) as pool:
         if not pool.wait_ready(120):
             raise SystemExit("verifier workers did not start")
-        for name, path in (("gsm8k", args.gsm8k), ("math500", args.math500)):
-            result = run_set(name, load_references(path), pool, lambda m: print(m, flush=True))
+        sets = (
+            ("gsm8k", args.gsm8k, cases_for),
+            ("math500", args.math500, cases_for),
+            ("symbolic", args.symbolic, symbolic_cases),
+        )
+        for name, path, make_cases in sets:
+            references = load_references(path)
+            result = run_set(name, references, pool, lambda m: print(m, flush=True), make_cases)
             result["path"] = str(path)
             print_table(result)
             results.append(result)

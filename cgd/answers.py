@@ -79,9 +79,15 @@ def _box_content(text: str, start: int) -> str | None:
         inner = text[i + 1 : close]
         if "{" not in inner and "\\" not in inner:  # the usual `\boxed{42}`: no nesting to scan
             return inner.strip()
+    j = matching_brace(text, i)
+    return text[i + 1 : j].strip() if j >= 0 else None
+
+
+def matching_brace(text: str, open_at: int) -> int:
+    """Index of the ``}`` that closes the ``{`` at ``open_at``; -1 when it never closes."""
     depth = 0
-    j = i
-    while j < n:
+    j = open_at
+    while j < len(text):
         ch = text[j]
         if ch == "\\":
             j += 2  # `\{`, `\}` and `\\` are escapes, never structural braces
@@ -91,9 +97,9 @@ def _box_content(text: str, start: int) -> str | None:
         elif ch == "}":
             depth -= 1
             if depth == 0:
-                return text[i + 1 : j].strip()
+                return j
         j += 1
-    return None
+    return -1
 
 
 def _box_ends_backwards(text: str) -> Iterator[int]:

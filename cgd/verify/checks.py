@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import re
 import signal
 import threading
 import time
@@ -35,6 +37,7 @@ from cgd.verify.normalize import (
     parse_number,
     strip_unit,
 )
+from cgd.verify.symbols import placeholder_names, with_placeholders
 
 logger = logging.getLogger("cgd.verify")
 
@@ -45,7 +48,7 @@ KINDS: tuple[str, ...] = tuple(Verifier)
 TEST_KINDS: tuple[str, ...] = ("_sleep", "_hang")
 
 # Verdict.reason values. Failures/unknowns: no_reference, no_answer, timeout, worker_died, error,
-# unverified (kind "none"). Decisions name the path that made them.
+# unparsed, unverified (kind "none"). Decisions name the path that made them.
 REASON_NO_REFERENCE = "no_reference"
 REASON_NO_ANSWER = "no_answer"
 REASON_TIMEOUT = "timeout"
@@ -58,6 +61,9 @@ REASON_EVALUATED = "evaluated"  # decided by the expression evaluator (see const
 REASON_MATH_VERIFY = "math_verify"
 REASON_CHOICE = "choice"
 REASON_EXACT = "exact"
+# math-verify could not read one of the answers whole, with every symbol kept: undecided, since
+# grading a fragment could call a wrong answer right (cgd.verify.symbols).
+REASON_UNPARSED = "unparsed"
 
 
 class Verdict(NamedTuple):
@@ -77,6 +83,7 @@ class _MathJob(NamedTuple):
     reference: str
 
 
+_PROSE_RE = re.compile(r"^[A-Za-z0-9(),.;:'!?-]+$")  # a normalised answer in words (no spaces)
 _Value = tuple[Fraction | complex, bool]  # (value, written as/with a decimal: approximate)
 
 
@@ -135,8 +142,14 @@ def _math_fast(extracted: str, gold: str) -> tuple[bool, str] | None:
     if norm_pred == norm_gold and norm_pred and pred_pct == gold_pct:
         return True, REASON_STRING
     # Words in \\text{} are prose ("\\text{Evelyn}"): case does not matter there, as in
-    # math-verify; outside \\text{}, "X" and "x" are different variables.
-    if _TEXT_WRAP_RE.search(extracted + gold) and norm_pred.casefold() == norm_gold.casefold():
+    # math-verify; in mathematics "X" and "x" are different variables, and so are "k_{\\mathrm{B}}T"
+    # and "k_{\\mathrm{B}}t", hence prose only (no subscript, power or macro left).
+    if (
+        _TEXT_WRAP_RE.search(extracted + gold)
+        and _PROSE_RE.match(norm_pred)
+        and _PROSE_RE.match(norm_gold)
+        and norm_pred.casefold() == norm_gold.casefold()
+    ):
         return True, REASON_STRING
     pred_num, gold_num = parse_number(norm_pred), parse_number(norm_gold)
     if pred_pct or gold_pct:
@@ -290,15 +303,50 @@ def for_math_verify(answer: str) -> str:
     return to_latex(without_unit if without_unit != spaced else answer)
 
 
-def _math_verify_equal(extracted: str, gold: str) -> bool:
-    parse, verify = _load_math_verify()
-    # Both strings are already final answers; boxing them makes math-verify's extractor take
-    # them whole instead of hunting for an expression inside.
-    gold_parsed = parse("\\boxed{" + for_math_verify(gold) + "}", parsing_timeout=None)
-    pred_parsed = parse("\\boxed{" + for_math_verify(extracted) + "}", parsing_timeout=None)
-    if not gold_parsed or not pred_parsed:
-        return False
-    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
+def _parse_whole(latex: str, placeholders: frozenset[str]) -> Any | None:
+    """The sympy reading of the whole of ``latex`` (placeholders in), or None when the parser
+    cannot read all of it, drops a placeholder or misreads a part as infinite or undefined.
+
+    math-verify's ``parse`` would instead fall back to any fragment it can read (for
+    ``\\frac{4}{3} E_{1}+\\frac{2}{3} E_{2}`` the fragment ``2/3``), and a fragment of a wrong
+    answer can equal the same fragment of the right one.
+    """
+    import sympy
+    from math_verify.grader import should_treat_as_complex
+    from math_verify.parser import LatexExtractionConfig, latex2sympy, normalize_latex
+
+    # What math-verify does with a \boxed{} group, less its fragment fallbacks.
+    config = dataclasses.replace(LatexExtractionConfig().normalization_config, boxed="last")
+    normalized = normalize_latex("\\boxed{" + latex + "}", config=config)
+    try:
+        parsed = latex2sympy(
+            normalized,
+            is_real=not should_treat_as_complex(normalized),
+            convert_degrees=False,
+            normalization_config=None,
+        )
+    except Exception:  # the parser's errors are all plain Exceptions: "cannot read it whole"
+        return None
+    if not isinstance(parsed, sympy.Basic | sympy.MatrixBase):
+        return None
+    names = placeholder_names({str(symbol) for symbol in parsed.free_symbols})
+    if not placeholders <= names:
+        return None
+    if parsed.has(sympy.zoo, sympy.nan) and "\\infty" not in latex:
+        return None
+    return parsed
+
+
+def _math_verify_equal(extracted: str, gold: str) -> bool | None:
+    """Whether math-verify finds the two answers equal, each read whole with every symbol kept
+    (see cgd.verify.symbols); None when either cannot be read whole."""
+    _, verify = _load_math_verify()
+    renamed = with_placeholders([for_math_verify(extracted), for_math_verify(gold)])
+    pred_parsed = _parse_whole(renamed.texts[0], renamed.placeholders[0])
+    gold_parsed = _parse_whole(renamed.texts[1], renamed.placeholders[1])
+    if pred_parsed is None or gold_parsed is None:
+        return None
+    return bool(verify([gold_parsed], [pred_parsed], timeout_seconds=None))
 
 
 def _run_test_kind(job: _MathJob) -> bool:
@@ -317,7 +365,8 @@ def _run_job(
         with _time_limit(budget_s):
             if job.kind in TEST_KINDS and enable_test_kinds:
                 return _run_test_kind(job), REASON_MATH_VERIFY
-            return _math_verify_equal(job.extracted, job.reference), REASON_MATH_VERIFY
+            equal = _math_verify_equal(job.extracted, job.reference)
+            return equal, (REASON_MATH_VERIFY if equal is not None else REASON_UNPARSED)
     except _SoftTimeout:
         return None, REASON_TIMEOUT
     except Exception:  # math-verify swallows its own errors; anything else is a bug to log

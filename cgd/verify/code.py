@@ -259,4 +259,4 @@ def to_latex(answer: str) -> str:
     text = _FUNCTION_RE.sub(lambda m: _LATEX_FUNCTIONS[m.group(1)] + "(", text)
     text = re.sub(r"\*\*\s*\(([^()]*)\)", r"^{\1}", text)
     text = re.sub(r"\*\*\s*([-+]?[\w.]+)", r"^{\1}", text)
-    return text.replace("*", "\\cdot ")
+    return re.sub(r"(?<!\^)\*", r"\\cdot ", text)  # "P_A^*" is a label (pure A), not a product

@@ -12,7 +12,9 @@ _SPACING_RE = re.compile(
     r"(?<!\\)\\[!,;: ]|\\q?quad\b|~|\\displaystyle\b|\\(?:big|Big|bigg|Bigg)[lr]?\b"
 )
 _LEFT_RIGHT_RE = re.compile(r"\\(?:left|right)(?![A-Za-z])\s*")
-_DEGREES_RE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ\b|°|\\degree\b")
+# Degrees after a number ("30^\circ"); after a symbol "^{\circ}" is a label, not a unit:
+# E^{\circ} (a standard potential) is not E.
+_DEGREES_RE = re.compile(r"(?<=[\d.)])\s*(?:\^\s*\{?\s*\\circ\s*\}?|\\circ\b)|°|\\degree\b")
 # A unit after a number: "18 dollars", "5 cm", "5\\,\\mathrm{m/s}", "9.8 m/s^2",
 # "864 \\mbox{ inches}^2", "\\frac{270}7\\text{ degrees}". A unit is a text-mode group or a bare
 # word, with an optional exponent; several are joined by "/", "\\cdot", "*" or spaces. Bare words
@@ -99,6 +101,16 @@ def _unit_words_ok(space: str, tail: str) -> bool:
     return True
 
 
+_MACRO_NAME_RE = re.compile(r"\\[A-Za-z]+")
+
+
+def _has_symbol(value: str) -> bool:
+    """Whether ``value`` has a letter outside macro names and text groups (a variable)."""
+    return (
+        re.search(r"[A-Za-z]", _MACRO_NAME_RE.sub(" ", _TEXT_GROUP_RE.sub(" ", value))) is not None
+    )
+
+
 def strip_unit(answer: str) -> str:
     """``answer`` without a unit after its value ("18 dollars" -> "18"); else unchanged.
 
@@ -108,6 +120,10 @@ def strip_unit(answer: str) -> str:
     if m is None:
         return answer
     tail = m.group("tail")
+    if _BARE_WORD_RE.search(_TEXT_GROUP_RE.sub(" ", tail)) and _has_symbol(m.group("value")):
+        # After an expression in symbols a bare letter is one more factor, not a unit: in
+        # "\\frac{m_1}{m_2} g" the g is gravity, and dropping it would make "... s" equal.
+        return answer
     if _TEXT_GROUP_RE.match(tail) is None and not _unit_words_ok(m.group("space"), tail):
         return answer
     if _TEXT_GROUP_RE.match(tail) is not None and not _unit_words_ok(" ", tail):
