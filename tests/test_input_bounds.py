@@ -293,3 +293,12 @@ def _dumps(body: dict[str, Any]) -> bytes:
     # json.dumps writes inf as Infinity (Python's json, which FastAPI parses with, reads it
     # back); lone surrogates pass as \\ud800 escapes.
     return json.dumps(body).encode()
+
+
+def test_a_diverged_runs_nan_loss_is_reported_as_null_not_refused() -> None:
+    from cgd.runs.schemas import EventIn
+
+    event = EventIn.model_validate_json('{"type": "step", "data": {"step": 7, "loss": NaN}}')
+    assert event.data == {"step": 7, "loss": None}
+    with pytest.raises(ValueError, match="64 bits"):
+        EventIn.model_validate({"type": "step", "data": {"step": 7, "tokens": 10**30}})
