@@ -4,7 +4,7 @@ math-verify reads physics notation badly: ``E_{1}`` does not parse (it then grad
 ``2/3`` on both sides), ``\\gamma`` is Euler's constant, ``I`` the imaginary unit, ``T`` is ``t``,
 primes and ``^{\\circ}`` vanish, ``\\mathrm{H}`` is dropped as a unit. Every pair below is a
 wrong answer that some such loss made "correct" before; each must now be decided wrong, and the
-equal spellings after them must still be accepted. The held-out set
+equal spellings after them must still be accepted. The set
 ``tests/data/physics_answers.jsonl`` is swept with the perturbations of
 ``bench/grader_accuracy.py`` (one digit, sign, subscript or term changed).
 """
@@ -24,7 +24,7 @@ from cgd.verify import REASON_UNPARSED, VerifierPool, check
 from cgd.verify.symbols import symbol_spans, with_placeholders, without_trailing_unit
 
 ROOT = Path(__file__).resolve().parents[1]
-HELD_OUT = ROOT / "tests" / "data" / "physics_answers.jsonl"
+PHYSICS_SET = ROOT / "tests" / "data" / "physics_answers.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +219,7 @@ def test_only_a_unit_after_the_whole_answer_is_removed() -> None:
         assert without_trailing_unit(kept) == kept
 
 
-# -- the held-out set and every bundled set -------------------------------------------------------
+# -- the physics set and every bundled set -------------------------------------------------------
 
 
 def _bench() -> ModuleType:
@@ -239,7 +239,7 @@ def _answers(path: Path) -> list[object]:
 
 @pytest.mark.parametrize(
     "path",
-    [HELD_OUT, *sorted((ROOT / "cgd" / "data").glob("*.jsonl"))],
+    [PHYSICS_SET, *sorted((ROOT / "cgd" / "data").glob("*.jsonl"))],
     ids=lambda p: p.name,
 )
 def test_every_gold_still_equals_itself(pool: VerifierPool, path: Path) -> None:
@@ -252,9 +252,9 @@ def test_every_gold_still_equals_itself(pool: VerifierPool, path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_held_out_set_no_perturbation_is_accepted(pool: VerifierPool) -> None:
+def test_physics_set_no_perturbation_is_accepted(pool: VerifierPool) -> None:
     bench = _bench()
-    cases = list(bench.symbolic_cases(_answers(HELD_OUT)))
+    cases = list(bench.symbolic_cases(_answers(PHYSICS_SET)))
     verdicts = pool.verify_many([("math", response, gold) for _, response, gold in cases])
     by_kind: dict[str, list[bool]] = {}
     accepted_wrong = []
