@@ -149,6 +149,7 @@ EQUAL = [
     (r"x_B P_B^* + x_A P_A^*", r"x_{A} P_{A}^{*}+x_{B} P_{B}^{*}"),
     (r"m v_1^{\prime}", r"m v_{1}'"),
     (r"\frac{m v^{2}}{2}+m g h", r"\frac{1}{2} m v^{2}+m g h"),
+    (r"\sqrt[n]{x}", r"x^{1/n}"),  # a root's index, not a bracketed species
 ]
 
 

@@ -49,6 +49,7 @@ _ENVIRONMENT = frozenset(("begin", "end"))
 _KEPT_LETTERS = frozenset("dei")
 _MACRO_RE = re.compile(r"\\([A-Za-z]+)")
 _MACRO_TAIL_RE = re.compile(r"\\[A-Za-z]+$")
+_ROOT_INDEX_TAIL_RE = re.compile(r"\\sqrt\s*$")  # \sqrt[n]{x}: n is an index, not a species
 _TWO_ARGUMENT_TAIL_RE = re.compile(r"\\(?:[dt]?frac|binom)\s*$")
 _PRIME_RE = re.compile(r"\s*(?:'|\^\s*\{\s*((?:\\prime\s*)+)\}|\^\s*\\prime\b)")
 # Superscripts that label a symbol rather than raise it to a power: P^{*}, E^{\circ}, G^{\ddagger}.
@@ -167,7 +168,7 @@ def _base(text: str, pos: int) -> tuple[str, int] | None:
     """(key, end) of the symbol starting at ``pos`` before its decorations; None if none does.
     A key of "" marks something to copy unchanged up to ``end``."""
     char = text[pos]
-    if char == "[":
+    if char == "[" and not _ROOT_INDEX_TAIL_RE.search(text, 0, pos):
         species = _SPECIES_RE.match(text, pos)
         return ("[" + _squash(species.group(1)) + "]", species.end()) if species else None
     if char.isascii() and char.isalpha():
