@@ -36,7 +36,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # Modules that may build an HTTP client, and why none of them acts for a team.
 NOT_ON_A_TEAMS_BEHALF = {
     "cgd/outbound.py": "the guarded client itself",
-    "cgd/client.py": "the user's own client for our REST API",
     "cgd/client/": "the user's own client for our REST API",
     "cgd/train/evaluate.py": "the trainer's eval, against the vLLM server it started itself",
     "cgd/quickstart.py": "the local demo talking to the API and servers it started",

@@ -39,6 +39,7 @@ from cgd.llm_client import CallResult, EndpointConfig, LLMError
 from cgd.outbound import AsyncOutbound, OutboundRefused, ResponseTooLarge, describe
 from cgd.retry import RetryPolicy, Transient, parse_retry_after
 from cgd.templates import parse_verdict
+from cgd.templates.core import PromptTooLong
 
 if TYPE_CHECKING:
     from cgd.generation.pipeline import ChunkRun
@@ -161,9 +162,12 @@ def _record(run: ChunkRun, item: WorkItem, stage: str, result: CallResult) -> No
 
 
 async def _online(run: ChunkRun, item: WorkItem, stage: str) -> None:
-    endpoint, messages = stage_request(run, item, stage)
     try:
+        endpoint, messages = stage_request(run, item, stage)
         result = await run.call(item, stage, endpoint, messages)
+    except PromptTooLong as exc:  # nothing was sent
+        run.fail(item, "prompt_too_long", str(exc))
+        return
     except LLMError as exc:
         run.fail(item, exc.kind, str(exc), truncated=exc.kind == "truncated")
         return
@@ -209,10 +213,17 @@ async def _batch_stage(
         batch = await api.find(endpoint, key)
         if batch is None:
             lines = []
-            for custom_id, item in by_id.items():
-                ep, messages = stage_request(run, item, stage)
+            for custom_id, item in list(by_id.items()):
+                try:
+                    ep, messages = stage_request(run, item, stage)
+                except PromptTooLong as exc:  # fails alone; the rest of the batch goes
+                    run.fail(item, "prompt_too_long", str(exc))
+                    del by_id[custom_id]
+                    continue
                 body = {**ep.request_params(), "messages": messages}
                 lines.append({"custom_id": custom_id, "method": "POST", "url": _CHAT, "body": body})
+            if not lines:
+                return  # every item failed before a request was built
             content = b"\n".join(orjson.dumps(x) for x in lines) + b"\n"
             file_id = await api.upload(endpoint, content)
             batch = await api.create(endpoint, file_id, key)
