@@ -28,7 +28,9 @@ answers in LaTeX, with subscripted symbols and several terms), gets its own case
   first two terms swapped), which must be accepted;
 * one change each, which must be rejected: ``wrong/digit`` (one digit +1, up to three per gold),
   ``wrong/sign`` (the first + or - flipped), ``wrong/subscript`` (the first subscript's first
-  character changed), ``wrong/term`` (the last term dropped).
+  character changed), ``wrong/term`` (the last term dropped), ``wrong/case`` (the first lone
+  letter in the other case: T -> t), ``wrong/greek`` (the first Greek letter replaced:
+  \\omega -> \\Omega, \\hbar -> h), ``wrong/prime`` (the first lone letter primed: v -> v').
 
 Undecided verdicts (timeouts; ``unparsed``: an answer math-verify cannot read whole) count as
 not accepted, and are counted in their own column. Prints a table and, with ``--json``, writes
@@ -346,6 +348,43 @@ def subscript_change(gold: str) -> str | None:
     return gold[: m.start(1)] + new + gold[m.end(1) :]
 
 
+# A Latin letter standing alone (not in a macro name, a word or a text group): m, T, E in E_{1}.
+_LONE_LETTER_RE = re.compile(r"(?<![\\A-Za-z])(?<!mathrm\{)(?<!text\{)[A-Za-z](?![A-Za-z])")
+# Each Greek letter and a different one it could be mistaken for (or misread as).
+_GREEK_SWAPS = {
+    "omega": "Omega", "gamma": "Gamma", "theta": "phi", "mu": "nu", "nu": "mu",
+    "lambda": "Lambda", "sigma": "Sigma", "rho": "eta", "hbar": "h", "Delta": "delta",
+    "varepsilon": "eta", "kappa": "chi", "beta": "alpha", "eta": "zeta", "phi": "psi",
+    "tau": "theta", "alpha": "beta",
+}  # fmt: skip
+_GREEK_NAMES = "|".join(sorted(_GREEK_SWAPS, key=len, reverse=True))
+_GREEK_RE = re.compile(rf"\\({_GREEK_NAMES})(?![A-Za-z])")
+
+
+def case_changed(gold: str) -> str | None:
+    """The first lone letter in the other case (T -> t, m -> M); e, i, d are left alone."""
+    for m in _LONE_LETTER_RE.finditer(gold):
+        if m.group() not in "deiDEI":
+            return gold[: m.start()] + m.group().swapcase() + gold[m.end() :]
+    return None
+
+
+def greek_changed(gold: str) -> str | None:
+    """The first Greek letter replaced by another (\\omega -> \\Omega, \\hbar -> h)."""
+    m = _GREEK_RE.search(gold)
+    if m is None:
+        return None
+    other = _GREEK_SWAPS[m.group(1)]
+    other = other if len(other) == 1 else "\\" + other  # a Latin letter has no backslash
+    return gold[: m.start()] + other + " " + gold[m.end() :]
+
+
+def primed(gold: str) -> str | None:
+    """The first lone letter primed (v -> v'): another quantity."""
+    m = _LONE_LETTER_RE.search(gold)
+    return gold[: m.end()] + "'" + gold[m.end() :] if m else None
+
+
 def term_dropped(gold: str) -> str | None:
     """The gold without its last top-level term; None when it has one term."""
     signs = _top_level_signs(gold)
@@ -389,6 +428,9 @@ def symbolic_cases(references: list[object]) -> Iterator[Case]:
         for category, wrong in (
             ("wrong/subscript", subscript_change(gold)),
             ("wrong/term", term_dropped(gold)),
+            ("wrong/case", case_changed(gold)),
+            ("wrong/greek", greek_changed(gold)),
+            ("wrong/prime", primed(gold)),
         ):
             if wrong is not None:
                 yield category, boxed(wrong), gold

@@ -209,8 +209,12 @@ def test_what_is_left_as_it_is() -> None:
     assert _keys(r"e^{i \pi} + \mathrm{e} + \sin x") == ["x"]
     assert _keys(r"\begin{pmatrix} a \\ b \end{pmatrix}") == ["a", "b"]
     renamed = with_placeholders([r"\sin\theta + e^\phi", r"\frac\alpha\beta"])
-    assert renamed.texts == [r"\sin {x_{0}}  + e^ {x_{1}} ", r"\frac {x_{2}}  {x_{3}} "]
-    assert renamed.placeholders == [frozenset({"x_0", "x_1"}), frozenset({"x_2", "x_3"})]
+    assert renamed.texts == [r"\sin {a}  + e^ {b} ", r"\frac {c}  {f} "]
+    assert renamed.placeholders == [frozenset({"a", "b"}), frozenset({"c", "f"})]
+    # Past the 23 letters that are not d, e, i: x_{0}, x_{1}, ... (named x_0 by the parser).
+    many = with_placeholders([" ".join(f"v_{{{k}}}" for k in range(25))])
+    assert many.texts[0].split()[-3:] == ["z", "x_{0}", "x_{1}"]
+    assert {"z", "x_0", "x_1"} <= many.placeholders[0]
 
 
 def test_only_a_unit_after_the_whole_answer_is_removed() -> None:
@@ -264,7 +268,15 @@ def test_physics_set_no_perturbation_is_accepted(pool: VerifierPool) -> None:
         if kind.startswith("wrong") and verdict.correct is True:
             accepted_wrong.append((kind, response, gold, verdict.reason))
     # Each family is represented, and no wrong answer is accepted.
-    for kind in ("wrong/digit", "wrong/sign", "wrong/subscript", "wrong/term"):
+    for kind in (
+        "wrong/digit",
+        "wrong/sign",
+        "wrong/subscript",
+        "wrong/term",
+        "wrong/case",
+        "wrong/greek",
+        "wrong/prime",
+    ):
         assert len(by_kind[kind]) >= 30, kind
     assert accepted_wrong == []
     assert all(by_kind["gold"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import re
 import signal
@@ -303,6 +304,7 @@ def for_math_verify(answer: str) -> str:
     return to_latex(without_unit if without_unit != spaced else answer)
 
 
+@functools.lru_cache(maxsize=256)
 def _parse_whole(latex: str, placeholders: frozenset[str]) -> Any | None:
     """The sympy reading of the whole of ``latex`` (placeholders in), or None when the parser
     cannot read all of it, drops a placeholder or misreads a part as infinite or undefined.
@@ -315,8 +317,12 @@ def _parse_whole(latex: str, placeholders: frozenset[str]) -> Any | None:
     from math_verify.grader import should_treat_as_complex
     from math_verify.parser import LatexExtractionConfig, latex2sympy, normalize_latex
 
-    # What math-verify does with a \boxed{} group, less its fragment fallbacks.
-    config = dataclasses.replace(LatexExtractionConfig().normalization_config, boxed="last")
+    # What math-verify does with a \boxed{} group, less its fragment fallbacks and its unit
+    # removal, which drops a trailing "h", "m", "s" or "t" whatever it is (a unit after the
+    # answer is gone already, see cgd.verify.symbols).
+    config = dataclasses.replace(
+        LatexExtractionConfig().normalization_config, boxed="last", units=False
+    )
     normalized = normalize_latex("\\boxed{" + latex + "}", config=config)
     try:
         parsed = latex2sympy(
@@ -341,9 +347,11 @@ def _math_verify_equal(extracted: str, gold: str) -> bool | None:
     """Whether math-verify finds the two answers equal, each read whole with every symbol kept
     (see cgd.verify.symbols); None when either cannot be read whole."""
     _, verify = _load_math_verify()
-    renamed = with_placeholders([for_math_verify(extracted), for_math_verify(gold)])
-    pred_parsed = _parse_whole(renamed.texts[0], renamed.placeholders[0])
-    gold_parsed = _parse_whole(renamed.texts[1], renamed.placeholders[1])
+    # The gold is numbered first, so that its renamed text, and its cached parse, is the same
+    # whatever the response (many responses are graded against one reference).
+    renamed = with_placeholders([for_math_verify(gold), for_math_verify(extracted)])
+    gold_parsed = _parse_whole(renamed.texts[0], renamed.placeholders[0])
+    pred_parsed = _parse_whole(renamed.texts[1], renamed.placeholders[1])
     if pred_parsed is None or gold_parsed is None:
         return None
     return bool(verify([gold_parsed], [pred_parsed], timeout_seconds=None))
