@@ -83,7 +83,8 @@ def test_experiment_runs_every_mode_on_the_same_rows_and_reports_them(  # type: 
     }
     p = cgd(
         env, "experiments", "create", "--spec", spec, "--snapshot", snapshot_id,
-        "--base-model", tiny_model.name, "--mode", "cgd", "--mode", "sft", "--seed", "0", "--seed", "1",
+        "--base-model", tiny_model.name, "--mode", "cgd", "--mode", "sft",
+        "--seed", "0", "--seed", "1",
     )  # fmt: skip
     exp_id = last_line(p)
     assert "4 training runs" in p.stdout
