@@ -247,11 +247,14 @@ def test_template_version_quota(small_quota_api, sessionmaker_) -> None:  # type
 @pytest.mark.integration
 def test_snapshot_quota(small_quota_api, sessionmaker_) -> None:  # type: ignore[no-untyped-def]
     a, b = _team(small_quota_api, sessionmaker_), _team(small_quota_api, sessionmaker_)
-    _ready_snapshot(sessionmaker_, _team_id(sessionmaker_, a))  # the team's one snapshot
+    snap = _ready_snapshot(sessionmaker_, _team_id(sessionmaker_, a))  # the team's one snapshot
     body = {"job_ids": [str(uuid.uuid4())]}
     _over(a.post("/v1/snapshots", json=body), "CGD_QUOTA_SNAPSHOTS")
     # Team b is under its quota: its request goes on to the job lookup (no such job).
     assert b.post("/v1/snapshots", json=body).status_code == 404
+    # Deleting frees room: a's request now gets as far as b's did.
+    assert a.delete(f"/v1/snapshots/{snap}").status_code == 204
+    assert a.post("/v1/snapshots", json=body).status_code == 404
 
 
 @pytest.mark.integration
