@@ -1,5 +1,5 @@
 """batch_unit=samples: every training format makes the same optimizer steps on the same
-triplets; the refinement-uncertainty metric is measured on held-out rows, NLL gap first."""
+triplets; the refinement-uncertainty metric is measured on the validation split, NLL gap first."""
 
 from __future__ import annotations
 
@@ -98,19 +98,14 @@ def test_samples_unit_micro_batches_and_ranks_cover_each_step_once(assets, tmp_p
 
 
 @pytest.mark.slow
-def test_uncertainty_on_heldout_rows_nll_gap_first(assets, tmp_path):
+def test_uncertainty_on_the_validation_split_nll_gap_first(assets, tmp_path):
     model, export = assets
-    # Without a validation file: the last rows of the export are held out of training.
-    recipe, result, events = _run(_config(assets, tmp_path / "slice", uncertainty_samples=6))
+    # Without a validation file: every row trains and the metric is skipped, saying why.
+    recipe, result, events = _run(_config(assets, tmp_path / "none", uncertainty_samples=6))
     data = next(d for k, d in events if k == "data")
-    assert data["heldout_samples"] == 6 and data["samples"] == 34
-    held_ids = {r["id"] for r in recipe.heldout_rows}
-    assert held_ids == {f"syn-{i}" for i in range(34, 40)}
-    uncertainty = result["eval"]["uncertainty"]
-    assert list(uncertainty)[0] == "nll_gap" and uncertainty["uncertainty_samples"] == 6
-    assert uncertainty["nll_gap"] == pytest.approx(
-        uncertainty["nll_without_critique"] - uncertainty["nll_with_critique"]
-    )
+    assert data["heldout_samples"] == 0 and data["samples"] == 40
+    assert "no validation split" in data["uncertainty_skipped"]
+    assert "uncertainty" not in (result["eval"] or {})
 
     # With a validation split: all training rows are trained on, the split is measured.
     validation = write_synthetic_export(tmp_path / "validation.jsonl", 5, seed=7)
@@ -121,4 +116,8 @@ def test_uncertainty_on_heldout_rows_nll_gap_first(assets, tmp_path):
     assert data["samples"] == 40 and data["heldout_samples"] == 5
     rows = [json.loads(x) for x in validation.read_text().splitlines()]
     assert [r["prompt"] for r in recipe.heldout_rows] == [r["prompt"] for r in rows]
-    assert result["eval"]["uncertainty"]["uncertainty_samples"] == 5
+    uncertainty = result["eval"]["uncertainty"]
+    assert uncertainty["uncertainty_samples"] == 5 and list(uncertainty)[0] == "nll_gap"
+    assert uncertainty["nll_gap"] == pytest.approx(
+        uncertainty["nll_without_critique"] - uncertainty["nll_with_critique"]
+    )

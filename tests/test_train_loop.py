@@ -16,6 +16,7 @@ from cgd.train.config import TrainConfig  # noqa: E402
 from cgd.train.data import collate, tokenize_export  # noqa: E402
 from cgd.train.loop import TrainRecipe, lr_multiplier, run_training  # noqa: E402
 from cgd.train.model import load_lora, load_model, load_tokenizer  # noqa: E402
+from cgd.train.plan import plan_line  # noqa: E402
 from cgd.train.tiny import make_tiny_model, write_synthetic_export  # noqa: E402
 
 torch.set_num_threads(2)
@@ -176,3 +177,59 @@ def test_tensorboard_event_files_hold_each_logged_step(assets, tmp_path):
     loss = [(e.step, e.value) for e in acc.Scalars("train/loss")]
     assert [s for s, _ in loss] == [m["step"] for m in logged]
     assert [v for _, v in loss] == pytest.approx([m["loss"] for m in logged], rel=1e-6)
+
+
+def test_every_training_row_is_trained_on_and_the_plan_says_so(assets, tmp_path):
+    """64 rows, no validation split, epochs 1 and max_steps 15: all 64 rows train (none held
+    out for the uncertainty metric, which is skipped, saying why), and the plan shows the two
+    epochs that max_steps makes (8 steps of 8 samples per epoch)."""
+    model, _ = assets
+    export = write_synthetic_export(tmp_path / "64.jsonl", 64)
+    config = _config(
+        (model, export),
+        tmp_path / "run",
+        batch_unit="samples",
+        samples_per_step=8,
+        epochs=1,
+        max_steps=15,
+        uncertainty_samples=32,
+    )
+    events = []
+    recipe = TrainRecipe(config, on_event=lambda k, d: events.append((k, d)))
+    recipe.setup()
+    recipe.cleanup()
+    data = next(d for k, d in events if k == "data")
+    lengths = [int(n) for n in recipe.loader.lengths]
+    assert len(lengths) == 64 and recipe.heldout_rows == []
+    assert sorted(i for row in recipe.loader.epoch_plan(0) for i in row) == list(range(64))
+    assert data["plan"] == {
+        "train_rows": 64,
+        "val_rows": 0,
+        "epochs": 2,
+        "epochs_requested": 1,
+        "max_steps": 15,
+        "steps_per_epoch": 8,
+        "total_steps": 15,
+        "tokens_per_step": round(sum(lengths) / 8),
+    }
+    assert data["heldout_samples"] == 0 and "no validation split" in data["uncertainty_skipped"]
+    # Without max_steps the requested epochs stand.
+    events.clear()
+    recipe = TrainRecipe(config.model_copy(update={"max_steps": None, "epochs": 3}),
+                         on_event=lambda k, d: events.append((k, d)))  # fmt: skip
+    recipe.setup()
+    recipe.cleanup()
+    plan = next(d for k, d in events if k == "data")["plan"]
+    assert (plan["epochs"], plan["total_steps"], plan["train_rows"]) == (3, 24, 64)
+
+    # A validation split is counted and measured; the training rows stay all 64.
+    validation = write_synthetic_export(tmp_path / "validation.jsonl", 5, seed=7)
+    events.clear()
+    recipe = TrainRecipe(config.model_copy(update={"validation_file": str(validation)}),
+                         on_event=lambda k, d: events.append((k, d)))  # fmt: skip
+    recipe.setup()
+    recipe.cleanup()
+    data = next(d for k, d in events if k == "data")
+    assert data["plan"]["train_rows"] == 64 and data["plan"]["val_rows"] == 5
+    assert len(recipe.heldout_rows) == 5 and data["uncertainty_skipped"] is None
+    assert plan_line(data["plan"]).startswith("plan: 64 training rows, 5 validation rows, 2 ")

@@ -122,8 +122,13 @@ def test_trainer_drives_a_run_end_to_end(client, start_worker, snapshot_id, tiny
     assert 0.0 <= run["eval"]["math500"]["accuracy"] <= 1.0
     assert 0.0 <= run["eval"][f"dataset-{eval_id}"]["accuracy"] <= 1.0
     assert run["eval"]["math500"]["n"] == 2 and run["eval"][f"dataset-{eval_id}"]["n"] == 2
-    assert "entropy_gap" in run["eval"]["uncertainty"]
+    # Every snapshot row trains: no validation split, so the uncertainty metric is skipped.
+    snapshot = client.get(f"/v1/snapshots/{snapshot_id}").json()
+    assert run["plan"]["train_rows"] == snapshot["num_items"] > 0
+    assert run["plan"]["val_rows"] == 0 and run["plan"]["total_steps"] == 3
+    assert "uncertainty" not in run["eval"]
     types = [e["type"] for e in events(client, run_id)]
+    assert types.index("data") < types.index("step")  # the plan comes before the first step
     assert types.count("step") == 3 and "eval" in types and "artifact" in types
     assert [e["data"].get("status") for e in events(client, run_id) if e["type"] == "status"][
         0

@@ -30,6 +30,7 @@ from cgd.cli.common import (
 )
 from cgd.enums import ExportMode as Mode
 from cgd.enums import TrainMethod as Method
+from cgd.train.plan import plan_line
 
 app = group("Training runs: start, watch loss and eval, cancel (REST API).")
 
@@ -150,6 +151,10 @@ def _event_line(event: dict[str, Any], total_steps: int | None) -> str:
         return f"status {state}" + (f"  {_kv(rest)}" if rest else "")
     if kind == "artifact":
         return f"artifact {data.get('kind', '')}: {data.get('path')}"
+    if kind == "data" and isinstance(data.get("plan"), dict):
+        # The plan before the first step; the data statistics follow on the next line.
+        rest = {k: v for k, v in data.items() if k != "plan"}
+        return plan_line(data["plan"]) + f"\n  data  {_kv(rest)}"
     return f"{kind}  {_kv(data)}"
 
 

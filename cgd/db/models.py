@@ -379,6 +379,7 @@ class SnapshotRow(Base):
     status: Mapped[str] = mapped_column(String(20))
     error: Mapped[str | None] = mapped_column(Text)
     truncated: Mapped[bool] = mapped_column(default=False)
+    extra: Mapped[dict[str, Any] | None] = mapped_column(JSONType)  # the item's own columns
 
 
 # --- training runs -------------------------------------------------------------------------------
@@ -400,6 +401,7 @@ class TrainingRun(Base):
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     progress: Mapped[float] = mapped_column(default=0.0)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)  # latest step
+    plan: Mapped[dict[str, Any] | None] = mapped_column(JSONType)  # the trainer's, before step 1
     eval: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     artifacts: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     error: Mapped[str | None] = mapped_column(Text)

@@ -27,7 +27,7 @@ from cgd.pagination import Page, created_page, decode_created_cursor, decode_cur
 from cgd.quotas import check_new_run
 from cgd.runs import base_models
 from cgd.runs.errors import TrainingRunFinished, TrainingRunNotFound
-from cgd.runs.schemas import EventAck, EventIn, EventOut, RunOut, TrainingRunSpec
+from cgd.runs.schemas import EventAck, EventIn, EventOut, RunOut, RunPlan, TrainingRunSpec
 from cgd.settings import Settings
 from cgd.snapshots.ops import check_mode
 from cgd.tasks import Message, train_run_message
@@ -348,6 +348,8 @@ def record_event(session: Session, run: TrainingRun, event: EventIn) -> EventAck
                 "accuracy": data.get("validation_accuracy"),
             }
         run.eval = merged
+    elif event.type == "data" and isinstance(data.get("plan"), dict):
+        run.plan = RunPlan.model_validate(data["plan"]).model_dump()
     elif event.type == "artifact":
         artifacts = dict(run.artifacts)
         kind = str(data.get("kind", "artifact"))
@@ -391,6 +393,7 @@ def public(run: TrainingRun) -> RunOut:
             "status": run.status,
             "progress": round(run.progress, 4),
             "metrics": run.metrics,
+            "plan": run.plan,
             "eval": run.eval,
             "artifacts": run.artifacts,
             "error": run.error,

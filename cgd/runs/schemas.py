@@ -8,7 +8,15 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from cgd.enums import EventType, ExportMode, RunStatus, TrainMethod
 from cgd.security.bounds import (
@@ -162,6 +170,22 @@ class RunCreated(BaseModel):
     status: RunStatus
 
 
+class RunPlan(BaseModel):
+    """What the trainer will do, reported before its first step."""
+
+    train_rows: int = Field(description="Rows trained on (every train-split row that fits)")
+    val_rows: int = Field(description="Rows of the validation split (never trained on)")
+    epochs: int = Field(
+        description="Passes over the training rows; with max_steps, the passes those steps "
+        "take (the last maybe partial)"
+    )
+    epochs_requested: int | None = None
+    max_steps: int | None = None
+    steps_per_epoch: int | None = None
+    total_steps: int
+    tokens_per_step: int = Field(description="Mean tokens (prompt + target) of a step")
+
+
 class RunOut(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -188,6 +212,9 @@ class RunOut(BaseModel):
     status: RunStatus
     progress: float = Field(description="Share of optimizer steps done, 0–1")
     metrics: dict[str, Any] = Field(description="The latest step event (step, loss, lr, …)")
+    plan: RunPlan | None = Field(
+        None, description="Rows, epochs and steps, once the trainer has read the data"
+    )
     eval: dict[str, Any] = Field(description="Per eval set: accuracy, n, step")
     artifacts: dict[str, Any] = Field(description="model_path and other outputs")
     error: str | None
@@ -252,6 +279,13 @@ class EventIn(RequestModel):
         for name in ("status", "state", "error", "kind", "path"):
             if name in d and d[name] is not None and not isinstance(d[name], str):
                 raise ValueError(f"data.{name} must be a string")
+        if "plan" in d:  # stored on the run: checked here so a bad one is a 422, not a 500
+            try:
+                RunPlan.model_validate(d["plan"])
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(p) for p in err["loc"])
+                raise ValueError(f"data.plan.{where}: {err['msg']}") from None
         for name in ("accuracy", "n"):
             value = d.get(name)
             if value is None:

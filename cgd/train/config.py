@@ -195,8 +195,8 @@ class TrainConfig(BaseModel):
     )
     uncertainty_samples: int = Field(
         32,
-        description="Held-out samples for the uncertainty metric (0: off). Without a validation "
-        "file this many rows at the end of a native train file are held out of training.",
+        description="Validation rows the uncertainty metric measures (0: off). Without a "
+        "validation file the metric is skipped: no training row is ever held out for it.",
     )
 
     # -- checkpoints / output ----------------------------------------------------------------

@@ -51,6 +51,7 @@ from cgd.train.model import (
     load_tokenizer,
     uses_cu_seqlens,
 )
+from cgd.train.plan import plan_line, training_plan
 from cgd.train.runtime import (
     Runtime,
     all_reduce_sum,
@@ -237,7 +238,7 @@ class TrainRecipe:
         self.compile = cfg.compile if cfg.compile is not None else cuda
         self.log_every = cfg.log_interval_steps or (10 if cuda else 1)
         self.tokenizer = load_tokenizer(cfg.model_path)
-        self.heldout_rows, n_train_rows = self._heldout_rows()
+        self.heldout_rows, uncertainty_skipped = self._heldout_rows()
         # Tokenized once into memory-mapped files (one set per rank): the export can be larger
         # than RAM, and only the current step's samples are read.
         samples, stats = tokenize_to_store(
@@ -247,7 +248,6 @@ class TrainRecipe:
             max_length=cfg.max_length,
             mode=cfg.mode,
             layout=cfg.layout,
-            limit=n_train_rows,
             common_modes=cfg.common_modes,
         )
         self.data_stats: dict[str, Any] = stats.as_dict()
@@ -273,16 +273,26 @@ class TrainRecipe:
             world_size=rt.world_size,
             fixed_shapes=self.compile,
         )
-        self.total_steps = cfg.max_steps or self.loader.total_steps(cfg.epochs)
+        self.plan = training_plan(
+            self.loader, cfg, train_rows=len(stats.row_ids), val_rows=self._validation_rows()
+        )
+        self.total_steps = self.plan["total_steps"]
         extra: dict[str, Any] = {
             "batch_unit": cfg.batch_unit,
             "samples_per_step": cfg.samples_per_step if by_samples else None,
             "rows_per_step": None if by_samples else self.loader.rows_per_step,
             "total_steps": self.total_steps,
             "heldout_samples": len(self.heldout_rows),
+            "uncertainty_skipped": uncertainty_skipped,
+            "plan": self.plan,
         }
         self.data_stats.update(extra)
         logger.info("data: %s", self.data_stats)
+        # The plan is announced before the first step: the CLI's first lines and, through the
+        # data event, the run's status (plan).
+        logger.info("%s", plan_line(self.plan))
+        if uncertainty_skipped:
+            logger.info("refinement uncertainty skipped: %s", uncertainty_skipped)
         self.emit("data", self.data_stats)
 
         resume = Path(cfg.resume_from) if cfg.resume_from else None
@@ -620,27 +630,28 @@ class TrainRecipe:
             },
         )
 
-    def _heldout_rows(self) -> tuple[list[dict[str, Any]], int | None]:
-        """(held-out native rows for the uncertainty metric, rows of the train file to train on).
+    def _heldout_rows(self) -> tuple[list[dict[str, Any]], str | None]:
+        """(validation rows for the uncertainty metric, why the metric is skipped or None).
 
-        The validation split when one is given; otherwise the last ``uncertainty_samples`` rows
-        of a native train file (at most half of it), which training then never sees.
+        Only the validation split is ever measured: no row of the train file is held out of
+        training (it once took the file's last rows, silently halving a small training set).
         """
         cfg = self.config
-        n = cfg.uncertainty_samples
         heldout = cfg.validation_file or cfg.uncertainty_file
-        if n == 0 or cfg.layout == "messages":
-            return [], None
-        if heldout is not None:
-            rows = [r for r in read_jsonl(heldout) if _usable_for_uncertainty(r)]
-            return rows[:n], None
-        first = next(read_jsonl(cfg.train_file), None)
-        if first is None or "messages" in first:
-            return [], None  # a pre-built export has no separate critique to leave out
-        n_rows = sum(1 for _ in read_jsonl(cfg.train_file))
-        k = min(n, n_rows // 2)
-        tail = list(read_jsonl(cfg.train_file))[n_rows - k :] if k else []
-        return [r for r in tail if _usable_for_uncertainty(r)], n_rows - k
+        if cfg.uncertainty_samples == 0:
+            return [], "uncertainty_samples is 0"
+        if cfg.layout == "messages":
+            return [], "a messages export has no separate critique to leave out"
+        if heldout is None:
+            return [], "no validation split (no training row is held out for it)"
+        rows = [r for r in read_jsonl(heldout) if _usable_for_uncertainty(r)]
+        if not rows:
+            return [], "no validation row has an initial response, a critique and a refinement"
+        return rows[: cfg.uncertainty_samples], None
+
+    def _validation_rows(self) -> int:
+        heldout = self.config.validation_file or self.config.uncertainty_file
+        return sum(1 for _ in read_jsonl(heldout)) if heldout else 0
 
     # -- checkpoints --------------------------------------------------------------------------
 

@@ -9,8 +9,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from cgd.client.errors import CgdApiError, Unauthorized
+from cgd.client.trainer import TrainerClient
 from cgd.runs.ops import DATASET_PREFIX
 from cgd.settings import Settings
 
@@ -18,72 +18,55 @@ log = logging.getLogger("cgd.trainer")
 
 
 class RunReporter:
-    """Posts events for one run; remembers whether the API asked the run to stop."""
+    """Posts events for one run; remembers whether the API asked the run to stop. It speaks to
+    the API through :class:`cgd.client.trainer.TrainerClient` (the run token as its key)."""
 
     def __init__(self, api_url: str, run_id: str, token: str, heartbeat_s: float) -> None:
         self.run_id = run_id
         self.heartbeat_s = heartbeat_s
-        self.http = httpx.Client(
-            base_url=api_url, headers={"Authorization": f"Bearer {token}"}, timeout=60
-        )
+        # Events get the reporter's own tries below (the client would not repeat a POST
+        # whose answer was lost); reads get the client's retries.
+        self.api = TrainerClient(api_url, token, timeout=60, transfer_timeout=600)
         self.cancelled = threading.Event()
         self._stop = threading.Event()
 
     def claim(self) -> bool:
         """Ask which run this message starts (round-robin by team); the token follows it."""
-        r = self.http.post("/v1/training-runs/claim")
-        if r.status_code == 401:  # the message's run ended (cancelled while queued, say)
+        try:
+            claimed = self.api.claim()
+        except Unauthorized:  # the message's run ended (cancelled while queued, say)
             return False
-        r.raise_for_status()
-        claimed = r.json()["run_id"]
         if claimed is None:
             return False
         self.run_id = str(claimed)
         return True
 
     def spec(self) -> dict[str, Any]:
-        r = self.http.get(f"/v1/training-runs/{self.run_id}/spec")
-        if r.status_code == 401:  # token expired: the run ended (cancelled while queued, say)
+        try:
+            return self.api.spec(self.run_id).model_dump(mode="json")
+        except Unauthorized:  # token expired: the run ended (cancelled while queued, say)
             return {"status": "ended", "cancel_requested": True}
-        r.raise_for_status()
-        return r.json()  # type: ignore[no-any-return]
 
     def post(self, kind: str, data: dict[str, Any]) -> None:
         for attempt in range(5):  # the API may be restarting: a few tries, then carry on
             try:
-                r = self.http.post(
-                    f"/v1/training-runs/{self.run_id}/events", json={"type": kind, "data": data}
-                )
-                if r.status_code == 401:  # the run is over (token expired): stop reporting
-                    self.cancelled.set()
-                    return
-                r.raise_for_status()
-                if r.json().get("cancel"):
-                    self.cancelled.set()
+                ack = self.api.post_event(self.run_id, kind, data)
+            except Unauthorized:  # the run is over (token expired): stop reporting
+                self.cancelled.set()
                 return
-            except httpx.HTTPError as exc:
+            except CgdApiError as exc:
                 log.warning("event %s not delivered (try %d): %s", kind, attempt + 1, exc)
                 self._stop.wait(min(2**attempt, 10))
+                continue
+            if ack.cancel:
+                self.cancelled.set()
+            return
 
     def download(self, path: Path, split: str = "train") -> int:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        size = 0
-        with self.http.stream(
-            "GET", f"/v1/training-runs/{self.run_id}/data", params={"split": split}, timeout=600
-        ) as r:
-            r.raise_for_status()
-            with open(path, "wb") as f:
-                for chunk in r.iter_bytes():
-                    f.write(chunk)
-                    size += len(chunk)
-        return size
+        return self.api.download_data(self.run_id, path, split)["bytes"]
 
     def eval_set(self, dataset_id: str, path: Path) -> Path:
-        r = self.http.get(f"/v1/training-runs/{self.run_id}/eval-sets/{dataset_id}")
-        r.raise_for_status()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(r.content)
-        return path
+        return self.api.eval_set(self.run_id, dataset_id, path)
 
     def heartbeat_forever(self) -> None:
         """Long evaluations send no events; this keeps the run alive and hears cancels."""
@@ -92,7 +75,7 @@ class RunReporter:
 
     def close(self) -> None:
         self._stop.set()
-        self.http.close()
+        self.api.close()
 
 
 def local_eval_sets(reporter: RunReporter, sets: list[str], workdir: Path) -> list[str]:
@@ -125,6 +108,7 @@ def train_config(
     out: Path,
     eval_sets: list[str],
     select_on: str | None = None,
+    validation: Path | None = None,
 ) -> Any:
     from cgd.train.config import TrainConfig
 
@@ -156,6 +140,7 @@ def train_config(
         common_modes=spec["spec"].get("common_modes"),
         select_on=select_on,
         select_every_steps=ev.get("select_every_steps", 0),
+        validation_file=str(validation) if validation else None,
         output_dir=str(out),
     )
 
@@ -178,11 +163,18 @@ def run_training_job(run_id: str, token: str, settings: Settings) -> str:
         data = workdir / "train.jsonl"
         size = reporter.download(data)
         reporter.post("artifact", {"kind": "train_data", "path": str(data), "bytes": size})
+        # The snapshot's validation split feeds the refinement-uncertainty metric; without one
+        # the metric is skipped (the trainer says why), and no training row is held out.
+        validation = workdir / "validation.jsonl"
+        has_validation = reporter.download(validation, "validation") > 0
         eval_sets = local_eval_sets(reporter, spec["spec"]["eval"]["sets"], workdir)
         select_on = spec["spec"]["eval"].get("select_on")
         if select_on is not None:  # a dataset:<id> validation set is downloaded like the others
             (select_on,) = local_eval_sets(reporter, [select_on], workdir)
-        config = train_config(spec, data, workdir / "out", eval_sets, select_on)
+        config = train_config(
+            spec, data, workdir / "out", eval_sets, select_on,
+            validation=validation if has_validation else None,
+        )  # fmt: skip
         sizes = eval_sizes(eval_sets, config.eval_limit)
 
         def deliver(kind: str, data: dict[str, Any]) -> None:
