@@ -7,8 +7,7 @@ vanish (``v'`` is ``v``). Renaming each distinct symbol (a letter or Greek lette
 subscript, primes and marks such as ``^{*}`` or ``^{\\circ}``; a ``\\mathrm{}``/``\\text{}`` group,
 which math-verify would otherwise drop as a unit; a concentration ``[\\mathrm{A}]``; a whole
 derivative ``\\frac{d v}{d t}``) to a plain letter (``x_{k}`` past 23 of them), with one table for
-both answers, gives the parser
-names it reads faithfully; a parse then accounts for the whole
+both answers, gives the parser names it reads faithfully; a parse then accounts for the whole
 answer exactly when every placeholder of that answer appears in it (:func:`placeholder_names`).
 
 Renaming only ever makes two answers *less* likely to be equal: a placeholder is a free symbol,
@@ -57,9 +56,8 @@ _ROOT_INDEX_TAIL_RE = re.compile(r"\\sqrt\s*$")  # \sqrt[n]{x}: n is an index, n
 _TWO_ARGUMENT_TAIL_RE = re.compile(r"\\(?:[dt]?frac|binom)\s*$")
 _PRIME_RE = re.compile(r"\s*(?:'|\^\s*\{\s*((?:\\prime\s*)+)\}|\^\s*\\prime\b)")
 # Superscripts that label a symbol rather than raise it to a power: P^{*}, E^{\circ}, G^{\ddagger}.
-_MARK_RE = re.compile(
-    r"\s*\^\s*(?:\{\s*(\*|\\(?:circ|ominus|ddagger|dagger|star))\s*\}|(\*|\\(?:circ|ominus|ddagger|dagger|star)\b))"
-)
+_MARK = r"\*|\\(?:circ|ominus|ddagger|dagger|star)\b"
+_MARK_RE = re.compile(rf"\s*\^\s*(?:\{{\s*({_MARK})\s*\}}|({_MARK}))")
 # A concentration or a bracketed species: [\mathrm{A}], [S], [\mathrm{A}^{-}] (no operator inside).
 _SPECIES_RE = re.compile(
     r"\[\s*((?:\\(?:mathrm|text|rm)\s*\{[^{}]*\}|[A-Za-z])+(?:\s*\^\s*(?:\{[^{}]*\}|[-+]))?)\s*\]"
@@ -188,17 +186,18 @@ def _base(text: str, pos: int) -> tuple[str, int] | None:
     name = _VARIANTS.get(macro.group(1), macro.group(1))
     if name in _GREEK:
         return name, macro.end()
-    if name in _TEXT_GROUPS or name in _ENVIRONMENT or name in _ACCENTS:
-        end = _group_end(text, macro.end()) if name not in _ACCENTS else -1
-        if name in _ACCENTS:
-            end = _argument_end(text, macro.end())
-        if end == -1:
-            return "", macro.end()
-        content = _squash(text[macro.end() : end])
-        if name in _ENVIRONMENT or (name in _TEXT_GROUPS and content in _KEPT_LETTERS):
-            return "", end
-        return f"{'text' if name in _TEXT_GROUPS else name}({content})", end
-    return "", macro.end()
+    if name in _ACCENTS:
+        end = _argument_end(text, macro.end())
+    elif name in _TEXT_GROUPS or name in _ENVIRONMENT:
+        end = _group_end(text, macro.end())
+    else:
+        return "", macro.end()  # \sin, \frac, \pi, \left: copied, their arguments scanned
+    if end == -1:
+        return "", macro.end()
+    content = _squash(text[macro.end() : end])
+    if name in _ENVIRONMENT or (name in _TEXT_GROUPS and content in _KEPT_LETTERS):
+        return "", end
+    return f"{'text' if name in _TEXT_GROUPS else name}({content})", end
 
 
 def symbol_spans(text: str) -> list[tuple[int, int, str]]:
