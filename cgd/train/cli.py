@@ -159,6 +159,10 @@ def tiny_model(
 
     make_tiny_model(path, arch=arch, chat_template=chat_template)  # type: ignore[arg-type]
     console.print(f"tiny model written to {path}")
+    # The API trains registered base models only (docs/security.md).
+    console.print(
+        f"for training runs, register it: CGD_BASE_MODELS=tiny={path.resolve()}", soft_wrap=True
+    )
     if synthetic_export is not None:
         write_synthetic_export(synthetic_export, 64)
         console.print(f"synthetic export written to {synthetic_export}")
