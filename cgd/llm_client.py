@@ -32,6 +32,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -63,6 +64,19 @@ from cgd.retry import RetryPolicy, parse_retry_after
 __all__ = ["CallResult", "EndpointConfig", "LLMClient", "LLMError", "parse_retry_after"]
 
 log = logging.getLogger("cgd.llm_client")
+
+# The reasons of the attempts retried within the current call (an error kind, or "truncated"
+# for an answer retried with a larger budget): a caller that sets a list here reads them after
+# ``chat`` returns or raises. A context variable, not a field threaded through every retry
+# helper: it follows the call's task, so concurrent calls never share one.
+RETRY_REASONS: ContextVar[list[str] | None] = ContextVar("retry_reasons", default=None)
+
+
+def _note_retry(reason: str) -> None:
+    reasons = RETRY_REASONS.get()
+    if reasons is not None:
+        reasons.append(reason)
+
 
 Message = dict[str, str]
 ErrorKind = Literal[
@@ -479,6 +493,7 @@ class LLMClient:
                 current,
                 larger,
             )
+            _note_retry("truncated")
             bigger = endpoint.request_params(max_tokens=larger)
             outcome = await self._with_retries(
                 endpoint, ep, messages, bigger, outcome.attempts, priority, observe
@@ -515,6 +530,7 @@ class LLMClient:
         def before_sleep(state: Any) -> None:
             err = state.outcome.exception()
             ep.stats.retries += 1
+            _note_retry(getattr(err, "kind", None) or "error")
             log.warning(
                 "LLM call to %s failed (%s, attempt %d/%d); retrying in %.2fs",
                 safe_url(endpoint.base_url),

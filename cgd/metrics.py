@@ -13,31 +13,37 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 LLM_REQUESTS = Counter(
     "cgd_llm_requests_total",
-    "LLM calls by endpoint, stage and outcome (ok, or the error kind that failed the call)",
-    ["endpoint", "stage", "outcome"],
+    "LLM calls by endpoint, model, stage and outcome (ok, or the error kind that failed the call)",
+    ["endpoint", "model", "stage", "outcome"],
 )
 LLM_DURATION = Histogram(
     "cgd_llm_request_duration_seconds",
     "Seconds one LLM call took, retries and backoff included",
-    ["endpoint", "stage"],
+    ["endpoint", "model", "stage"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600),
 )
 LLM_TOKENS = Counter(
     "cgd_llm_tokens_total",
-    "Tokens reported by LLM servers, by kind (prompt, completion)",
-    ["endpoint", "stage", "kind"],
+    "Tokens reported by LLM servers, by kind (prompt, completion) and outcome (kept: the answer "
+    "used; retried: an attempt answered and retried; failed: the attempts of a call that failed)",
+    ["endpoint", "model", "stage", "kind", "outcome"],
+)
+LLM_RETRIES = Counter(
+    "cgd_llm_retries_total",
+    "LLM attempts retried, by reason (the error kind, or truncated: retried with a larger budget)",
+    ["endpoint", "model", "stage", "reason"],
 )
 LLM_INFLIGHT = Gauge(
     "cgd_llm_inflight",
     "LLM calls in progress (waiting for a slot, on the wire or backing off before a retry)",
-    ["endpoint"],
+    ["endpoint", "model"],
 )
 LLM_SERVER_REQUESTS = Gauge(
     "cgd_llm_server_requests",
@@ -50,27 +56,32 @@ TRAINING_TOKENS_PER_S = Gauge(
 )
 
 
+TOKEN_OUTCOMES = ("kept", "retried", "failed")
+
+
 @dataclass
 class CallRecord:
-    """What ``llm_call`` records when the call ends; the caller fills in tokens."""
+    """What ``llm_call`` records when the call ends; the caller fills in tokens per outcome
+    (``{"kept": (prompt, completion), ...}``) and the reasons of the retried attempts."""
 
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    tokens: dict[str, tuple[int, int]] = field(default_factory=dict)
+    retries: list[str] = field(default_factory=list)
 
 
-def endpoint_label(base_url: str, model: str) -> str:
-    """``host[:port]/path model``: never credentials or a query string (see safe_url)."""
+def endpoint_label(base_url: str) -> str:
+    """``host[:port]/path``: never credentials or a query string (see safe_url). The model is
+    its own label."""
     from cgd.llm_client import safe_url
 
-    return f"{safe_url(base_url)} {model}"
+    return safe_url(base_url)
 
 
 @asynccontextmanager
-async def llm_call(endpoint: str, stage: str) -> AsyncIterator[CallRecord]:
+async def llm_call(endpoint: str, model: str, stage: str) -> AsyncIterator[CallRecord]:
     """Time one LLM call; the outcome is ``ok`` or the ``kind`` of the exception that ended it
     (``LLMError.kind``; ``cancelled`` when the task was cancelled)."""
     record = CallRecord()
-    inflight = LLM_INFLIGHT.labels(endpoint)
+    inflight = LLM_INFLIGHT.labels(endpoint, model)
     inflight.inc()
     started = time.monotonic()
     outcome = "ok"
@@ -83,12 +94,15 @@ async def llm_call(endpoint: str, stage: str) -> AsyncIterator[CallRecord]:
         raise
     finally:
         inflight.dec()
-        LLM_DURATION.labels(endpoint, stage).observe(time.monotonic() - started)
-        LLM_REQUESTS.labels(endpoint, stage, outcome).inc()
-        if record.prompt_tokens:
-            LLM_TOKENS.labels(endpoint, stage, "prompt").inc(record.prompt_tokens)
-        if record.completion_tokens:
-            LLM_TOKENS.labels(endpoint, stage, "completion").inc(record.completion_tokens)
+        LLM_DURATION.labels(endpoint, model, stage).observe(time.monotonic() - started)
+        LLM_REQUESTS.labels(endpoint, model, stage, outcome).inc()
+        for kept, (prompt, completion) in record.tokens.items():
+            if prompt:
+                LLM_TOKENS.labels(endpoint, model, stage, "prompt", kept).inc(prompt)
+            if completion:
+                LLM_TOKENS.labels(endpoint, model, stage, "completion", kept).inc(completion)
+        for reason in record.retries:
+            LLM_RETRIES.labels(endpoint, model, stage, reason).inc()
 
 
 def training_step(run_id: str, data: dict[str, Any]) -> None:

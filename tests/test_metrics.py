@@ -67,18 +67,33 @@ def test_worker_serves_llm_metrics_matching_the_job(  # type: ignore[no-untyped-
     failed = status["counts"]["failed"]
     assert total(m, req, stage="refine", outcome="ok") == 20 - failed
     assert total(m, req, stage="refine", outcome="truncated") == failed
-    # Every call is timed once; tokens match the stored calls per stage, and exceed them in
-    # refine by what the truncated answers were billed (those are never stored).
+    # Every call is timed once; kept tokens match the stored calls per stage; every outcome
+    # (kept, retried, failed) matches the job's own usage, and they add up to its totals.
+    by_stage = status["tokens"]["by_stage"]
     for stage in ("probe", "critique", "refine"):
         assert total(m, "cgd_llm_request_duration_seconds_count", stage=stage) == total(
             m, req, stage=stage
         )
         for kind in ("prompt", "completion"):
-            seen = total(m, "cgd_llm_tokens_total", stage=stage, kind=kind)
-            stored = q["tokens_by_stage"][stage][kind]
-            assert seen > stored if stage == "refine" else seen == stored, (stage, kind)
-    endpoints = {lab["endpoint"] for lab, _ in m[req]}
-    assert any(e.endswith(" teacher") for e in endpoints)
+            kept = total(m, "cgd_llm_tokens_total", stage=stage, kind=kind, outcome="kept")
+            assert kept == q["tokens_by_stage"][stage][kind], (stage, kind)
+            for outcome in ("kept", "retried", "failed"):
+                seen = total(m, "cgd_llm_tokens_total", stage=stage, kind=kind, outcome=outcome)
+                assert seen == by_stage[stage].get(outcome, {}).get(kind, 0), (stage, outcome)
+    for kind in ("prompt", "completion"):
+        assert total(m, "cgd_llm_tokens_total", kind=kind) == status["tokens"][kind]
+    # The truncated refine answers failed (tokens counted) after being retried once each.
+    assert total(m, "cgd_llm_tokens_total", stage="refine", outcome="failed") > 0
+    assert status["retries"]["by_reason"]["truncated"] >= failed > 0
+    assert total(m, "cgd_llm_retries_total", stage="refine", reason="truncated") == (
+        status["retries"]["by_reason"]["truncated"]
+    )
+    # The endpoint label is the URL alone; the model is its own label, on every LLM series.
+    for name in (req, "cgd_llm_tokens_total", "cgd_llm_retries_total", "cgd_llm_inflight"):
+        labels = [lab for lab, _ in m[name]]
+        assert {lab["endpoint"] for lab in labels} == {sim.base_url}, name
+        assert {lab["model"] for lab in labels} <= {"student", "teacher"}, name
+    assert {lab["model"] for lab, _ in m[req]} == {"student", "teacher"}
     assert all(v == 0 for _, v in m["cgd_llm_inflight"])  # nothing left in flight
 
 

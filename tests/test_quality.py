@@ -265,8 +265,9 @@ def test_quality_in_job_status_snapshot_card_and_cli(  # type: ignore[no-untyped
 
 
 def test_quality_cache_is_exact_once_a_job_settles(sessionmaker_) -> None:  # type: ignore[no-untyped-def]
-    """While items are in flight a cached entry may be reused for max_age_s; once every item
-    is terminal the status fingerprint changes and the numbers are recomputed."""
+    """While items are in flight a cached entry may be reused for max_age_s (one poll) unless
+    it counted no verified item; once every item is terminal the status fingerprint changes
+    and the numbers are recomputed."""
     from cgd.jobs.ops import job_statuses
     from cgd.jobs.quality import CACHE
 
@@ -297,8 +298,13 @@ def test_quality_cache_is_exact_once_a_job_settles(sessionmaker_) -> None:  # ty
         assert job_statuses(s, [job])[0].quality.counts["verified"] == 0
         items[0].state, items[0].initial_correct = "verified", True
         s.flush()
-        # In flight and younger than max_age_s: the cached numbers may lag.
-        assert job_statuses(s, [job])[0].quality.counts["verified"] == 0
+        # An entry that counted nothing verified is never reused: numbers show at once.
+        q1 = job_statuses(s, [job])[0].quality
+        assert q1.counts["verified"] == 1 and q1.initial_accuracy == 1.0
+        items[1].state, items[1].initial_correct = "verified", False
+        s.flush()
+        # In flight and younger than max_age_s (one poll): the cached numbers may lag.
+        assert job_statuses(s, [job])[0].quality.counts["verified"] == 1
         for it in items:
             it.state, it.initial_correct, it.refined_correct = "verified", False, True
         s.flush()

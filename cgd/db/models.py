@@ -274,6 +274,37 @@ class JobItemCount(Base):
     completion_tokens: Mapped[int] = mapped_column(BigIntType, default=0)
 
 
+class JobUsage(Base):
+    """Tokens a job's calls made the servers process, per stage and outcome: ``kept`` (the
+    answer used), ``retried`` (answered attempts retried, e.g. truncated then re-asked with a
+    larger budget) and ``failed`` (answered attempts of calls that failed). Added to by the
+    worker in the transaction of the item writes they belong to."""
+
+    __tablename__ = "job_usage"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    stage: Mapped[str] = mapped_column(String(20), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(20), primary_key=True)
+    prompt_tokens: Mapped[int] = mapped_column(BigIntType, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigIntType, default=0)
+
+
+class JobRetry(Base):
+    """Attempts of a job's calls that were retried, per stage and reason (the error kind, or
+    ``truncated``)."""
+
+    __tablename__ = "job_retries"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    stage: Mapped[str] = mapped_column(String(20), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(40), primary_key=True)
+    n: Mapped[int] = mapped_column(BigIntType, default=0)
+
+
 class Generation(Base):
     """One completed LLM call. The primary key (job, item, sample, stage) makes the write
     idempotent: a re-delivered task can never store (or bill) a completed call twice."""

@@ -285,6 +285,9 @@ def _apply_line(
     completion_tokens = int(usage.get("completion_tokens") or 0)
     item.prompt_tokens += prompt_tokens
     item.completion_tokens += completion_tokens
+    # A truncated batch answer fails its item (no larger retry in batch mode).
+    outcome = "failed" if finish == "length" else "kept"
+    run.writer.usage(stage, outcome, prompt_tokens, completion_tokens)
     if finish == "length":
         run.fail(item, "truncated", "finish_reason=length in batch mode", truncated=True)
         return custom_id

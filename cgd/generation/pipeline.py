@@ -28,8 +28,16 @@ from cgd.generation import batch, dispatch, store
 from cgd.generation.breaker import Breaker, BreakerKey, TeamLimits, breaker_key
 from cgd.generation.concurrency import Priority
 from cgd.generation.store import ChunkWork, StageResult, WorkItem
-from cgd.llm_client import CallResult, EndpointConfig, LLMClient, LLMError, Observer, safe_url
-from cgd.metrics import endpoint_label, llm_call
+from cgd.llm_client import (
+    RETRY_REASONS,
+    CallResult,
+    EndpointConfig,
+    LLMClient,
+    LLMError,
+    Observer,
+    safe_url,
+)
+from cgd.metrics import CallRecord, endpoint_label, llm_call
 from cgd.settings import get_settings
 from cgd.templates import Template, parse_verdict
 from cgd.templates.core import PromptTooLong, prompt_chars
@@ -107,6 +115,11 @@ class _Writer:
         self.job_id = job_id
         self.generations: list[dict[str, Any]] = []
         self.updates: dict[tuple[int, int], dict[str, Any]] = {}
+        # Deltas since the last flush, added to the job's usage rows in the same transaction as
+        # the items they belong to: (stage, outcome) -> [prompt, completion]; (stage, reason)
+        # -> retried attempts.
+        self.tokens: dict[tuple[str, str], list[int]] = {}
+        self.retries: dict[tuple[str, str], int] = {}
         self.gate = deps.unwritten
         self._wake = asyncio.Event()
         self._closed = False
@@ -122,6 +135,15 @@ class _Writer:
         # for longer than one transaction (a crash repeats at most those calls).
         self._wake.set()
 
+    def usage(self, stage: str, outcome: str, prompt: int, completion: int) -> None:
+        if prompt or completion:
+            row = self.tokens.setdefault((stage, outcome), [0, 0])
+            row[0] += prompt
+            row[1] += completion
+
+    def retry(self, stage: str, reason: str) -> None:
+        self.retries[(stage, reason)] = self.retries.get((stage, reason), 0) + 1
+
     async def _loop(self) -> None:
         while not self._closed:
             with contextlib.suppress(TimeoutError):
@@ -130,20 +152,23 @@ class _Writer:
             await self.flush()
 
     async def flush(self) -> None:
-        if not self.generations and not self.updates:
+        if not self.generations and not self.updates and not self.tokens and not self.retries:
             return
         gens, ups = self.generations, list(self.updates.values())
-        self.generations, self.updates = [], {}
+        usage = store.UsageDelta(self.job_id, self.tokens, self.retries)
+        self.generations, self.updates, self.tokens, self.retries = [], {}, {}, {}
         try:
-            await self._write(gens, ups)
+            await self._write(gens, ups, usage)
         finally:
             self.gate.done(len(gens))
 
-    async def _write(self, gens: list[dict[str, Any]], ups: list[dict[str, Any]]) -> None:
+    async def _write(
+        self, gens: list[dict[str, Any]], ups: list[dict[str, Any]], usage: store.UsageDelta
+    ) -> None:
         delay = 0.5
         while True:
             try:
-                await self.deps.run_db(lambda s: store.write_results(s, gens, ups))
+                await self.deps.run_db(lambda s: store.write_results(s, gens, ups, usage))
                 return
             except (OperationalError, InterfaceError) as exc:  # database down: keep the batch
                 log.warning("result write failed, retrying in %.1fs: %s", delay, _short(exc))
@@ -213,7 +238,7 @@ class ChunkRun:
         self.writer = _Writer(deps, work.job_id)
         self._students: dict[int, EndpointConfig] = {}
         self.pause: tuple[str, str] | None = None  # (endpoint, last error) when the breaker opened
-        self._labels: dict[tuple[str, str], str] = {}  # (base_url, model) -> metrics label
+        self._labels: dict[str, str] = {}  # base_url -> metrics label
         # The breaker counts per (team, server, model); its probe uses our prompt shape.
         self._probes: dict[BreakerKey, list[dict[str, str]]] = {}
         if self.spec.student is not None:
@@ -263,30 +288,43 @@ class ChunkRun:
         await self.writer.gate.room()
         if self.stop.is_set():
             raise _Stopped
-        key = (endpoint.base_url, endpoint.model)
-        label = self._labels.get(key)
+        label = self._labels.get(endpoint.base_url)
         if label is None:
-            label = self._labels[key] = endpoint_label(*key)
-        async with llm_call(label, stage) as rec:
+            label = self._labels[endpoint.base_url] = endpoint_label(endpoint.base_url)
+        async with llm_call(label, endpoint.model, stage) as rec:
+            reasons = RETRY_REASONS.set(rec.retries)
             try:
                 depth = _DEPTH[stage] if (item.idx, item.sample) in self.leading else 0
                 result = await self._chat(endpoint, messages, (self.started, -depth))
             except LLMError as exc:  # truncated answers were still billed: count them
-                rec.prompt_tokens = exc.prompt_tokens or 0
-                rec.completion_tokens = exc.completion_tokens or 0
-                item.prompt_tokens += rec.prompt_tokens
-                item.completion_tokens += rec.completion_tokens
+                rec.tokens["failed"] = (exc.prompt_tokens or 0, exc.completion_tokens or 0)
+                self._count(item, stage, rec)
                 # The item's error names the stage and the endpoint it could not get an answer
                 # from.
                 exc.args = (f"{stage} at {safe_url(endpoint.base_url)}: {exc}",)
                 raise
-            rec.prompt_tokens, rec.completion_tokens = result.billed
-        # The item counts every answered attempt (what the server processed); the stored
-        # generation row keeps the kept answer's own usage.
-        item.prompt_tokens += rec.prompt_tokens
-        item.completion_tokens += rec.completion_tokens
+            finally:
+                RETRY_REASONS.reset(reasons)
+            # Answered attempts before the kept one (a truncated answer retried with a larger
+            # budget) are what the call billed beyond the kept answer's own usage.
+            billed_p, billed_c = result.billed
+            kept = (result.prompt_tokens, result.completion_tokens)
+            rec.tokens["kept"] = kept
+            rec.tokens["retried"] = (billed_p - kept[0], billed_c - kept[1])
+            self._count(item, stage, rec)
         item.done[stage] = StageResult(result.text, result.finish_reason)
         return result
+
+    def _count(self, item: WorkItem, stage: str, rec: CallRecord) -> None:
+        """The item counts every answered attempt (what the server processed; the stored
+        generation row keeps the kept answer's own usage); the job's usage rows count them by
+        stage and outcome, with the reasons of the retried attempts."""
+        for outcome, (prompt, completion) in rec.tokens.items():
+            item.prompt_tokens += prompt
+            item.completion_tokens += completion
+            self.writer.usage(stage, outcome, prompt, completion)
+        for reason in rec.retries:
+            self.writer.retry(stage, reason)
 
     async def _chat(
         self, endpoint: EndpointConfig, messages: list[dict[str, str]], priority: Priority

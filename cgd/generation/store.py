@@ -40,6 +40,8 @@ from cgd.db.models import (
     Job,
     JobChunk,
     JobItem,
+    JobRetry,
+    JobUsage,
     utcnow,
 )
 from cgd.generation.spec import JobSpec
@@ -263,16 +265,66 @@ _ITEM_UPDATE = (
 )
 
 
+@dataclass
+class UsageDelta:
+    """Tokens and retried attempts counted since the last write: (stage, outcome) ->
+    [prompt, completion] and (stage, reason) -> attempts."""
+
+    job_id: uuid.UUID
+    tokens: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    retries: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
 def write_results(
-    session: Session, generations: list[dict[str, Any]], item_updates: list[dict[str, Any]]
+    session: Session,
+    generations: list[dict[str, Any]],
+    item_updates: list[dict[str, Any]],
+    usage: UsageDelta | None = None,
 ) -> None:
-    """One transaction: completed calls (idempotent) and the item states they lead to."""
+    """One transaction: completed calls (idempotent), the item states they lead to, and the
+    job's usage they add (each call counted once: a rolled-back write is retried whole)."""
     insert_ignore(session, Generation, generations)
     if item_updates:
         # In key order: the item-count trigger locks counter rows, and concurrent writers that
         # take them in one order never deadlock.
         item_updates = sorted(item_updates, key=lambda u: (u["k_idx"], u["k_sample"]))
         session.connection().execute(_ITEM_UPDATE, item_updates)
+    if usage is not None:
+        add_usage(session, usage)
+
+
+def add_usage(session: Session, usage: UsageDelta) -> None:
+    """Add the deltas to the job's usage rows (upserts in key order, for the same reason as
+    the item updates)."""
+    dialect_insert = postgresql.insert if is_postgres(session) else sqlite.insert
+    for (stage, outcome), (prompt, completion) in sorted(usage.tokens.items()):
+        ins = dialect_insert(JobUsage).values(
+            job_id=usage.job_id,
+            stage=stage,
+            outcome=outcome,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+        )
+        session.execute(
+            ins.on_conflict_do_update(
+                index_elements=["job_id", "stage", "outcome"],
+                set_={
+                    "prompt_tokens": JobUsage.prompt_tokens + ins.excluded.prompt_tokens,
+                    "completion_tokens": JobUsage.completion_tokens
+                    + ins.excluded.completion_tokens,
+                },
+            )
+        )
+    for (stage, reason), n in sorted(usage.retries.items()):
+        ins_r = dialect_insert(JobRetry).values(
+            job_id=usage.job_id, stage=stage, reason=reason, n=n
+        )
+        session.execute(
+            ins_r.on_conflict_do_update(
+                index_elements=["job_id", "stage", "reason"],
+                set_={"n": JobRetry.n + ins_r.excluded.n},
+            )
+        )
 
 
 def finish_chunk(session: Session, job_id: uuid.UUID, chunk_no: int, owner: str) -> bool:

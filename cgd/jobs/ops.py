@@ -27,6 +27,8 @@ from cgd.db.models import (
     JobChunk,
     JobItem,
     JobItemCount,
+    JobRetry,
+    JobUsage,
     utcnow,
 )
 from cgd.db.queries import team_newest_first, team_row
@@ -180,7 +182,43 @@ def job_statuses(session: Session, jobs: list[Job]) -> list[JobStatusOut]:
     }
     quality = QUALITY_CACHE.get(session, seen)
     batches = _batches(session, jobs)
-    return [_status(job, groups[job.id], quality[job.id], batches[job.id]) for job in jobs]
+    usage = _usage(session, jobs)
+    return [
+        _status(job, groups[job.id], quality[job.id], batches[job.id], usage[job.id])
+        for job in jobs
+    ]
+
+
+def _usage(session: Session, jobs: list[Job]) -> dict[uuid.UUID, dict[str, Any]]:
+    """Per job: tokens by stage and outcome, and retried attempts (a few rows per job)."""
+    out: dict[uuid.UUID, dict[str, Any]] = {
+        j.id: {"by_stage": {}, "retries": {"total": 0, "by_reason": {}, "by_stage": {}}}
+        for j in jobs
+    }
+    ids = list(out)
+    for job_id, stage, outcome, prompt, completion in session.execute(
+        select(
+            JobUsage.job_id,
+            JobUsage.stage,
+            JobUsage.outcome,
+            JobUsage.prompt_tokens,
+            JobUsage.completion_tokens,
+        ).where(JobUsage.job_id.in_(ids))
+    ):
+        out[job_id]["by_stage"].setdefault(stage, {})[outcome] = {
+            "prompt": int(prompt),
+            "completion": int(completion),
+        }
+    for job_id, stage, reason, n in session.execute(
+        select(JobRetry.job_id, JobRetry.stage, JobRetry.reason, JobRetry.n).where(
+            JobRetry.job_id.in_(ids)
+        )
+    ):
+        r = out[job_id]["retries"]
+        r["total"] += int(n)
+        r["by_reason"][reason] = r["by_reason"].get(reason, 0) + int(n)
+        r["by_stage"][stage] = r["by_stage"].get(stage, 0) + int(n)
+    return out
 
 
 def _in_flight(rows: list[Any]) -> bool:
@@ -245,7 +283,11 @@ def _batches(session: Session, jobs: list[Job]) -> dict[uuid.UUID, list[dict[str
 
 
 def _status(
-    job: Job, groups: list[Any], quality: Quality, batches: list[dict[str, Any]]
+    job: Job,
+    groups: list[Any],
+    quality: Quality,
+    batches: list[dict[str, Any]],
+    usage: dict[str, Any],
 ) -> JobStatusOut:
     by_state = {s: 0 for s in ITEM_STATES}
     errors: dict[str, int] = {}
@@ -281,7 +323,12 @@ def _status(
             "progress": round(done / total, 4) if total else 1.0,
             "items_per_s": round(rate, 2),
             "eta_s": round((total - done) / rate, 1) if rate > 0 and status == "running" else None,
-            "tokens": {"prompt": prompt_tokens, "completion": completion_tokens},
+            "tokens": {
+                "prompt": prompt_tokens,
+                "completion": completion_tokens,
+                "by_stage": usage["by_stage"],
+            },
+            "retries": usage["retries"],
             "errors": errors,
             "truncated": truncated,
             "quality": quality,
@@ -347,7 +394,7 @@ def delete_job(session: Session, job: Job) -> None:
     job.cancelled_at = job.cancelled_at or utcnow()
     session.flush()
     # Bulk deletes, children first (an ORM cascade would load every row).
-    for model in (Generation, JobItem, JobItemCount, JobChunk):
+    for model in (Generation, JobItem, JobItemCount, JobUsage, JobRetry, JobChunk):
         session.execute(delete(model).where(model.job_id == job.id))
     session.delete(job)
     session.flush()

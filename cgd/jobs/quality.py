@@ -202,11 +202,14 @@ class QualityCache:
 
     ``fingerprint`` is what the status aggregate saw (counts per state, error kind, truncation,
     tokens): an entry with the same fingerprint is exact. A job with items still in flight may
-    get an entry up to ``max_age_s`` old; once every item is terminal the fingerprint settles
-    and the next read recomputes, so a finished job's numbers are always exact.
+    get an entry up to ``max_age_s`` old: one poll (the dashboard and the client poll every
+    second), so what a watcher sees covers the items verified by its previous poll at least
+    (``counts.verified`` says how many), and an entry that counted none is not reused. Once
+    every item is terminal the fingerprint settles and the next read recomputes, so a finished
+    job's numbers are always exact.
     """
 
-    def __init__(self, max_age_s: float = 10.0) -> None:
+    def __init__(self, max_age_s: float = 1.0) -> None:
         self.max_age_s = max_age_s
         self._entries: dict[uuid.UUID, tuple[float, Hashable, Quality]] = {}
         self._lock = threading.Lock()
@@ -220,8 +223,15 @@ class QualityCache:
         with self._lock:
             for job_id, (fingerprint, running) in jobs.items():
                 entry = self._entries.get(job_id)
+                # An entry that counted no verified item is never reused for a moving job:
+                # its rates are null, and a watcher must see numbers as soon as items verify.
                 if entry is not None and (
-                    entry[1] == fingerprint or (running and now - entry[0] < self.max_age_s)
+                    entry[1] == fingerprint
+                    or (
+                        running
+                        and now - entry[0] < self.max_age_s
+                        and entry[2].counts["verified"] > 0
+                    )
                 ):
                     out[job_id] = entry[2]
         missing = [j for j in jobs if j not in out]

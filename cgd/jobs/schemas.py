@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cgd.enums import ItemState, JobStatus
 from cgd.generation.spec import JobSpec
-from cgd.jobs.quality import Quality
+from cgd.jobs.quality import Quality, StageTokens
 
 __all__ = [
     "JobCancelled",
@@ -21,6 +21,7 @@ __all__ = [
     "JobRetried",
     "JobSpec",
     "JobStatusOut",
+    "RetryCounts",
     "TokenCounts",
     "TripletOut",
 ]
@@ -50,8 +51,25 @@ class JobCounts(BaseModel):
 
 
 class TokenCounts(BaseModel):
+    """Every answered attempt of the job's calls: what the servers processed for it."""
+
     prompt: int
     completion: int
+    by_stage: dict[str, dict[str, StageTokens]] = Field(
+        default_factory=dict,
+        description="stage -> outcome -> tokens; outcomes: kept (the answer used), retried "
+        "(answered attempts that were retried, e.g. truncated) and failed (attempts of calls "
+        "that failed)",
+    )
+
+
+class RetryCounts(BaseModel):
+    total: int = Field(description="Attempts retried so far")
+    by_reason: dict[str, int] = Field(
+        description="Per reason: the error kind (server_error, rate_limited, timeout, ...) or "
+        "truncated (retried with a larger budget)"
+    )
+    by_stage: dict[str, int] = Field(description="Per stage (probe, critique, refine, solve)")
 
 
 class JobPause(BaseModel):
@@ -96,7 +114,23 @@ class JobStatusOut(BaseModel):
                 "progress": 0.24,
                 "items_per_s": 10.16,
                 "eta_s": 15.0,
-                "tokens": {"prompt": 151392, "completion": 53020},
+                "tokens": {
+                    "prompt": 151392,
+                    "completion": 53020,
+                    "by_stage": {
+                        "probe": {"kept": {"prompt": 9120, "completion": 14850}},
+                        "critique": {"kept": {"prompt": 61200, "completion": 19340}},
+                        "refine": {
+                            "kept": {"prompt": 79400, "completion": 17580},
+                            "retried": {"prompt": 1672, "completion": 1250},
+                        },
+                    },
+                },
+                "retries": {
+                    "total": 7,
+                    "by_reason": {"server_error": 6, "truncated": 1},
+                    "by_stage": {"probe": 3, "critique": 2, "refine": 2},
+                },
                 "errors": {},
                 "truncated": 0,
                 "quality": {
@@ -135,6 +169,7 @@ class JobStatusOut(BaseModel):
     items_per_s: float
     eta_s: float | None = Field(description="Seconds left at the current rate, while running")
     tokens: TokenCounts
+    retries: RetryCounts = Field(description="Attempts of the job's calls retried so far")
     errors: dict[str, int] = Field(description="Failed items per error kind")
     truncated: int = Field(description="Items with an answer cut at max_tokens")
     quality: Quality = Field(

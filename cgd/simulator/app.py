@@ -220,6 +220,9 @@ def _completion(
     )
     st.stats.finish_reasons[finish] += 1
     st.stats.by_status["200"] += 1
+    # What this server processed, as vLLM's own prompt/generation token counters count it.
+    st.stats.tokens[(model, "prompt")] += prompt_tokens
+    st.stats.tokens[(model, "completion")] += tokens
     payload = {
         "id": f"chatcmpl-sim{next(st.ids):024x}",
         "object": "chat.completion",

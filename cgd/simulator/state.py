@@ -23,6 +23,7 @@ class SimStats:
     by_stage_model: Counter[tuple[str, str]] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
     finish_reasons: Counter[str] = field(default_factory=Counter)
+    tokens: Counter[tuple[str, str]] = field(default_factory=Counter)  # (model, kind)
     running: int = 0
     queued: int = 0
     inflight: int = 0
@@ -41,8 +42,13 @@ class SimStats:
         by_stage: dict[str, dict[str, int]] = {}
         for (stage, model), n in self.by_stage_model.items():
             by_stage.setdefault(stage, {})[model] = n
+        tokens: dict[str, dict[str, int]] = {}
+        for (model, kind), n in self.tokens.items():
+            tokens.setdefault(model, {"prompt": 0, "completion": 0})[kind] = n
         return {
             "requests_total": self.requests_total,
+            # Tokens of every answer sent (200), per model: prompt and completion.
+            "tokens": tokens,
             "by_status": dict(self.by_status),
             "by_stage_model": by_stage,
             "faults": dict(self.faults),
