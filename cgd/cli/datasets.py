@@ -37,7 +37,7 @@ COLUMNS: list[Column] = [
 def datasets_push(
     ctx: typer.Context,
     file: Path = typer.Argument(
-        ..., exists=True, dir_okay=False, readable=True, help=".jsonl, .jsonl.gz, .csv, .parquet"
+        ..., exists=True, dir_okay=False, readable=True, help=".jsonl(.gz), .json, .csv, .parquet"
     ),
     name: str | None = typer.Option(None, help="Dataset name (default: the file name)"),
     prompt_field: str | None = typer.Option(

@@ -79,6 +79,8 @@ def build_card(
         "targets": stats.get("targets"),
         "warnings": target_warnings(stats, lineage),
         "layouts": list(LAYOUTS),
+        # The dataset's own columns (name -> kind), in every export (cgd.curation.extra_columns).
+        "extra_columns": dict(stats.get("extra_columns") or {}),
     }
 
 
@@ -292,6 +294,23 @@ def _targets_markdown(targets: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
+def _extra_columns_markdown(extra: Mapping[str, str] | None) -> list[str]:
+    if not extra:
+        return []
+    return [
+        "## The dataset's own columns",
+        "",
+        "Kept on every row, to join exported triplets back to the source data: their own"
+        " columns in the flat layouts (`native`, `alpaca`, the Hub's; `extra_` prefixed where"
+        " the layout has a column of that name), under `metadata` in the chat layouts.",
+        "",
+        "| column | type |",
+        "|---|---|",
+        *(f"| `{name}` | {kind} |" for name, kind in extra.items()),
+        "",
+    ]
+
+
 def render_markdown(card: Mapping[str, Any]) -> str:
     """The card as Markdown (for people; the JSON is the reference)."""
     stats = card["stats"]
@@ -334,6 +353,7 @@ def render_markdown(card: Mapping[str, Any]) -> str:
         lines.append(f"| `{e['job_id']}` | {student} | {teacher} | {template} | {e['verifier']} |")
     lines += ["", "Sampling settings:", "", _json_block(card["lineage"]), ""]
     lines += _targets_markdown(card.get("targets"))
+    lines += _extra_columns_markdown(card.get("extra_columns"))
     lines += ["## Training formats", ""]
     lines += [
         "Export layouts: " + ", ".join(f"`{x}`" for x in card["layouts"]) + ". The user turn of"

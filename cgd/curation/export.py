@@ -29,6 +29,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cgd.curation.extra_columns import ExtraColumns, arrow_type, arrow_value, column_names
 from cgd.curation.formats import (
     Mode,
     build_input,
@@ -86,6 +87,30 @@ SCHEMAS: dict[Layout, pa.Schema] = {
     Layout.sharegpt: pa.schema([("conversations", _SHAREGPT)]),
 }
 
+_FLAT = (ExportLayout.native, ExportLayout.alpaca)
+
+
+def extra_names(layout: Layout, extra: ExtraColumns) -> dict[str, str]:
+    """Extra column -> its column in a flat ``layout`` (``{}`` for chat layouts: metadata)."""
+    if layout not in _FLAT:
+        return {}
+    return column_names(extra, SCHEMAS[layout].names)
+
+
+def schema_for(layout: str, extra: ExtraColumns | None = None) -> pa.Schema:
+    """``layout``'s Parquet schema with the snapshot's extra columns: their own columns in a
+    flat layout, a ``metadata`` struct in a chat layout."""
+    checked = check_layout(layout)
+    schema = SCHEMAS[checked]
+    if not extra:
+        return schema
+    if checked in _FLAT:
+        names = extra_names(checked, extra)
+        return pa.schema([*schema, *(pa.field(names[n], arrow_type(k)) for n, k in extra.items())])
+    metadata = pa.struct([pa.field(n, arrow_type(k)) for n, k in extra.items()])
+    return pa.schema([*schema, pa.field("metadata", metadata)])
+
+
 # Rows per Parquet row group. Memory per export is ~10x one batch of text (the batch being built,
 # the one being written, Arrow arrays, writer pages, output buffer): ~40 MiB at 1024 rows of
 # ~3 KB; 4096 rows gains no speed and needs ~120 MiB.
@@ -139,7 +164,7 @@ def fields_for(layout: str, mode: str | None) -> tuple[str, ...] | None:
     checked = check_layout(layout)
     if checked == Layout.native:
         return None
-    return ("split", *fields_read(check_mode_for(checked, mode)))
+    return ("split", "extra", *fields_read(check_mode_for(checked, mode)))
 
 
 def lineage_text(lineage: Any) -> str | None:
@@ -165,8 +190,12 @@ def iter_export_rows(
     mode: str | None = None,
     split: str = "all",
     stats: ExportStats | None = None,
+    extra: ExtraColumns | None = None,
 ) -> Iterator[dict[str, Any]]:
     """One row of ``layout`` per triplet of ``split``; triplets the mode cannot use are skipped.
+
+    ``extra``: the snapshot's extra columns (``cgd.curation.extra_columns``), read from each
+    triplet's ``extra`` and written on every row (null where a row lacks one).
 
     ``mode`` defaults to cgd for the training layouts; ``native`` refuses one. A triplet without
     a ``split`` key counts as train (a snapshot without a validation split). Skips are counted
@@ -178,7 +207,7 @@ def iter_export_rows(
     checked_mode = check_mode_for(checked_layout, mode)
     checked_split = check_split(split)
     stats = stats if stats is not None else ExportStats()
-    return _export_rows(triplets, checked_layout, checked_mode, checked_split, stats)
+    return _export_rows(triplets, checked_layout, checked_mode, checked_split, stats, extra or {})
 
 
 def _export_rows(
@@ -187,43 +216,58 @@ def _export_rows(
     m: Mode,
     split: str,
     stats: ExportStats,
+    extra: ExtraColumns,
 ) -> Iterator[dict[str, Any]]:
+    flat = extra_names(layout, extra)
     for t in triplets:
         if split != "all" and split_name(t.get("split")) != split:
             continue
-        if layout == "native":
-            stats.rows += 1
-            row = native_row(t)
-            row["lineage"] = lineage_text(row["lineage"])
-            yield row
+        row = _layout_row(t, layout, m, stats)
+        if row is None:
             continue
-        missing = missing_field(m, t)
-        if missing is not None:
-            stats.skipped[f"missing_{missing}"] += 1
-            continue
-        user, answer = build_input(m, t), target(m, t)
+        if extra:
+            values = t.get("extra") or {}
+            if flat:
+                row.update({col: values.get(name) for name, col in flat.items()})
+            else:
+                row["metadata"] = {name: values.get(name) for name in extra}
+        yield row
+
+
+def _layout_row(
+    t: Mapping[str, Any], layout: Layout, m: Mode, stats: ExportStats
+) -> dict[str, Any] | None:
+    if layout == "native":
         stats.rows += 1
-        if layout == "messages":
-            yield {
-                "messages": [
-                    {"role": "user", "content": user},
-                    {"role": "assistant", "content": answer},
-                ]
-            }
-        elif layout == Layout.sharegpt:
-            yield {
-                "conversations": [
-                    {"from": "human", "value": user},
-                    {"from": "gpt", "value": answer},
-                ]
-            }
-        elif layout == Layout.prompt_completion:
-            yield {
-                "prompt": [{"role": "user", "content": user}],
-                "completion": [{"role": "assistant", "content": answer}],
-            }
-        else:
-            yield {"instruction": user, "input": "", "output": answer}
+        row = native_row(t)
+        row["lineage"] = lineage_text(row["lineage"])
+        return row
+    missing = missing_field(m, t)
+    if missing is not None:
+        stats.skipped[f"missing_{missing}"] += 1
+        return None
+    user, answer = build_input(m, t), target(m, t)
+    stats.rows += 1
+    if layout == "messages":
+        return {
+            "messages": [
+                {"role": "user", "content": user},
+                {"role": "assistant", "content": answer},
+            ]
+        }
+    if layout == Layout.sharegpt:
+        return {
+            "conversations": [
+                {"from": "human", "value": user},
+                {"from": "gpt", "value": answer},
+            ]
+        }
+    if layout == Layout.prompt_completion:
+        return {
+            "prompt": [{"role": "user", "content": user}],
+            "completion": [{"role": "assistant", "content": answer}],
+        }
+    return {"instruction": user, "input": "", "output": answer}
 
 
 # ---- JSONL -------------------------------------------------------------------------------------
@@ -316,6 +360,16 @@ def _record_batch(rows: list[Mapping[str, Any]], schema: pa.Schema) -> pa.Record
             continue
         if f.name == "lineage":
             column = [lineage_text(v) for v in column]
+        elif pa.types.is_struct(f.type):  # the extra columns' metadata
+            subs = list(f.type)
+            column = [
+                None if v is None else {s.name: arrow_value(v.get(s.name), s.type) for s in subs}
+                for v in column
+            ]
+        elif not pa.types.is_string(f.type) or any(
+            v is not None and not isinstance(v, str) for v in column
+        ):
+            column = [arrow_value(v, f.type) for v in column]
         arrays.append(pa.array(column, f.type))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
@@ -325,9 +379,10 @@ def iter_parquet_bytes(
     layout: str,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     compression: str = "snappy",
+    extra: ExtraColumns | None = None,
 ) -> Iterator[bytes]:
-    """A Parquet file of ``layout``'s fixed schema, yielded one row group at a time."""
-    return _parquet_chunks(rows, SCHEMAS[check_layout(layout)], batch_rows, compression)
+    """A Parquet file of ``layout``'s schema (with the extra columns), one row group at a time."""
+    return _parquet_chunks(rows, schema_for(layout, extra), batch_rows, compression)
 
 
 def _parquet_chunks(
@@ -376,10 +431,11 @@ def write_parquet(
     layout: str,
     fileobj: BinaryIO,
     batch_rows: int = DEFAULT_BATCH_ROWS,
+    extra: ExtraColumns | None = None,
 ) -> int:
     """Write rows as Parquet to a binary file; returns the number of bytes written."""
     written = 0
-    for chunk in iter_parquet_bytes(rows, layout, batch_rows):
+    for chunk in iter_parquet_bytes(rows, layout, batch_rows, extra=extra):
         fileobj.write(chunk)
         written += len(chunk)
     return written

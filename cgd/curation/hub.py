@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from cgd.curation.card import render_markdown
 from cgd.curation.export import _SHAREGPT, _parquet_chunks
+from cgd.curation.extra_columns import ExtraColumns, arrow_type, column_names
 from cgd.curation.formats import Mode, build_input, check_mode, missing_field, target
 from cgd.curation.split import TRAIN, VAL, split_name
 
@@ -67,20 +68,50 @@ def data_file(split: str) -> str:
 
 
 def hub_rows(
-    triplets: Iterable[Mapping[str, Any]], mode: Mode, split: str
+    triplets: Iterable[Mapping[str, Any]],
+    mode: Mode,
+    split: str,
+    extra_names: Mapping[str, str] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """The split's rows in the Hub layout; triplets the mode cannot use are left out."""
+    """The split's rows in the Hub layout; triplets the mode cannot use are left out.
+    ``extra_names``: extra column -> its column in the Hub layout (``hub_extra_names``)."""
     for t in triplets:
         if split_name(t.get("split")) != split or missing_field(mode, t) is not None:
             continue
         user, answer = build_input(mode, t), target(mode, t)
-        yield {
+        row = {
             "triplet_id": t.get("triplet_id"),
             "instruction": user,
             "input": "",
             "output": answer,
             "conversations": [{"from": "human", "value": user}, {"from": "gpt", "value": answer}],
         }
+        values = t.get("extra") or {}
+        for name, col in (extra_names or {}).items():
+            row[col] = values.get(name)
+        yield row
+
+
+def hub_extra_names(extra: ExtraColumns) -> dict[str, str]:
+    """The Hub layout is flat: each extra column is a column of its own."""
+    return column_names(extra, HUB_SCHEMA.names)
+
+
+def hub_schema(extra: ExtraColumns) -> pa.Schema:
+    names = hub_extra_names(extra)
+    return pa.schema([*HUB_SCHEMA, *(pa.field(names[n], arrow_type(k)) for n, k in extra.items())])
+
+
+_HUB_DTYPES = {"int64": "int64", "double": "float64", "bool": "bool"}
+
+
+def _features_yaml(extra: ExtraColumns) -> str:
+    names = hub_extra_names(extra)
+    lines = [
+        f"  - name: {json.dumps(names[n])}\n    dtype: {_HUB_DTYPES.get(k, 'string')}"
+        for n, k in extra.items()
+    ]
+    return _FEATURES_YAML.rstrip("\n") + "".join("\n" + line for line in lines)
 
 
 def size_category(n: int) -> str:
@@ -107,16 +138,17 @@ def write_hub_folder(
     """Write the folder; ``triplets()`` is called once per split (a fresh pass each). Returns
     the rows written per split."""
     checked = check_mode(mode)
+    extra: ExtraColumns = dict(card.get("extra_columns") or {})
     if not LICENSE_RE.match(license):
         raise ValueError(f"license {license!r}: expected a Hub license id such as mit or other")
     (dest / "data").mkdir(parents=True, exist_ok=True)
     rows: dict[str, int] = {}
     sizes: dict[str, int] = {}
     for split in HUB_SPLITS:
-        counted = _Counted(hub_rows(triplets(), checked, split))
+        counted = _Counted(hub_rows(triplets(), checked, split, hub_extra_names(extra)))
         path = dest / data_file(split)
         with path.open("wb") as out:
-            for chunk in _parquet_chunks(counted, HUB_SCHEMA, 1024, "snappy"):
+            for chunk in _parquet_chunks(counted, hub_schema(extra), 1024, "snappy"):
                 out.write(chunk)
         if counted.n == 0 and split != TRAIN:
             path.unlink()  # an empty split would only confuse loaders
@@ -189,7 +221,8 @@ def readme_yaml(
             f"  - split: {split}",
             f"    path: {data_file(split).replace('00000-of-00001', '*')}",
         ]
-    lines += ["dataset_info:", _FEATURES_YAML.rstrip("\n"), "  splits:"]
+    extra: ExtraColumns = dict(card.get("extra_columns") or {})
+    lines += ["dataset_info:", _features_yaml(extra), "  splits:"]
     for split, n in rows.items():
         lines += [f"  - name: {split}", f"    num_examples: {n}", f"    num_bytes: {sizes[split]}"]
     lines += [f"  download_size: {sum(sizes.values())}", "---", ""]

@@ -89,6 +89,8 @@ def _row_digest(t: Triplet) -> str:
     # The split is not part of the row digest: curate knows it only at the end.
     row = native_row(t)
     del row["split"]
+    if t.get("extra"):  # the dataset's own columns are exported too (absent: hashes as before)
+        row["extra"] = t["extra"]
     return hashlib.sha256(_canonical(row)).hexdigest()
 
 

@@ -18,10 +18,13 @@ from typing import Any
 
 import orjson
 
+from cgd.datasets.chat import is_chat, read_chat
 from cgd.datasets.errors import DatasetTooLarge, InvalidDataset
+from cgd.datasets.json_array import json_array_records
 
-FORMATS = ("jsonl", "jsonl.gz", "csv", "parquet")
+FORMATS = ("jsonl", "jsonl.gz", "json", "csv", "parquet")
 _EXTENSIONS = {
+    ".json": "json",
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
     ".jsonl.gz": "jsonl.gz",
@@ -29,7 +32,9 @@ _EXTENSIONS = {
     ".csv": "csv",
     ".parquet": "parquet",
 }
-PROMPT_DEFAULTS = ("prompt", "question", "problem")
+# ``messages`` last: a row with both a prompt and a conversation is read by its prompt.
+MESSAGES_FIELD = "messages"
+PROMPT_DEFAULTS = ("prompt", "question", "problem", MESSAGES_FIELD)
 REFERENCE_DEFAULTS = ("answer", "reference", "solution")
 # A worked solution kept beside a short answer (MATH: `answer` + `solution`): sft trains on it.
 SOLUTION_DEFAULTS = ("solution",)
@@ -72,8 +77,14 @@ class FieldMap:
     id_field: str | None = None
     solution_field: str | None = None
     resolved: bool = field(default=False, repr=False)
+    # Fields found by their default names rather than given: a row may use another default
+    # (a chat row's ``messages`` among rows with a ``question``).
+    auto_prompt: bool = field(default=False, repr=False)
+    auto_reference: bool = field(default=False, repr=False)
 
     def resolve(self, first: dict[str, Any], line: int) -> None:
+        self.auto_prompt = self.prompt_field is None
+        self.auto_reference = self.reference_field is None
         if self.prompt_field is None:
             self.prompt_field = next((f for f in PROMPT_DEFAULTS if f in first), None)
             if self.prompt_field is None:
@@ -124,9 +135,33 @@ def detect_format(filename: str | None) -> str:
 
 def iter_rows(path: Path, fmt: str, fields: FieldMap, limits: Limits) -> Iterator[Row]:
     """Validated rows of the file, in order. Raises InvalidDataset at the first bad one."""
+    rows = _iter_rows(path, fmt, fields, limits)
+    if fmt != "json":
+        return rows
+    return _by_index(rows)
+
+
+def _by_index(rows: Iterator[Row]) -> Iterator[Row]:
+    """A JSON array's errors name the 0-based element ``index`` (JSONL names the line)."""
+    try:
+        yield from rows
+    except (InvalidDataset, DatasetTooLarge) as exc:
+        raise at_index(exc) from None
+
+
+def at_index(exc: InvalidDataset | DatasetTooLarge) -> InvalidDataset | DatasetTooLarge:
+    """``exc`` with its 1-based element position as the 0-based array ``index``."""
+    line = exc.detail.pop("line", None)
+    if line is not None:
+        exc.detail["index"] = line - 1
+    return exc
+
+
+def _iter_rows(path: Path, fmt: str, fields: FieldMap, limits: Limits) -> Iterator[Row]:
     records = {
         "jsonl": _jsonl_records,
         "jsonl.gz": _jsonl_gz_records,
+        "json": json_array_records,
         "csv": _csv_records,
         "parquet": _parquet_records,
     }[fmt](path, limits)
@@ -301,24 +336,35 @@ def _parquet_records(path: Path, limits: Limits) -> Iterator[tuple[int, dict[str
 
 def _to_row(record: dict[str, Any], line: int, fields: FieldMap, limits: Limits) -> Row:
     assert fields.prompt_field is not None
-    prompt = record.get(fields.prompt_field)
-    if not isinstance(prompt, str):
+    prompt_field = fields.prompt_field
+    if fields.auto_prompt and prompt_field not in record:
+        prompt_field = next((f for f in PROMPT_DEFAULTS if f in record), prompt_field)
+    prompt = record.get(prompt_field)
+    chat = read_chat(prompt, line, prompt_field) if is_chat(prompt) else None
+    if chat is not None:
+        prompt = chat.prompt
+    elif not isinstance(prompt, str):
         reason = (
-            f"missing prompt field {fields.prompt_field!r}"
+            f"missing prompt field {prompt_field!r}"
             if prompt is None
-            else f"prompt field {fields.prompt_field!r} must be a string, "
-            f"got {type(prompt).__name__}"
+            else f"prompt field {prompt_field!r} must be a string, got {type(prompt).__name__}"
         )
-        raise InvalidDataset(reason, line=line, field=fields.prompt_field)
+        raise InvalidDataset(reason, line=line, field=prompt_field)
     if not prompt.strip():
-        raise InvalidDataset("empty prompt", line=line, field=fields.prompt_field)
-    _check_text(prompt, line, fields.prompt_field)
-    reference = _optional_text(record, fields.reference_field, line)
+        raise InvalidDataset("empty prompt", line=line, field=prompt_field)
+    _check_text(prompt, line, prompt_field)
+    reference_field = fields.reference_field
+    if fields.auto_reference and reference_field is None:  # the first row had none
+        reference_field = next((f for f in REFERENCE_DEFAULTS if f in record), None)
+    reference = _optional_text(record, reference_field, line)
+    if reference is None and chat is not None:
+        reference = chat.reference  # a named reference field wins over the final turn
     response = _optional_text(record, fields.response_field, line)
     solution = _optional_text(record, fields.solution_field, line)
     item_id = _item_id(record, fields.id_field, line)
     used = {
-        fields.prompt_field,
+        prompt_field,
+        reference_field,
         fields.reference_field,
         fields.response_field,
         fields.id_field,

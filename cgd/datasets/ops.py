@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cgd import idempotency
 from cgd.datasets.errors import DatasetInUse, DatasetNotFound, InvalidDataset
-from cgd.datasets.ingest import Limits, Row, detect_format, iter_rows
+from cgd.datasets.ingest import Limits, Row, at_index, detect_format, iter_rows
 from cgd.datasets.schemas import DatasetOut, DatasetParams, ItemOut, Upload
 from cgd.db.bulk import DuplicateItemId, load_items
 from cgd.db.engine import session_scope
@@ -117,6 +117,14 @@ def _duplicate_id_error(path: Path, fmt: str, params: DatasetParams, limits: Lim
     for row in iter_rows(path, fmt, params.fields(), limits):
         assert row.item_id is not None
         if row.item_id in seen:
+            if fmt == "json":
+                return at_index(
+                    InvalidDataset(
+                        f"duplicate id {row.item_id!r} (first at index {seen[row.item_id] - 1})",
+                        line=row.line,
+                        field=params.id_field,
+                    )
+                )
             return InvalidDataset(
                 f"duplicate id {row.item_id!r} (first at line {seen[row.item_id]})",
                 line=row.line,

@@ -73,7 +73,7 @@ class DatasetOut(BaseModel):
 
     id: uuid.UUID
     name: str
-    format: str = Field(description="jsonl, jsonl.gz, csv or parquet")
+    format: str = Field(description="jsonl, jsonl.gz, json, csv or parquet")
     filename: str | None
     num_items: int
     size_bytes: int
@@ -88,7 +88,10 @@ class ItemOut(BaseModel):
 
     idx: int = Field(description="0-based position in the dataset")
     item_id: str
-    line: int = Field(description="1-based line (or row) in the uploaded file")
+    line: int = Field(
+        description="1-based line (the row for Parquet, the element for a .json array) in the "
+        "uploaded file"
+    )
     prompt: str
     reference: str | None
     solution: str | None = Field(None, description="A worked solution kept beside the answer")

@@ -528,6 +528,7 @@ def list_triplets(
                 "status": item.state,
                 "error": item.error,
                 "error_kind": item.error_kind,
+                "extra": src.extra,
             }
         )
     return out

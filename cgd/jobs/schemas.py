@@ -229,3 +229,7 @@ class TripletOut(BaseModel):
     status: ItemState
     error: str | None
     error_kind: str | None
+    extra: dict[str, Any] | None = Field(
+        None,
+        description="The dataset row's other columns (id, source, difficulty, …), as uploaded",
+    )

@@ -30,6 +30,7 @@ from cgd.curation.export import (
     iter_jsonl_bytes,
     iter_parquet_bytes,
 )
+from cgd.curation.extra_columns import ExtraColumnsSeen
 from cgd.curation.filters import CurationSpec
 from cgd.curation.hub import iter_tar, write_hub_folder
 from cgd.curation.snapshot import curate
@@ -205,6 +206,7 @@ def iter_triplets(
                 DatasetItem.reference,
                 DatasetItem.solution,
                 DatasetItem.response,
+                DatasetItem.extra,
                 g_probe.text,
                 g_crit.text,
                 g_ref.text,
@@ -229,6 +231,7 @@ def iter_triplets(
             reference,
             solution,
             response,
+            extra,
             probe,
             crit,
             ref,
@@ -253,6 +256,7 @@ def iter_triplets(
                 "error": ji.error,
                 "truncated": ji.truncated,
                 "lineage": lineages[job.id],
+                "extra": extra,
             }
 
 
@@ -283,11 +287,13 @@ def build(session: Session, snapshot_id: uuid.UUID) -> Snapshot:
     batch: list[dict[str, Any]] = []
     pos = 0
     targets = TargetStats()
+    extra = ExtraColumnsSeen()
     for t in iter_triplets(session, jobs, prefix):
         split = splits.get(t["triplet_id"])
         if split is None:
             continue
         targets.observe(t)
+        extra.observe(t["extra"])
         batch.append(_row(snap.id, pos, t, split))
         pos += 1
         if len(batch) >= _COPY_BATCH:
@@ -302,6 +308,8 @@ def build(session: Session, snapshot_id: uuid.UUID) -> Snapshot:
         **result.stats,
         "targets": targets.result(),
         "quality": quality_dict(snapshot_quality(session, snap.id)),
+        # The dataset's own columns, in every export of the snapshot (schema_for).
+        "extra_columns": extra.result(),
     }
     snap.dropped = result.dropped
     snap.lineage = {str(k): v for k, v in result.lineage.items()}
@@ -321,8 +329,9 @@ def _row(snapshot_id: uuid.UUID, pos: int, t: dict[str, Any], split: str) -> dic
     }
 
 
-# Every native field but the two an export adds (split comes from the row, lineage from the job).
-_ROW_FIELDS = tuple(f for f in NATIVE_FIELDS if f not in ("split", "lineage"))
+# Every native field but the two an export adds (split comes from the row, lineage from the job),
+# and the dataset's own columns.
+_ROW_FIELDS = (*(f for f in NATIVE_FIELDS if f not in ("split", "lineage")), "extra")
 
 
 def start_build(session: Session, snapshot_id: uuid.UUID) -> bool:
@@ -467,11 +476,12 @@ def stream_export(
         if snap is None:
             return
         fields = fields_for(layout, mode)
+        extra = extra_columns(snap)
         rows = iter_export_rows(
-            iter_rows(session, snap, fields), layout, mode, split, ExportStats()
+            iter_rows(session, snap, fields), layout, mode, split, ExportStats(), extra
         )
         if format == "parquet":
-            yield from iter_parquet_bytes(rows, layout, compression=compression)
+            yield from iter_parquet_bytes(rows, layout, compression=compression, extra=extra)
         else:
             yield from iter_jsonl_bytes(rows)
 
@@ -491,6 +501,11 @@ def stream_hub_tar(
         session.rollback()  # nothing more to read: give the connection back while sending
         stamp = int((snap.finished_at or snap.created_at).timestamp())
         yield from iter_tar(folder, mtime=stamp)
+
+
+def extra_columns(snap: Snapshot) -> dict[str, str]:
+    """The snapshot's extra columns and their kinds (none for one built before they were kept)."""
+    return dict((snap.stats or {}).get("extra_columns") or {})
 
 
 def iter_rows(

@@ -34,7 +34,7 @@ UPLOAD_DOC = {
                         "file": {
                             "type": "string",
                             "format": "binary",
-                            "description": ".jsonl, .jsonl.gz, .csv or .parquet",
+                            "description": ".jsonl, .jsonl.gz, .json (array), .csv or .parquet",
                         },
                         **{f: {"type": "string"} for f in FORM_FIELDS},
                     },
