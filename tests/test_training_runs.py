@@ -89,6 +89,7 @@ def wait_run(
     deadline = time.monotonic() + timeout_s
     while True:
         run = client.get(f"/v1/training-runs/{run_id}").json()
+        assert "status" in run, run
         if until(run) if until else run["status"] in ("completed", "failed", "cancelled"):
             return run
         assert time.monotonic() < deadline, run
@@ -137,6 +138,27 @@ def test_trainer_drives_a_run_end_to_end(client, start_worker, snapshot_id, tiny
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(model_path) is not None  # merged, loadable
+
+
+@pytest.mark.slow
+def test_the_validation_split_is_measured_never_trained_on(  # type: ignore[no-untyped-def]
+    client, start_worker, snapshot_id, tiny_model
+) -> None:
+    """A snapshot with a validation split: the run trains on the train rows, counts the
+    validation rows in its plan and measures refinement uncertainty on them."""
+    start_worker("trainer")
+    job_ids = client.get(f"/v1/snapshots/{snapshot_id}").json()["job_ids"]
+    r = client.post("/v1/snapshots", json={"job_ids": job_ids, "split": {"val_fraction": 0.5}})
+    assert r.status_code == 201, r.text
+    snap = r.json()
+    assert snap["stats"]["val"] > 0 and snap["stats"]["train"] > 0, snap["stats"]
+    r = client.post("/v1/training-runs", json=run_body(snap["id"], tiny_model, max_steps=2))
+    assert r.status_code == 202, r.text
+    run = wait_run(client, r.json()["id"])
+    assert run["status"] == "completed", run
+    plan = run["plan"]
+    assert (plan["train_rows"], plan["val_rows"]) == (snap["stats"]["train"], snap["stats"]["val"])
+    assert run["eval"]["uncertainty"]["uncertainty_samples"] == snap["stats"]["val"]
 
 
 @pytest.mark.slow
