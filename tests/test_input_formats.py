@@ -198,3 +198,19 @@ def test_own_columns_are_in_the_hub_export_and_the_card(stack, json_job) -> None
     readme = (tmp / "README.md").read_text()
     assert '  - name: "difficulty"\n    dtype: int64' in readme
     assert "The dataset's own columns" in readme
+
+
+def test_bad_json_and_chat_uploads_are_422_naming_where_and_write_nothing(client) -> None:  # type: ignore[no-untyped-def]
+    bad_element = json.dumps([{"question": "a"}, {"question": "b"}, ["c"]])
+    r = client.post("/v1/datasets", files={"file": ("d.json", bad_element)})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"]["index"] == 2 and "JSON object" in r.json()["detail"]["reason"]
+    dup = json.dumps([{"question": "a", "id": 1}, {"question": "b", "id": 1}])
+    r = client.post("/v1/datasets", files={"file": ("d.json", dup)}, data={"id_field": "id"})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"]["index"] == 1 and "first at index 0" in r.json()["detail"]["reason"]
+    turns = [{"role": "user", "content": "q"}, {"role": "critic", "content": "x"}]
+    r = client.post("/v1/datasets", files={"file": ("c.jsonl", json.dumps({"messages": turns}))})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"]["field"] == "messages[1].role" and r.json()["detail"]["line"] == 1
+    assert client.get("/v1/datasets").json()["data"] == []
