@@ -306,7 +306,7 @@ def _extra_columns_markdown(extra: Mapping[str, str] | None) -> list[str]:
         "",
         "| column | type |",
         "|---|---|",
-        *(f"| `{name}` | {kind} |" for name, kind in extra.items()),
+        *(f"| `{name.replace('|', '&#124;')}` | {kind} |" for name, kind in extra.items()),
         "",
     ]
 

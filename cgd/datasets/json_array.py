@@ -45,7 +45,7 @@ class _Text:
         self.pos = 0
         self.eof = False
 
-    def more(self, at: int | None) -> bool:
+    def more(self) -> bool:
         """Read the next block; False at the end of the file."""
         if self.eof:
             return False
@@ -71,7 +71,7 @@ class _Text:
                 self.pos += 1
             if self.pos < len(self.buf):
                 return self.buf[self.pos]
-            if not self.more(at):
+            if not self.more():
                 return ""
 
 
@@ -119,7 +119,7 @@ def _element(text: _Text, at: int, limits: Limits) -> dict[str, Any]:
                     f"{limits.max_line_bytes} bytes",
                     line=at,
                 ) from None
-            if text.more(at):
+            if text.more():
                 continue
             raise InvalidDataset(f"malformed JSON: {msg}", line=at) from None
         if end - text.pos > limits.max_line_bytes:
