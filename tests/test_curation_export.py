@@ -264,3 +264,47 @@ def test_card_json_and_markdown() -> None:
     assert "sk-secret" not in json.dumps(card) + md and "u:p@" not in md
     assert result.content_hash in md and "| incomplete | 1 |" in md
     assert "Student's Initial Answer: {initial_response}" in md
+
+
+def test_extra_columns_types_collisions_and_missing_values() -> None:
+    """Types per column (mixed int/float is double, a list or mixed types is JSON text in
+    Parquet), a name a flat layout already has gets the extra_ prefix, a row without a column
+    has null there; JSONL keeps every value as uploaded."""
+    from cgd.curation.extra_columns import ExtraColumnsSeen
+
+    extras = [
+        {"id": 7, "status": "draft", "score": 1, "tags": ["a", 1], "mixed": "x"},
+        {"id": 8, "status": "final", "score": 2.5, "tags": [], "mixed": 3},
+        {"id": 9},
+    ]
+    trips = [make_triplet(i, extra=e) for i, e in enumerate(extras)]
+    seen = ExtraColumnsSeen()
+    for t in trips:
+        seen.observe(t["extra"])
+    kinds = seen.result()
+    assert kinds == {
+        "id": "int64", "status": "string", "score": "double", "tags": "json", "mixed": "json"
+    }  # fmt: skip
+    native = list(iter_export_rows(trips, "native", extra=kinds))
+    assert [r["status"] for r in native] == ["verified"] * 3  # the triplet's own column
+    assert [r["extra_status"] for r in native] == ["draft", "final", None]
+    assert [r["tags"] for r in native] == [["a", 1], [], None]  # JSONL: as uploaded
+    table = pq.read_table(
+        io.BytesIO(b"".join(iter_parquet_bytes(native, "native", extra=kinds)))
+    ).to_pylist()
+    assert [r["id"] for r in table] == [7, 8, 9]
+    assert [r["score"] for r in table] == [1.0, 2.5, None]
+    assert [r["tags"] for r in table] == ['["a",1]', "[]", None]
+    assert [r["mixed"] for r in table] == ["x", "3", None]
+    chat = list(iter_export_rows(trips, "sharegpt", "cgd", extra=kinds))
+    assert chat[2]["metadata"] == {
+        "id": 9, "status": None, "score": None, "tags": None, "mixed": None
+    }  # fmt: skip
+    loaded = pq.read_table(
+        io.BytesIO(b"".join(iter_parquet_bytes(chat, "sharegpt", extra=kinds)))
+    ).to_pylist()
+    assert loaded[0]["metadata"] == {
+        "id": 7, "status": "draft", "score": 1.0, "tags": '["a",1]', "mixed": "x"
+    }  # fmt: skip
+    # Without extra columns the layouts' schemas are as before.
+    assert "metadata" not in next(iter_export_rows(trips, "messages", "cgd"))
