@@ -28,6 +28,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ARTIFACTS = Path(os.environ.get("CGD_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "ui"
 XSS = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
 LATEX_QUESTION = f"{XSS} What is $\\frac{{1}}{{2}} + \\frac{{1}}{{2}}$?"
+# Math as models and datasets often write it: no $ delimiters at all.
+BARE_QUESTION = "BARE-MATH Halve one: is \\frac{1}{2} the same as \\boxed{\\frac{1}{2}}?"
+BARE_REFERENCE = "\\frac{1}{2}"
+POISON = "POISON-ROW"  # the simulator answers 500 to every call about it: the item fails
+WINDOW = 1280
 
 
 def chromium() -> str | None:
@@ -69,10 +74,20 @@ def shot(page: Any, name: str) -> None:
 def dataset_file(tmp_path: Path, n: int) -> Path:
     gsm = [json.loads(x) for x in data_file("gsm8k_train.jsonl").read_text().splitlines()[:n]]
     rows = [{"question": LATEX_QUESTION, "answer": "#### 1"}]
+    rows += [{"question": BARE_QUESTION, "answer": BARE_REFERENCE}]
+    rows += [{"question": f"{POISON}: what is 2 + 2?", "answer": "#### 4"}]
     rows += [{"question": r["question"], "answer": r["answer"]} for r in gsm]
     path = tmp_path / "ui.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def assert_fits(page: Any, name: str) -> None:
+    """No wider than a 1280-px window: nothing on the page scrolls sideways."""
+    page.set_viewport_size({"width": WINDOW, "height": 1000})
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= WINDOW, (name, width)
+    shot(page, f"{name}-1280")
 
 
 def sign_in(page: Any, api: str, key: str) -> None:
@@ -111,6 +126,7 @@ def test_dashboard_end_to_end(  # type: ignore[no-untyped-def]
     data = dataset_file(tmp_path, 40)
     sim = SimulatorProcess(
         ["--port", "0", "--slots", "2", "--latency", "0.15", "--dataset", str(data)]
+        + ["--poison", POISON]
     )
     try:
         start_worker()
@@ -173,6 +189,28 @@ def test_dashboard_end_to_end(  # type: ignore[no-untyped-def]
     assert detail.locator("#t-critique").inner_text().strip()
     shot(page, "05-triplet")
 
+    # Bare LaTeX (no $) renders too: in the question, the reference and the list.
+    bare_row = page.locator("#triplet-list tbody tr", has_text="BARE-MATH")
+    assert bare_row.locator("math").count() >= 1
+    bare_row.first.click()
+    detail.locator("#t-question", has_text="BARE-MATH").wait_for()
+    question = detail.locator("#t-question")
+    assert question.locator("math").count() == 2  # \frac{1}{2} and \boxed{\frac{1}{2}}
+    assr = question.locator("math annotation").all_text_contents()
+    assert any("\\boxed" in a for a in assr), assr
+    assert "\\frac" not in question.inner_text()  # nothing left raw
+    assert detail.locator("#t-reference math").count() == 1
+    shot(page, "05b-bare-math")
+
+    # A failed item is listed as failed, with its error kind, before it is opened.
+    failed_row = page.locator("#triplet-list tbody tr", has_text=POISON)
+    assert failed_row.locator("[data-status=failed]").inner_text() == "failed (server_error)"
+    assert "none" not in failed_row.inner_text()
+    failed_row.click()
+    assert "server_error" in detail.locator("#t-error").inner_text()
+    assert_fits(page, "05c-job")
+    page.set_viewport_size({"width": 1400, "height": 1000})
+
     # Snapshot: drop reasons.
     snap = client.post(
         "/v1/snapshots",
@@ -189,9 +227,15 @@ def test_dashboard_end_to_end(  # type: ignore[no-untyped-def]
     for reason, n in snap["stats"]["dropped"].items():
         assert reason in reasons and str(n) in reasons
     shot(page, "06-snapshot")
+    assert_fits(page, "06-snapshot")
 
     # Run: the loss curve from its step events.
     run_id, token = start_run(client, sessionmaker_, snap["id"], tiny_model)
+    # What made the run page 2,633 px wide: an event with long values, printed as one line of
+    # JSON. A path with no space in it, a long message and nested fields.
+    long_path = "/" + "/".join(f"checkpoints-{i:03d}" for i in range(60))
+    words = " ".join(["the trainer says something long"] * 40)
+    post(api, run_id, token, "log", {"message": words, "path": long_path, "config": {"a": 1}})
     feed(api, run_id, token)
     page.goto(f"{api}/ui/#/runs/{run_id}")
     loss = page.locator("svg[data-chart=loss] path[data-series=loss]")
@@ -200,6 +244,10 @@ def test_dashboard_end_to_end(  # type: ignore[no-untyped-def]
     assert page.locator("svg[data-chart='eval accuracy'] path[data-series=math500]").count() == 1
     assert '"heartbeat"' not in page.locator("main").inner_text()  # liveness, not news
     shot(page, "07-run")
+    # Events fit the window, and show their fields, not a line of JSON.
+    assert_fits(page, "07-run")
+    assert page.locator("ul.fields .field", has_text="path").count() == 1
+    assert '"path":' not in page.locator("main").inner_text()
 
     for name in ("jobs", "snapshots", "runs"):
         page.goto(f"{api}/ui/#/{name}")
@@ -279,6 +327,7 @@ def test_experiment_page_shows_runs_side_by_side_with_table_and_chart(  # type: 
     bars = page.locator("#experiment-chart svg rect.bar")
     assert bars.count() == 2 and bars.first.get_attribute("data-set") == "math500"
     shot(page, "09-experiment")
+    assert_fits(page, "09-experiment")
     page.goto(f"{api}/ui/#/experiments")
     page.wait_for_selector(f"main a[href='#/experiments/{exp['id']}']")
     shot(page, "10-experiments")

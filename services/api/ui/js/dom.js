@@ -71,7 +71,10 @@ export function duration(seconds) {
 }
 
 // LaTeX between $…$, $$…$$, \(…\) and \[…\] rendered by the vendored KaTeX as MathML: KaTeX
-// only ever reads text nodes here, and MathML output needs no inline styles (strict CSP).
+// only ever reads text nodes here, and MathML output needs no inline styles (strict CSP). Models
+// and datasets also write math bare (`\boxed{\frac{1}{2}}` with no delimiter): what is left after
+// the delimited pass is scanned for LaTeX commands, and each run of math they start is rendered
+// on its own (text that KaTeX cannot parse stays as it was).
 export function renderMath(el) {
   if (typeof window.renderMathInElement !== "function") return;
   window.renderMathInElement(el, {
@@ -85,4 +88,110 @@ export function renderMath(el) {
     throwOnError: false,
     trust: false,
   });
+  renderBareMath(el);
+}
+
+// Commands that only occur in math: a backslash before any other word (a Windows path, an
+// escaped character in code) is left alone.
+const MATH_COMMAND = new RegExp(
+  "\\\\(?:boxed|[dt]?frac|sqrt|binom|cdot|cdots|ldots|dots|times|div|pm|mp|leq?|geq?|neq?|" +
+  "approx|equiv|sim|infty|pi|theta|alpha|beta|gamma|delta|epsilon|lambda|mu|sigma|phi|omega|" +
+  "Delta|Omega|sum|prod|int|lim|log|ln|sin|cos|tan|left|right|text|mathrm|mathbf|operatorname|" +
+  "circ|angle|perp|parallel|overline|vec|hat|in|notin|cup|cap|subset|subseteq|to|rightarrow|" +
+  "Rightarrow|implies|iff|quad|qquad|mid|nmid|lfloor|rfloor|lceil|rceil)(?![A-Za-z])", "g");
+const OPERAND = /[0-9A-Za-z+\-*\/=<>|!']/;
+
+function closing(s, i) {
+  // The index of the brace or bracket that closes the one at i, or -1.
+  const [open, close] = s[i] === "{" ? ["{", "}"] : ["[", "]"];
+  let depth = 0;
+  for (let j = i; j < s.length; j++) {
+    if (s[j] === "\\") { j++; continue; }
+    if (s[j] === open) depth++;
+    else if (s[j] === close && --depth === 0) return j;
+  }
+  return -1;
+}
+
+// Where the math that starts with the command at i ends: commands with their {…} and […]
+// arguments, ^ and _ with theirs, and operands written against them, up to a space or a
+// sentence's punctuation (\left … \right spans spaces).
+function mathEnd(s, i) {
+  let j = i;
+  while (j < s.length) {
+    const c = s[j];
+    if (c === "\\") {
+      const name = /^\\([A-Za-z]+|.)/.exec(s.slice(j));
+      if (!name) break;
+      if (name[1] === "left") {
+        const k = s.indexOf("\\right", j);
+        if (k < 0) break;
+        j = k + 7;
+        continue;
+      }
+      j += name[0].length;
+      if (s[j] === "[" && name[1] === "sqrt") {
+        const k = closing(s, j);
+        if (k < 0) break;
+        j = k + 1;
+      }
+    } else if (c === "{") {
+      const k = closing(s, j);
+      if (k < 0) break;
+      j = k + 1;
+    } else if ((c === "^" || c === "_") && j + 1 < s.length) {
+      j += 1;
+      if (s[j] === "{") {
+        const k = closing(s, j);
+        if (k < 0) break;
+        j = k + 1;
+      } else j += s[j] === "\\" ? 0 : 1;
+    } else if (OPERAND.test(c)) j++;
+    else break;
+  }
+  return j;
+}
+
+function bareRuns(text) {
+  const runs = [];
+  MATH_COMMAND.lastIndex = 0;
+  let m;
+  while ((m = MATH_COMMAND.exec(text))) {
+    const start = m.index;
+    const end = mathEnd(text, start);
+    if (end > start) runs.push([start, end]);
+    MATH_COMMAND.lastIndex = Math.max(end, start + 1);
+  }
+  return runs;
+}
+
+function renderBareMath(el) {
+  if (!window.katex) return;
+  const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT, {
+    acceptNode: (n) => (n.parentElement && n.parentElement.closest("math, script, style")
+      ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT),
+  });
+  const nodes = [];
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) nodes.push(n);
+  for (const node of nodes) {
+    const text = node.data;
+    const runs = bareRuns(text);
+    if (!runs.length) continue;
+    const parts = [];
+    let at = 0;
+    for (const [start, end] of runs) {
+      const span = document.createElement("span");
+      try {
+        window.katex.render(text.slice(start, end), span,
+          { output: "mathml", throwOnError: true, trust: false });
+      } catch {
+        continue; // not parsable: the text stays as it is
+      }
+      parts.push(document.createTextNode(text.slice(at, start)), span);
+      at = end;
+    }
+    if (!parts.length) continue;
+    parts.push(document.createTextNode(text.slice(at)));
+    node.replaceWith(...parts);
+  }
 }

@@ -41,6 +41,7 @@ function renderStatus(root, job) {
       card("items/s", job.items_per_s), card("ETA", duration(job.eta_s)),
       card("completed", c.completed), card("failed", c.failed), card("truncated", job.truncated),
       card("tokens", (job.tokens.prompt + job.tokens.completion).toLocaleString()),
+      card("retries", retriesText(job.retries), { id: "job-retries" }),
       card("started", when(job.started_at))),
     h("h2", {}, "Stages"),
     table([["state", (r) => r[0]], ["items", (r) => r[1]]], Object.entries(job.by_stage)),
@@ -49,7 +50,16 @@ function renderStatus(root, job) {
       ? table([["kind", (r) => r[0]], ["items", (r) => r[1]]], errors)
       : h("p", { class: "muted" }, "No failed items."),
     job.error ? h("p", { class: "error" }, job.error) : null,
-    h("h2", {}, "Quality"), qualityTable(job.quality));
+    h("h2", {}, "Quality"),
+    h("p", { class: "muted", id: "quality-over" },
+      `Over the ${(job.quality.counts || {}).verified ?? 0} items verified so far.`),
+    qualityTable(job.quality));
+}
+
+function retriesText(retries) {
+  if (!retries || !retries.total) return "0";
+  const reasons = Object.entries(retries.by_reason).map(([k, n]) => `${k} ${n}`).join(", ");
+  return `${retries.total} (${reasons})`;
 }
 
 function select(name, options) {
@@ -76,17 +86,35 @@ function tripletBrowser(root, jobId) {
     rows = rows.concat(page.data);
     cursor = page.next_cursor;
     const t = table([
-      ["#", (t) => `${t.idx}.${t.sample}`], ["status", (t) => t.status],
-      ["verdict", (t) => t.verdict ?? "none"], ["initial", (t) => mark(t.initial_correct)],
+      ["#", (t) => `${t.idx}.${t.sample}`], ["status", itemStatus],
+      // A failed item has no verdict to show: "none" would read as a critique without one.
+      ["verdict", (t) => (t.status === "failed" ? "–" : t.verdict ?? "none")],
+      ["initial", (t) => mark(t.initial_correct)],
       ["refined", (t) => mark(t.refined_correct)],
-      ["question", (t) => t.prompt.length > 90 ? `${t.prompt.slice(0, 90)}…` : t.prompt],
+      ["question", (t) => h("span", { class: "tex" }, clip(t.prompt, 90))],
     ], rows, (t) => showTriplet(detail, t));
     mount(list, rows.length ? t : h("p", { class: "muted" }, "No triplets match."),
       cursor ? h("button", { type: "button", onclick: () => load(false) }, "Load more") : null);
+    renderMath(list);
   }
   filters.addEventListener("change", () => load(true));
   load(true);
   return { reload: () => load(true) };
+}
+
+// An item's state; a failed one says so with its error kind, in the list itself.
+function itemStatus(t) {
+  if (t.status !== "failed") return t.status;
+  return h("span", { class: "bad", "data-status": "failed", title: t.error ?? "" },
+    `failed (${t.error_kind ?? "unknown"})`);
+}
+
+// Cut a long question for the list, never inside a LaTeX command or its braces' first level
+// (half a \frac{…} would not render): at the last space before the limit.
+function clip(text, n) {
+  if (text.length <= n) return text;
+  const cut = text.lastIndexOf(" ", n);
+  return `${text.slice(0, cut > n / 2 ? cut : n)}…`;
 }
 
 function panel(title, extra, text, id) {
@@ -105,10 +133,13 @@ function showTriplet(root, t) {
       panel("Critique", h("span", { class: t.verdict === "wrong" ? "bad" : "muted" }, `verdict: ${t.verdict ?? "none"}`),
         t.critique, "t-critique"),
       panel("Refined answer", mark(t.refined_correct), t.refined_response, "t-refined")),
-    h("p", { class: "muted" },
-      `Reference: ${t.reference ?? "—"} · extracted: initial ${t.initial_answer ?? "—"}, refined ${t.refined_answer ?? "—"}`,
-      agree ? ` · verdict ${agree}` : "",
-      t.error ? ` · error (${t.error_kind}): ${t.error}` : ""));
+    h("p", { class: "muted text" },
+      "Reference: ", h("span", { id: "t-reference" }, t.reference ?? "—"),
+      ` · extracted: initial ${t.initial_answer ?? "—"}, refined ${t.refined_answer ?? "—"}`,
+      agree ? ` · verdict ${agree}` : ""),
+    t.status === "failed"
+      ? h("p", { class: "error", id: "t-error" }, `Failed (${t.error_kind ?? "unknown"}): ${t.error ?? ""}`)
+      : null);
   renderMath(root);
   root.scrollIntoView({ block: "start" });
 }

@@ -67,6 +67,20 @@ function render(root, run, events) {
       ["n", (r) => r[1].n ?? "–"], ["step", (r) => r[1].step ?? "–"]], evalRows)
       : h("p", { class: "muted" }, "No eval yet."),
     h("h2", {}, `Events (${shown.length}; steps are drawn above, heartbeats left out)`),
-    table([["at", (e) => when(e.at)], ["type", (e) => e.type],
-      ["data", (e) => h("span", { class: "mono" }, JSON.stringify(e.data))]], shown));
+    table([["at", (e) => when(e.at)], ["type", (e) => e.type], ["data", (e) => fields(e.data)]],
+      shown));
+}
+
+// An event's data as its fields (name: value), not a line of JSON: long values wrap, nested
+// ones show as short JSON, and a field list folds past a few entries.
+function fields(data) {
+  const entries = Object.entries(data || {});
+  if (!entries.length) return h("span", { class: "muted" }, "–");
+  const item = ([k, v]) => h("li", {}, h("span", { class: "field" }, k), " ",
+    typeof v === "object" && v !== null ? h("span", { class: "mono" }, JSON.stringify(v)) : String(v));
+  const shown = entries.slice(0, 6);
+  const list = h("ul", { class: "fields" }, shown.map(item));
+  if (entries.length <= shown.length) return list;
+  return h("div", {}, list, h("details", {}, h("summary", {}, `${entries.length - shown.length} more`),
+    h("ul", { class: "fields" }, entries.slice(shown.length).map(item))));
 }
