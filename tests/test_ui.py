@@ -31,6 +31,7 @@ LATEX_QUESTION = f"{XSS} What is $\\frac{{1}}{{2}} + \\frac{{1}}{{2}}$?"
 # Math as models and datasets often write it: no $ delimiters at all.
 BARE_QUESTION = "BARE-MATH Halve one: is \\frac{1}{2} the same as \\boxed{\\frac{1}{2}}?"
 BARE_REFERENCE = "\\frac{1}{2}"
+CURRENCY_QUESTION = "CURRENCY A pen costs $5 and a book costs $12. What do both cost?"
 POISON = "POISON-ROW"  # the simulator answers 500 to every call about it: the item fails
 WINDOW = 1280
 
@@ -76,6 +77,7 @@ def dataset_file(tmp_path: Path, n: int) -> Path:
     rows = [{"question": LATEX_QUESTION, "answer": "#### 1"}]
     rows += [{"question": BARE_QUESTION, "answer": BARE_REFERENCE}]
     rows += [{"question": f"{POISON}: what is 2 + 2?", "answer": "#### 4"}]
+    rows += [{"question": CURRENCY_QUESTION, "answer": "#### 17"}]
     rows += [{"question": r["question"], "answer": r["answer"]} for r in gsm]
     path = tmp_path / "ui.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -201,6 +203,10 @@ def test_dashboard_end_to_end(  # type: ignore[no-untyped-def]
     assert "\\frac" not in question.inner_text()  # nothing left raw
     assert detail.locator("#t-reference math").count() == 1
     shot(page, "05b-bare-math")
+    # Prices are not math: two $ with a space before the second one stay text.
+    money = page.locator("#triplet-list tbody tr", has_text="CURRENCY")
+    assert money.locator("math").count() == 0
+    assert "costs $5 and a book costs $12" in money.inner_text()
 
     # A failed item is listed as failed, with its error kind, before it is opened.
     failed_row = page.locator("#triplet-list tbody tr", has_text=POISON)

@@ -74,7 +74,8 @@ export function duration(seconds) {
 // only ever reads text nodes here, and MathML output needs no inline styles (strict CSP). Models
 // and datasets also write math bare (`\boxed{\frac{1}{2}}` with no delimiter): what is left after
 // the delimited pass is scanned for LaTeX commands, and each run of math they start is rendered
-// on its own (text that KaTeX cannot parse stays as it was).
+// on its own (text that KaTeX cannot parse stays as it was). A single $ is read as Pandoc reads
+// it, so prices are not math: "$5 and $12" has a space before its second $.
 export function renderMath(el) {
   if (typeof window.renderMathInElement !== "function") return;
   window.renderMathInElement(el, {
@@ -82,7 +83,6 @@ export function renderMath(el) {
       { left: "$$", right: "$$", display: true },
       { left: "\\[", right: "\\]", display: true },
       { left: "\\(", right: "\\)", display: false },
-      { left: "$", right: "$", display: false },
     ],
     output: "mathml",
     throwOnError: false,
@@ -152,16 +152,34 @@ function mathEnd(s, i) {
   return j;
 }
 
-function bareRuns(text) {
+// $…$ with no space just inside either $ and no digit right after the closing one (Pandoc's
+// rule): "$x^2$" is math, "costs $5 and $12" is not.
+const DOLLARS = /\$(?=\S)([^$]*?\S)\$(?!\d)/g;
+
+// [start, end, tex] of each run of math in a text: $…$ first, then bare commands between them.
+function mathRuns(text) {
   const runs = [];
-  MATH_COMMAND.lastIndex = 0;
-  let m;
-  while ((m = MATH_COMMAND.exec(text))) {
-    const start = m.index;
-    const end = mathEnd(text, start);
-    if (end > start) runs.push([start, end]);
-    MATH_COMMAND.lastIndex = Math.max(end, start + 1);
+  let at = 0;
+  const bare = (from, to) => {
+    const part = text.slice(0, to);
+    MATH_COMMAND.lastIndex = from;
+    let m;
+    while ((m = MATH_COMMAND.exec(part))) {
+      const start = m.index;
+      const end = Math.min(mathEnd(part, start), to);
+      if (end > start) runs.push([start, end, text.slice(start, end)]);
+      MATH_COMMAND.lastIndex = Math.max(end, start + 1);
+    }
+  };
+  DOLLARS.lastIndex = 0;
+  let d;
+  while ((d = DOLLARS.exec(text))) {
+    if (d.index > 0 && text[d.index - 1] === "\\") continue; // \$ is a dollar sign
+    bare(at, d.index);
+    runs.push([d.index, d.index + d[0].length, d[1]]);
+    at = d.index + d[0].length;
   }
+  bare(at, text.length);
   return runs;
 }
 
@@ -175,14 +193,14 @@ function renderBareMath(el) {
   for (let n = walker.nextNode(); n; n = walker.nextNode()) nodes.push(n);
   for (const node of nodes) {
     const text = node.data;
-    const runs = bareRuns(text);
+    const runs = mathRuns(text);
     if (!runs.length) continue;
     const parts = [];
     let at = 0;
-    for (const [start, end] of runs) {
+    for (const [start, end, tex] of runs) {
       const span = document.createElement("span");
       try {
-        window.katex.render(text.slice(start, end), span,
+        window.katex.render(tex, span,
           { output: "mathml", throwOnError: true, trust: false });
       } catch {
         continue; // not parsable: the text stays as it is
