@@ -77,8 +77,10 @@ def post_events(
         assert r.status_code == 200, r.text
 
 
+PLAN = {"train_rows": 8, "val_rows": 0, "epochs": 1, "total_steps": 2, "tokens_per_step": 900}
 TRAINER_EVENTS: list[tuple[str, dict[str, Any]]] = [
     ("status", {"state": "running", "step": 0, "total_steps": 2}),
+    ("data", {"rows": 8, "plan": PLAN}),
     ("step", {"step": 1, "loss": 1.25, "lr": 1e-6, "grad_norm": 0.5}),
     ("log", {"heartbeat": True}),  # `runs watch` leaves these out
     ("step", {"step": 2, "loss": 0.75, "lr": 5e-7, "grad_norm": 0.4}),
@@ -368,6 +370,10 @@ def test_cli_end_to_end(  # type: ignore[no-untyped-def]
     feeder.join()
     assert watch.returncode == 0, (stdout, stderr)
     assert "step 2/2  loss 0.75" in stdout and "math500 0.125" in stdout
+    # The plan comes before the first step.
+    assert stdout.index("plan: 8 training rows, 0 validation rows, 1 epoch(s), 2 steps") < (
+        stdout.index("step 1/2")
+    )
     assert "heartbeat" not in stdout
     assert f"run {run} completed at step 2, loss 0.75" in stdout
     assert run in cgd(env, "runs", "ls").stdout

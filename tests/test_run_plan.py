@@ -38,3 +38,9 @@ def test_watch_prints_the_plan_with_the_epochs_max_steps_makes() -> None:
     assert second.strip() == "data  rows 64"
     plain = _event_line({"type": "data", "data": {"plan": {**PLAN, "max_steps": None}}}, None)
     assert "overrides" not in plain
+    # A plan with only the fields the API requires (an older trainer's) prints too.
+    required = {k: PLAN[k] for k in ("train_rows", "val_rows", "epochs", "total_steps")}
+    line = _event_line({"type": "data", "data": {"plan": {**required, "tokens_per_step": 9}}}, 2)
+    assert line.split("\n")[0] == (
+        "plan: 64 training rows, 0 validation rows, 2 epoch(s), 15 steps, ~9 tokens per step"
+    )

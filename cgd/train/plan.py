@@ -42,12 +42,16 @@ def training_plan(
 
 
 def plan_line(plan: dict[str, Any]) -> str:
-    """The plan in one line (cgd-train's log and ``cgd runs watch``)."""
+    """The plan in one line (cgd-train's log and ``cgd runs watch``). Only the five fields the
+    API requires are relied on: a plan read back from it may lack the others."""
+    per_epoch = plan.get("steps_per_epoch")
     line = (
         f"plan: {plan['train_rows']} training rows, {plan['val_rows']} validation rows, "
-        f"{plan['epochs']} epoch(s), {plan['total_steps']} steps "
-        f"({plan['steps_per_epoch']} per epoch), ~{plan['tokens_per_step']} tokens per step"
+        f"{plan['epochs']} epoch(s), {plan['total_steps']} steps"
+        + (f" ({per_epoch} per epoch)" if per_epoch else "")
+        + f", ~{plan['tokens_per_step']} tokens per step"
     )
-    if plan.get("max_steps") and plan["epochs"] != plan.get("epochs_requested"):
-        line += f"; max_steps {plan['max_steps']} overrides epochs {plan['epochs_requested']}"
+    requested = plan.get("epochs_requested")
+    if plan.get("max_steps") and requested is not None and plan["epochs"] != requested:
+        line += f"; max_steps {plan['max_steps']} overrides epochs {requested}"
     return line
