@@ -287,10 +287,10 @@ class TrainRecipe:
             "plan": self.plan,
         }
         self.data_stats.update(extra)
-        logger.info("data: %s", self.data_stats)
         # The plan is announced before the first step: the CLI's first lines and, through the
         # data event, the run's status (plan).
         logger.info("%s", plan_line(self.plan))
+        logger.info("data: %s", self.data_stats)
         if uncertainty_skipped:
             logger.info("refinement uncertainty skipped: %s", uncertainty_skipped)
         self.emit("data", self.data_stats)
