@@ -384,3 +384,17 @@ def test_operations_endpoints(api_server) -> None:  # type: ignore[no-untyped-de
     post = spec["paths"]["/v1/datasets"]["post"]
     assert {"201", "401", "409", "413", "422"} <= set(post["responses"])
     assert "multipart/form-data" in post["requestBody"]["content"]
+
+
+def test_json_element_over_limit_keeps_memory_bounded(client, api_server, sessionmaker_) -> None:  # type: ignore[no-untyped-def]
+    """A .json array whose second element is 50 MB: 422 naming index 1, read in blocks (the
+    element is given up once it passes CGD_MAX_LINE_BYTES, never held whole)."""
+    before = _peak_rss_kb(api_server.pid)
+    content = b'[{"question": "q"},\n{"question": "' + b"x" * (50 * 1024**2) + b'"}]'
+    r = upload(client, "big.json", content)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"]["index"] == 1 and "line" not in r.json()["detail"]
+    assert "longer than the limit" in r.json()["detail"]["reason"]
+    growth_mb = (_peak_rss_kb(api_server.pid) - before) / 1024
+    assert growth_mb < 30, f"API peak RSS grew by {growth_mb:.0f} MB"
+    team_has_nothing(client, sessionmaker_)
