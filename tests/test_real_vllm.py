@@ -184,12 +184,17 @@ def test_job_against_real_vllm_accounts_for_every_item_and_token(real_job: dict[
         status["tokens"]["completion"]
         == after["generation_tokens_total"] - before["generation_tokens_total"]
     )
+    # By stage and outcome (kept, retried, failed), the same totals.
+    for kind in ("prompt", "completion"):
+        by_outcome = [t[kind] for st in status["tokens"]["by_stage"].values() for t in st.values()]
+        assert sum(by_outcome) == status["tokens"][kind], status["tokens"]
     # finish_reason=length went through the truncation policy: answers kept after a retry with
-    # twice the budget, or items failed as truncated.
+    # twice the budget, or items failed as truncated; each retry is counted as one.
     failed_truncated = status["errors"].get("truncated", 0)
     rows = real_job["rows"]
     larger = [r for r in rows if r["request"].get("max_tokens") == 2 * STUDENT_TOKENS]
     assert failed_truncated + len(larger) > 0, status["errors"]
+    assert status["retries"]["by_reason"].get("truncated", 0) >= len(larger)
     assert all(r["finish_reason"] != "length" for r in rows)  # never stored as good
     # The adaptive bound read vLLM's real /metrics and saw requests running there.
     assert real_job["peak_running"] >= 1
