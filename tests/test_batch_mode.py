@@ -60,6 +60,13 @@ def test_batch_job_survives_worker_sigkill_without_resubmitting(  # type: ignore
     assert stats["by_stage_model"]["critique"]["teacher"] == n  # each batched request ran once
     counts = db_counts(sessionmaker_, job_id)
     assert (counts["gen_probe"], counts["gen_critique"], counts["gen_refine"]) == (n, n, n)
+    # Batched calls are counted by stage and outcome like online ones, in the same transaction
+    # as their items (so the outcomes add up to the totals even across the SIGKILL).
+    by_stage = status["tokens"]["by_stage"]
+    assert by_stage["critique"]["kept"]["completion"] > 0 and by_stage["refine"]["kept"]
+    for kind in ("prompt", "completion"):
+        counted = sum(t[kind] for st in by_stage.values() for t in st.values())
+        assert counted == status["tokens"][kind], (kind, status["tokens"])
 
     with sessionmaker_() as s:
         gens = s.scalars(select(Generation).where(Generation.job_id == uuid.UUID(job_id))).all()
