@@ -274,7 +274,6 @@ class Server:
     stats: EndpointStats
 
 
-
 @dataclass(frozen=True, slots=True)
 class _Response:
     text: str

@@ -199,7 +199,9 @@ def api_server(
         "CGD_HOME": str(tmp_path_factory.mktemp("home")),
         # Runs name these; a test that trains writes a model at the registered location
         # (registered_model).
-        "CGD_BASE_MODELS": ",".join(f"{n}={models / n}" for n in BASE_MODEL_NAMES),
+        "CGD_BASE_MODELS": ",".join(
+            [*(f"{n}={models / n}" for n in BASE_MODEL_NAMES), f"smollm2={_real_model_dir()}"]
+        ),
         **TEST_LIMITS,
         **WORKER_ENV,
     }
@@ -217,6 +219,13 @@ def api_server(
 
 
 BASE_MODEL_NAMES = ("tiny", "m", "x")
+
+
+def _real_model_dir() -> Path:
+    """Where `make vllm` converts the real 135M model (tests/test_real_vllm.py trains it)."""
+    from cgd.train.real_model import default_dir
+
+    return default_dir()
 
 
 def registered_model(api_server: ApiServer, name: str) -> Path:

@@ -85,8 +85,9 @@ def test_worker_serves_llm_metrics_matching_the_job(  # type: ignore[no-untyped-
     # The truncated refine answers failed (tokens counted) after being retried once each.
     assert total(m, "cgd_llm_tokens_total", stage="refine", outcome="failed") > 0
     assert status["retries"]["by_reason"]["truncated"] >= failed > 0
-    assert total(m, "cgd_llm_retries_total", stage="refine", reason="truncated") == (
-        status["retries"]["by_reason"]["truncated"]
+    assert (
+        total(m, "cgd_llm_retries_total", stage="refine", reason="truncated")
+        == (status["retries"]["by_reason"]["truncated"])
     )
     # The endpoint label is the URL alone; the model is its own label, on every LLM series.
     for name in (req, "cgd_llm_tokens_total", "cgd_llm_retries_total", "cgd_llm_inflight"):

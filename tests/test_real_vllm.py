@@ -277,7 +277,7 @@ def trained_run(
             "/v1/training-runs",
             json={
                 "snapshot_id": snap.json()["id"],
-                "base_model": str(real_model_dir),
+                "base_model": "smollm2",  # registered as real_model_dir (conftest)
                 "mode": "cgd",
                 "method": "full",
                 "hyperparams": {
