@@ -15,7 +15,6 @@ from functools import lru_cache
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from sqlalchemy import Text, cast, select, update
 
 from cgd.errors import InvalidRequest
 from cgd.settings import Settings, get_settings
@@ -111,6 +110,8 @@ def check_secret_configured(settings: Settings, sessionmaker: Any) -> None:
     """At API start: seal keys stored in plain text by an older version; refuse to start when
     keys are stored and no secret is set (jobs could never run, and new keys couldn't be
     stored safely)."""
+    from sqlalchemy import Text, cast, select, update
+
     from cgd.db.models import Job
 
     with sessionmaker() as session:

@@ -327,13 +327,13 @@ def test_async_retries_only_where_repeating_is_safe() -> None:
 
 
 def test_client_imports_no_server_framework() -> None:
+    """The client and the request/response schemas it returns import pydantic and httpx, not
+    the database layer, the worker's HTTP stack or a server framework."""
     import subprocess
     import sys
 
-    probe = (
-        "import sys, cgd.client; "
-        "print(sorted(m for m in ('fastapi', 'celery', 'uvicorn', 'torch') if m in sys.modules))"
-    )
+    heavy = ("fastapi", "celery", "uvicorn", "torch", "sqlalchemy", "aiohttp")
+    probe = f"import sys, cgd.client; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

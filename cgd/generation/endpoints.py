@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from cgd.errors import InvalidRequest
-from cgd.llm_client import EndpointConfig
+from cgd.llm.endpoint import EndpointConfig
 from cgd.security.urls import UrlRefused, check_url
 
 MAX_EXTRA_DEPTH = 8

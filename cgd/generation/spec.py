@@ -10,7 +10,7 @@ from pydantic import ConfigDict, Field, model_validator
 from cgd.enums import Priority, Truncation, Verifier
 from cgd.errors import InvalidRequest
 from cgd.generation.endpoints import check_endpoint
-from cgd.llm_client import EndpointConfig, safe_url
+from cgd.llm.endpoint import EndpointConfig, safe_url
 from cgd.secrets import fingerprint, seal_spec
 from cgd.security.bounds import INT64_MAX, MAX_COMPLETION_TOKENS, RequestModel, raise_at
 from cgd.security.urls import url_allowed
@@ -54,7 +54,7 @@ class JobSpec(RequestModel):
 
     @model_validator(mode="after")
     def _endpoint_bounds(self) -> JobSpec:
-        # EndpointConfig (cgd.llm_client) bounds only the signs; a job's budget and seed must
+        # EndpointConfig (cgd.llm.endpoint) bounds only the signs; a job's budget and seed must
         # also survive the worker's arithmetic: twice max_tokens on a truncation retry, and
         # seed + sample for each of the samples.
         found = []

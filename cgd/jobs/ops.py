@@ -38,8 +38,7 @@ from cgd.generation.spec import JobSpec
 from cgd.jobs import pause
 from cgd.jobs.errors import JobNotCancellable, JobNotFound, JobNotPaused, JobNotRetryable
 from cgd.jobs.quality import CACHE as QUALITY_CACHE
-from cgd.jobs.quality import Quality
-from cgd.jobs.schemas import JobCreated, JobRetried, JobStatusOut, TripletOut
+from cgd.jobs.schemas import JobCreated, JobRetried, JobStatusOut, Quality, TripletOut
 from cgd.pagination import Page, created_page, decode_created_cursor, decode_cursor, page
 from cgd.settings import Settings, get_settings
 from cgd.tasks import Message, run_tokens

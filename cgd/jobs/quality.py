@@ -18,11 +18,11 @@ import uuid
 from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
-from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cgd.db.models import STAGES, Generation, JobItem, SnapshotRow
+from cgd.jobs.schemas import Quality, StageTokens
 
 # Count names, in the order of the aggregate's columns. Each is "how many triplets ...".
 COUNT_NAMES: tuple[str, ...] = (
@@ -43,35 +43,6 @@ COUNT_NAMES: tuple[str, ...] = (
     "wrong_verdicts_true",  # ... that was indeed wrong (precision numerator)
     "initially_wrong",  # verified with a wrong initial answer (recall denominator)
 )
-
-
-class StageTokens(BaseModel):
-    prompt: int
-    completion: int
-
-
-class Quality(BaseModel):
-    """Rates in [0, 1] (4 decimals) or ``None`` when nothing could be judged; ``counts`` holds
-    every numerator and denominator."""
-
-    initial_accuracy: float | None = Field(description="Initial answers judged correct")
-    refined_accuracy: float | None = Field(description="Refined answers judged correct")
-    fix_rate: float | None = Field(description="Initially wrong answers the refinement fixed")
-    break_rate: float | None = Field(description="Initially right answers the refinement broke")
-    verdict_agreement: float | None = Field(
-        description="Critique verdicts (right/wrong) that match the verifier on the initial answer"
-    )
-    wrong_verdict_precision: float | None = Field(
-        description="Verdicts 'wrong' given to answers that were wrong"
-    )
-    wrong_verdict_recall: float | None = Field(
-        description="Wrong initial answers the critique called 'wrong'"
-    )
-    truncation_rate: float | None = Field(description="Finished items with a truncated answer")
-    counts: dict[str, int] = Field(description="The numerators and denominators of the rates")
-    tokens_by_stage: dict[str, StageTokens] | None = Field(
-        None, description="Tokens billed per stage (probe, critique, refine); jobs only"
-    )
 
 
 def _ratio(num: int, den: int) -> float | None:

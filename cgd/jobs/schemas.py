@@ -10,7 +10,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cgd.enums import ItemState, JobStatus
 from cgd.generation.spec import JobSpec
-from cgd.jobs.quality import Quality, StageTokens
 
 __all__ = [
     "JobCancelled",
@@ -25,6 +24,35 @@ __all__ = [
     "TokenCounts",
     "TripletOut",
 ]
+
+
+class StageTokens(BaseModel):
+    prompt: int
+    completion: int
+
+
+class Quality(BaseModel):
+    """Rates in [0, 1] (4 decimals) or ``None`` when nothing could be judged; ``counts`` holds
+    every numerator and denominator."""
+
+    initial_accuracy: float | None = Field(description="Initial answers judged correct")
+    refined_accuracy: float | None = Field(description="Refined answers judged correct")
+    fix_rate: float | None = Field(description="Initially wrong answers the refinement fixed")
+    break_rate: float | None = Field(description="Initially right answers the refinement broke")
+    verdict_agreement: float | None = Field(
+        description="Critique verdicts (right/wrong) that match the verifier on the initial answer"
+    )
+    wrong_verdict_precision: float | None = Field(
+        description="Verdicts 'wrong' given to answers that were wrong"
+    )
+    wrong_verdict_recall: float | None = Field(
+        description="Wrong initial answers the critique called 'wrong'"
+    )
+    truncation_rate: float | None = Field(description="Finished items with a truncated answer")
+    counts: dict[str, int] = Field(description="The numerators and denominators of the rates")
+    tokens_by_stage: dict[str, StageTokens] | None = Field(
+        None, description="Tokens billed per stage (probe, critique, refine); jobs only"
+    )
 
 
 class JobCreated(BaseModel):

@@ -1,0 +1,1 @@
+"""Wire types of the OpenAI-compatible servers we call (the client is cgd.llm_client)."""
