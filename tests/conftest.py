@@ -219,6 +219,8 @@ def api_server(
 
 
 BASE_MODEL_NAMES = ("tiny", "m", "x")
+# Every name the test API registers: the above, and the real 135M model (tests/test_real_vllm.py).
+REGISTERED_MODEL_NAMES = (*BASE_MODEL_NAMES, "smollm2")
 
 
 def _real_model_dir() -> Path:

@@ -149,14 +149,14 @@ def test_run_id_continues_from_the_teams_own_model(client, sessionmaker_, api_se
 
 @pytest.mark.integration
 def test_models_lists_the_registered_names_in_pages(client, api_server) -> None:  # type: ignore[no-untyped-def]
-    from tests.conftest import BASE_MODEL_NAMES
+    from tests.conftest import REGISTERED_MODEL_NAMES
 
     assert httpx.get(f"{api_server.url}/v1/models").status_code == 401
     first = client.get("/v1/models", params={"limit": 2}).json()
     assert len(first["data"]) == 2 and first["next_cursor"]
     rest = client.get("/v1/models", params={"limit": 2, "cursor": first["next_cursor"]}).json()
     names = [m["name"] for m in first["data"] + rest["data"]]
-    assert names == sorted(BASE_MODEL_NAMES) and rest["next_cursor"] is None
+    assert names == sorted(REGISTERED_MODEL_NAMES) and rest["next_cursor"] is None
     # Names only: where a model lives is the operator's business.
     assert all(set(m) == {"name"} for m in first["data"] + rest["data"])
     bad = client.get("/v1/models", params={"cursor": "garbage"})

@@ -75,8 +75,15 @@ def test_lr_schedule_shape():
 
 @pytest.mark.slow
 def test_loss_decreases_and_events(assets, tmp_path):
+    # The uncertainty metric measures the validation split (no training row is held out).
+    val = write_synthetic_export(tmp_path / "val.jsonl", 8)
     config = _config(
-        assets, tmp_path / "run", max_steps=40, schedule="constant", uncertainty_samples=4
+        assets,
+        tmp_path / "run",
+        max_steps=40,
+        schedule="constant",
+        uncertainty_samples=4,
+        validation_file=str(val),
     )
     recipe, result, events = _run(config)
     losses = [m["loss"] for m in recipe.history]
