@@ -463,10 +463,6 @@ class LLMClient:
     async def _attempt(
         self, endpoint: EndpointConfig, ep: Server, body: bytes, tokens: int, priority: Priority
     ) -> tuple[_Response, float]:
-        try:  # checked before waiting for a slot too: a refused call must not hold one
-            self.outbound.check(endpoint.chat_url)
-        except OutboundRefused as exc:
-            raise _AttemptError("client_error", f"endpoint refused: {exc}", False) from None
         headers = {"Content-Type": "application/json"}
         if endpoint.api_key is not None:
             headers["Authorization"] = f"Bearer {endpoint.api_key.get_secret_value()}"

@@ -32,8 +32,10 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from cgd.generation.spec import JobSpec
 from cgd.llm_client import EndpointConfig, safe_url
 from cgd.outbound import OutboundRefused, ResponseTooLarge, SyncOutbound, UrlGuard, describe
+from cgd.templates import Template
 
 ENDPOINT_DOWN_KINDS = frozenset({"timeout", "connection", "server_error", "bad_response"})
 
@@ -47,6 +49,16 @@ PING: list[Message] = [{"role": "user", "content": "ping"}]
 
 def breaker_key(team_id: uuid.UUID | None, endpoint: EndpointConfig) -> BreakerKey:
     return (team_id, endpoint.key, endpoint.model)
+
+
+def probe_shapes(spec: JobSpec, template: Template) -> list[tuple[EndpointConfig, list[Message]]]:
+    """Each endpoint of a job with the prompt shape its probes send: the job's own template
+    around a one-line question, so a probe looks like the calls that failed (model and roles
+    alike). The student first."""
+    shapes = [(spec.teacher, template.critique("1+1?", "2"))]
+    if spec.student is not None:
+        shapes.insert(0, (spec.student, template.probe("1+1?")))
+    return shapes
 
 
 @dataclass

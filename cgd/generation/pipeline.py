@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from cgd.db.models import TERMINAL_STATES, utcnow
 from cgd.generation import batch, dispatch, store
-from cgd.generation.breaker import Breaker, BreakerKey, TeamLimits, breaker_key
+from cgd.generation.breaker import Breaker, BreakerKey, TeamLimits, breaker_key, probe_shapes
 from cgd.generation.concurrency import Priority
 from cgd.generation.store import ChunkWork, StageResult, WorkItem
 from cgd.llm_client import (
@@ -239,13 +239,13 @@ class ChunkRun:
         self._students: dict[int, EndpointConfig] = {}
         self.pause: tuple[str, str] | None = None  # (endpoint, last error) when the breaker opened
         self._labels: dict[str, str] = {}  # base_url -> metrics label
-        # The breaker counts per (team, server, model); its probe uses our prompt shape.
-        self._probes: dict[BreakerKey, list[dict[str, str]]] = {}
-        if self.spec.student is not None:
-            self._probes[breaker_key(work.team_id, self.spec.student)] = self.template.probe("1+1?")
-        self._probes[breaker_key(work.team_id, self.spec.teacher)] = self.template.critique(
-            "1+1?", "2"
-        )
+        # The breaker counts per (team, server, model); its probe uses our prompt shape. One
+        # observer per key, made once (every call passes it).
+        self._probes: dict[BreakerKey, list[dict[str, str]]] = {
+            breaker_key(work.team_id, cfg): shape
+            for cfg, shape in probe_shapes(self.spec, self.template)
+        }
+        self._observers: dict[BreakerKey, Observer] = {}
         # Calls in flight and when one last ended (or the chunk started): a chunk whose calls
         # all wait on a silent server is not work that moves (ChunkRun.stalled).
         self.inflight = 0
@@ -354,11 +354,14 @@ class ChunkRun:
         if breaker is None:
             return None
         key = breaker_key(self.work.team_id, endpoint)
-        shape = self._probes.get(key)
+        observe = self._observers.get(key)
+        if observe is None:
+            shape = self._probes.get(key)
 
-        def observe(ep: EndpointConfig, kind: str | None, message: str, attempt: int) -> None:
-            breaker.record(key, ep, kind, message, attempt, shape)
+            def observe(ep: EndpointConfig, kind: str | None, message: str, attempt: int) -> None:
+                breaker.record(key, ep, kind, message, attempt, shape)
 
+            self._observers[key] = observe
         return observe
 
     def stalled(self, after_s: float) -> bool:

@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from cgd.db.models import Job, utcnow
+from cgd.generation.breaker import probe_shapes
 from cgd.generation.spec import JobSpec
 from cgd.llm_client import EndpointConfig, safe_url
 from cgd.templates.ops import template_for_job
@@ -53,10 +54,7 @@ def due_for_probe(session: Session, interval_s: float, limit: int = 20) -> list[
     for job in jobs:
         job.pause_probed_at = now
         spec = JobSpec.model_validate(job.spec)
-        template = template_for_job(session, job)
-        shapes = [(spec.teacher, template.critique("1+1?", "2"))]
-        if spec.student is not None:
-            shapes.insert(0, (spec.student, template.probe("1+1?")))
+        shapes = probe_shapes(spec, template_for_job(session, job))
         failing = [(c, m) for c, m in shapes if safe_url(c.key) == job.pause_endpoint] or shapes
         out.append(PausedJob(job.id, job.team_id, failing))
     session.flush()
