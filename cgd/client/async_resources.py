@@ -15,6 +15,7 @@ from typing import IO, Any, TypeVar
 from pydantic import BaseModel
 
 from cgd.client.base import AsyncBaseClient, body_of, query
+from cgd.client.base import idempotency_key as new_key
 from cgd.client.pages import AsyncPage
 from cgd.client.resources import TERMINAL
 from cgd.client.transfer import (
@@ -145,8 +146,7 @@ class AsyncJobs(AsyncResource):
 
     async def create(self, spec: Any, *, idempotency_key: str | None = None) -> JobCreated:
         """A dict or a ``JobSpec``; a fresh ``Idempotency-Key`` unless one is given."""
-        key = idempotency_key or f"cgd-client-{os.urandom(16).hex()}"
-        headers = {"Idempotency-Key": key}
+        headers = {"Idempotency-Key": new_key(idempotency_key)}
         return await self._client._request(
             JobCreated, "POST", "/v1/jobs", json=body_of(spec), headers=headers
         )

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -33,7 +34,14 @@ from pydantic_core import to_jsonable_python
 from cgd.client.errors import CgdConnectionError, error_from_response
 from cgd.retry import RetryPolicy, Transient, parse_retry_after
 
-__all__ = ["DEFAULT_API_URL", "AsyncBaseClient", "BaseClient", "body_of", "query"]
+__all__ = [
+    "DEFAULT_API_URL",
+    "AsyncBaseClient",
+    "BaseClient",
+    "body_of",
+    "idempotency_key",
+    "query",
+]
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 M = TypeVar("M", bound=BaseModel)
@@ -70,6 +78,18 @@ def body_of(spec: Any) -> dict[str, Any]:
     if isinstance(spec, Mapping):  # ids and dates as they are written in JSON
         return dict(to_jsonable_python(dict(spec)))
     raise TypeError(f"expected a dict or a pydantic model, got {type(spec).__name__}")
+
+
+def idempotency_key(given: str | None = None) -> str:
+    """``given``, or a fresh random ``Idempotency-Key`` for one call (reused by its retries)."""
+    return given or f"cgd-client-{uuid.uuid4()}"
+
+
+def _parsed(response: httpx.Response) -> Any:
+    """The JSON body of an answer; ``None`` for an empty one."""
+    if response.status_code == 204 or not response.content:
+        return None
+    return response.json()
 
 
 def query(**kw: Any) -> dict[str, Any]:
@@ -241,10 +261,7 @@ class BaseClient(_Config):
         return response
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self._send(method, path, **kwargs)
-        if response.status_code == 204 or not response.content:
-            return None
-        return response.json()
+        return _parsed(self._send(method, path, **kwargs))
 
     def _request(self, cast_to: type[M], method: str, path: str, **kwargs: Any) -> M:
         return cast_to.model_validate(self._json(method, path, **kwargs))
@@ -328,10 +345,7 @@ class AsyncBaseClient(_Config):
         return response
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = await self._send(method, path, **kwargs)
-        if response.status_code == 204 or not response.content:
-            return None
-        return response.json()
+        return _parsed(await self._send(method, path, **kwargs))
 
     async def _request(self, cast_to: type[M], method: str, path: str, **kwargs: Any) -> M:
         return cast_to.model_validate(await self._json(method, path, **kwargs))

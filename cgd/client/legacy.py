@@ -42,12 +42,12 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, TypedDict
 
 from cgd.client.base import BaseClient, body_of, query
+from cgd.client.base import idempotency_key as new_key
 from cgd.client.errors import CgdApiError, CgdConnectionError, format_detail
 from cgd.client.transfer import (
     ExportResult,
@@ -79,8 +79,6 @@ __all__ = [
 
 # Jobs and runs end in the same three statuses.
 TERMINAL_STATUSES = TERMINAL_JOB_STATUSES
-_body = body_of
-_params = query
 
 
 class Page(TypedDict):
@@ -105,7 +103,7 @@ class CgdClient(BaseClient):
     ) -> Iterator[dict[str, Any]]:
         cursor: str | None = None
         while True:
-            q = _params(**(params or {}), limit=page_size, cursor=cursor)
+            q = query(**(params or {}), limit=page_size, cursor=cursor)
             page = self._json("GET", path, params=q)
             yield from page["data"]
             cursor = page.get("next_cursor")
@@ -161,7 +159,7 @@ class CgdClient(BaseClient):
             return dict(self._json("POST", "/v1/datasets", timeout=self.transfer, **kw))
 
     def list_datasets(self, limit: int | None = None, cursor: str | None = None) -> Page:
-        return self._page("GET", "/v1/datasets", params=_params(limit=limit, cursor=cursor))
+        return self._page("GET", "/v1/datasets", params=query(limit=limit, cursor=cursor))
 
     def iter_datasets(self, page_size: int | None = None) -> Iterator[dict[str, Any]]:
         return self._paginate("/v1/datasets", page_size)
@@ -172,7 +170,7 @@ class CgdClient(BaseClient):
     def list_items(
         self, dataset_id: str, limit: int | None = None, cursor: str | None = None
     ) -> Page:
-        q = _params(limit=limit, cursor=cursor)
+        q = query(limit=limit, cursor=cursor)
         return self._page("GET", f"/v1/datasets/{dataset_id}/items", params=q)
 
     def iter_items(self, dataset_id: str, page_size: int | None = None) -> Iterator[dict[str, Any]]:
@@ -193,21 +191,19 @@ class CgdClient(BaseClient):
         return dict(self._json("PUT", f"/v1/templates/{name}", json=parts))
 
     def get_template(self, name: str, version: int | None = None) -> dict[str, Any]:
-        params = _params(version=version)
+        params = query(version=version)
         return dict(self._json("GET", f"/v1/templates/{name}", params=params))
 
     def list_templates(self, limit: int | None = None, cursor: str | None = None) -> Page:
-        return self._page("GET", "/v1/templates", params=_params(limit=limit, cursor=cursor))
+        return self._page("GET", "/v1/templates", params=query(limit=limit, cursor=cursor))
 
     # -- generation jobs ------------------------------------------------------------------------
 
     def create_job(self, spec: Any, *, idempotency_key: str | None = None) -> dict[str, Any]:
         """``POST /v1/jobs`` with a dict or a ``cgd.generation.spec.JobSpec``; → ``{id, status,
         total_items}``. A fresh ``Idempotency-Key`` is sent unless one is given."""
-        key = idempotency_key or f"cgd-client-{uuid.uuid4()}"
-        return dict(
-            self._json("POST", "/v1/jobs", json=_body(spec), headers={"Idempotency-Key": key})
-        )
+        headers = {"Idempotency-Key": new_key(idempotency_key)}
+        return dict(self._json("POST", "/v1/jobs", json=body_of(spec), headers=headers))
 
     def get_job(self, job_id: str) -> dict[str, Any]:
         """Status: ``status``, ``counts``, ``by_stage``, ``progress``, ``items_per_s``,
@@ -215,7 +211,7 @@ class CgdClient(BaseClient):
         return dict(self._json("GET", f"/v1/jobs/{job_id}"))
 
     def list_jobs(self, limit: int | None = None, cursor: str | None = None) -> Page:
-        return self._page("GET", "/v1/jobs", params=_params(limit=limit, cursor=cursor))
+        return self._page("GET", "/v1/jobs", params=query(limit=limit, cursor=cursor))
 
     def iter_jobs(self, page_size: int | None = None) -> Iterator[dict[str, Any]]:
         return self._paginate("/v1/jobs", page_size)
@@ -246,7 +242,7 @@ class CgdClient(BaseClient):
         initial_correct: bool | None = None,
         refined_correct: bool | None = None,
     ) -> Page:
-        q = _params(
+        q = query(
             limit=limit,
             cursor=cursor,
             status=status,
@@ -298,7 +294,7 @@ class CgdClient(BaseClient):
         """``POST /v1/snapshots``: the curation spec (dict or ``CurationSpec``) with
         ``job_ids``/``name`` filled in from the arguments when given. Small snapshots come
         back ``ready``; large ones ``building`` (see :meth:`wait_snapshot`)."""
-        body = _body(spec)
+        body = body_of(spec)
         if job_ids is not None:
             body["job_ids"] = list(job_ids)
         if name is not None:
@@ -309,7 +305,7 @@ class CgdClient(BaseClient):
         return dict(self._json("GET", f"/v1/snapshots/{snapshot_id}"))
 
     def list_snapshots(self, limit: int | None = None, cursor: str | None = None) -> Page:
-        q = _params(limit=limit, cursor=cursor)
+        q = query(limit=limit, cursor=cursor)
         return self._page("GET", "/v1/snapshots", params=q)
 
     def iter_snapshots(self, page_size: int | None = None) -> Iterator[dict[str, Any]]:
@@ -358,9 +354,7 @@ class CgdClient(BaseClient):
         """Streams ``GET /v1/snapshots/{id}/export`` to ``path`` (through ``path.part``, renamed
         when complete, so a broken download never leaves a truncated file under the name).
         ``progress(bytes_done, total_or_None)`` is called per chunk."""
-        q = {"format": format, "layout": layout, "split": split}
-        if mode is not None:  # layout native takes none
-            q["mode"] = mode
+        q = query(format=format, layout=layout, split=split, mode=mode)  # native takes no mode
         url = f"/v1/snapshots/{snapshot_id}/export"
         return download(self, url, q, Path(path), progress, chunk_size)
 
@@ -385,20 +379,20 @@ class CgdClient(BaseClient):
 
     def create_run(self, spec: Any) -> dict[str, Any]:
         """``POST /v1/training-runs`` with a dict or a ``TrainingRunSpec``; → ``{id, status}``."""
-        return dict(self._json("POST", "/v1/training-runs", json=_body(spec)))
+        return dict(self._json("POST", "/v1/training-runs", json=body_of(spec)))
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         return dict(self._json("GET", f"/v1/training-runs/{run_id}"))
 
     def list_runs(self, limit: int | None = None, cursor: str | None = None) -> Page:
-        q = _params(limit=limit, cursor=cursor)
+        q = query(limit=limit, cursor=cursor)
         return self._page("GET", "/v1/training-runs", params=q)
 
     def iter_runs(self, page_size: int | None = None) -> Iterator[dict[str, Any]]:
         return self._paginate("/v1/training-runs", page_size)
 
     def list_events(self, run_id: str, limit: int | None = None, cursor: str | None = None) -> Page:
-        q = _params(limit=limit, cursor=cursor)
+        q = query(limit=limit, cursor=cursor)
         return self._page("GET", f"/v1/training-runs/{run_id}/events", params=q)
 
     def iter_events(self, run_id: str, page_size: int | None = None) -> Iterator[dict[str, Any]]:
@@ -449,7 +443,7 @@ class CgdClient(BaseClient):
 
     def create_experiment(self, spec: Any) -> dict[str, Any]:
         """``POST /v1/experiments``: one training run per (mode, seed); → the experiment."""
-        return dict(self._json("POST", "/v1/experiments", json=_body(spec)))
+        return dict(self._json("POST", "/v1/experiments", json=body_of(spec)))
 
     def get_experiment(self, experiment_id: str) -> dict[str, Any]:
         return dict(self._json("GET", f"/v1/experiments/{experiment_id}"))

@@ -8,7 +8,6 @@ import contextlib
 import io
 import os
 import tarfile
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, TypedDict, cast
@@ -17,6 +16,7 @@ from urllib.parse import unquote
 import httpx
 
 from cgd.client.base import AsyncBaseClient, BaseClient, query
+from cgd.client.base import idempotency_key as new_key
 from cgd.client.errors import CgdConnectionError
 
 __all__ = ["ExportResult", "ProgressCallback", "download", "download_async", "upload_request"]
@@ -80,7 +80,6 @@ def upload_request(
     """The keyword arguments of a ``POST /v1/datasets`` (multipart, streamed from ``file``, a
     path or a seekable binary file), open for as long as the block runs. A fresh
     ``Idempotency-Key`` is sent unless one is given, which makes retrying it safe."""
-    key = idempotency_key or f"cgd-client-{uuid.uuid4()}"
     with contextlib.ExitStack() as stack:
         if isinstance(file, str | os.PathLike):
             fh: IO[bytes] = stack.enter_context(open(file, "rb"))
@@ -93,7 +92,7 @@ def upload_request(
         yield {
             "files": {"file": (upload_name, wrapped, "application/octet-stream")},
             "data": query(**fields),
-            "headers": {"Idempotency-Key": key},
+            "headers": {"Idempotency-Key": new_key(idempotency_key)},
         }
 
 
@@ -119,6 +118,41 @@ def _total(response: httpx.Response) -> int | None:
         return None
 
 
+class _Part:
+    """The ``<name>.part`` file an export is written into, with the count and the progress."""
+
+    def __init__(self, out: IO[bytes], total: int | None, progress: ProgressCallback | None):
+        self._out, self._total, self._progress = out, total, progress
+        self.done = 0
+        if progress is not None:
+            progress(0, total)
+
+    def write(self, chunk: bytes) -> None:
+        self._out.write(chunk)
+        self.done += len(chunk)
+        if self._progress is not None:
+            self._progress(self.done, self._total)
+
+
+@contextlib.contextmanager
+def _writing(
+    api_url: str, response: httpx.Response, dest: Path, progress: ProgressCallback | None
+) -> Iterator[_Part]:
+    """Renames the part file to ``dest`` when the block completes; removes it otherwise (a
+    transport error as :class:`CgdConnectionError`)."""
+    part = dest.with_name(dest.name + ".part")
+    try:
+        with open(part, "wb") as out:
+            yield _Part(out, _total(response), progress)
+        part.replace(dest)
+    except httpx.TransportError as exc:
+        part.unlink(missing_ok=True)
+        raise CgdConnectionError(api_url, exc) from exc
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+
+
 def download(
     client: BaseClient,
     url: str,
@@ -127,28 +161,14 @@ def download(
     progress: ProgressCallback | None,
     chunk_size: int = 1 << 20,
 ) -> ExportResult:
-    part = dest.with_name(dest.name + ".part")
     response = client._send("GET", url, params=q, stream=True, timeout=client.transfer)
-    done, total = 0, _total(response)
     try:
-        with open(part, "wb") as out:
-            if progress is not None:
-                progress(0, total)
+        with _writing(client.api_url, response, dest, progress) as part:
             for chunk in response.iter_bytes(chunk_size):
-                out.write(chunk)
-                done += len(chunk)
-                if progress is not None:
-                    progress(done, total)
-        part.replace(dest)
-    except httpx.TransportError as exc:
-        part.unlink(missing_ok=True)
-        raise CgdConnectionError(client.api_url, exc) from exc
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
+                part.write(chunk)
     finally:
         response.close()
-    return _result(response, dest, done)
+    return _result(response, dest, part.done)
 
 
 async def download_async(
@@ -159,28 +179,14 @@ async def download_async(
     progress: ProgressCallback | None,
     chunk_size: int = 1 << 20,
 ) -> ExportResult:
-    part = dest.with_name(dest.name + ".part")
     response = await client._send("GET", url, params=q, stream=True, timeout=client.transfer)
-    done, total = 0, _total(response)
     try:
-        with open(part, "wb") as out:
-            if progress is not None:
-                progress(0, total)
+        with _writing(client.api_url, response, dest, progress) as part:
             async for chunk in response.aiter_bytes(chunk_size):
-                out.write(chunk)
-                done += len(chunk)
-                if progress is not None:
-                    progress(done, total)
-        part.replace(dest)
-    except httpx.TransportError as exc:
-        part.unlink(missing_ok=True)
-        raise CgdConnectionError(client.api_url, exc) from exc
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
+                part.write(chunk)
     finally:
         await response.aclose()
-    return _result(response, dest, done)
+    return _result(response, dest, part.done)
 
 
 def hub_dir(dest_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
@@ -199,9 +205,4 @@ def unpack_hub(tar_path: Path, dest: Path, res: ExportResult) -> ExportResult:
             tar.extractall(dest, filter="data")  # no absolute paths, links or ../ escapes
     finally:
         tar_path.unlink(missing_ok=True)
-    return ExportResult(
-        path=str(dest),
-        bytes=res["bytes"],
-        content_hash=res["content_hash"],
-        filename=res["filename"],
-    )
+    return ExportResult({**res, "path": str(dest)})
