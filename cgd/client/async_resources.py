@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from cgd.client.base import AsyncBaseClient, body_of, query
 from cgd.client.base import idempotency_key as new_key
 from cgd.client.pages import AsyncPage
-from cgd.client.resources import TERMINAL
+from cgd.client.resources import TERMINAL, snapshot_body, status_of
 from cgd.client.transfer import (
     ExportResult,
     ProgressCallback,
@@ -79,7 +79,7 @@ async def poll(
         if done(current):
             return current
         if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError(f"still {getattr(current, 'status', current)} after {timeout_s}s")
+            raise TimeoutError(f"still {status_of(current)} after {timeout_s}s")
         await asyncio.sleep(poll_s)
 
 
@@ -213,11 +213,7 @@ class AsyncSnapshots(AsyncResource):
     ) -> SnapshotOut:
         """The curation spec (dict or ``CurationSpec``) with ``job_ids``/``name`` from the
         arguments when given; large snapshots come back ``building`` (see :meth:`wait`)."""
-        body = body_of(spec)
-        if job_ids is not None:
-            body["job_ids"] = [str(j) for j in job_ids]
-        if name is not None:
-            body["name"] = name
+        body = snapshot_body(spec, job_ids, name)
         return await self._client._request(SnapshotOut, "POST", "/v1/snapshots", json=body)
 
     async def get(self, snapshot_id: Id) -> SnapshotDetail:

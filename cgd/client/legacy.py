@@ -49,6 +49,7 @@ from typing import IO, Any, TypedDict
 from cgd.client.base import BaseClient, body_of, query
 from cgd.client.base import idempotency_key as new_key
 from cgd.client.errors import CgdApiError, CgdConnectionError, format_detail
+from cgd.client.resources import poll
 from cgd.client.transfer import (
     ExportResult,
     ProgressCallback,
@@ -79,6 +80,18 @@ __all__ = [
 
 # Jobs and runs end in the same three statuses.
 TERMINAL_STATUSES = TERMINAL_JOB_STATUSES
+
+
+def _poll(
+    fetch: Callable[[], dict[str, Any]],
+    poll_s: float,
+    timeout_s: float | None,
+    on_status: Callable[[dict[str, Any]], None] | None,
+    done: Callable[[dict[str, Any]], bool] | None = None,
+) -> dict[str, Any]:
+    """:func:`cgd.client.resources.poll`, by default until the status is a terminal one."""
+    finished = done or (lambda s: s["status"] in TERMINAL_STATUSES)
+    return poll(fetch, finished, poll_s, timeout_s, on_status)
 
 
 class Page(TypedDict):
@@ -280,7 +293,7 @@ class CgdClient(BaseClient):
     ) -> dict[str, Any]:
         """Polls until the job is completed, failed or cancelled; returns the last status.
         Raises ``TimeoutError`` after ``timeout_s``."""
-        return self._wait(lambda: self.get_job(job_id), poll_s, timeout_s, on_status)
+        return _poll(lambda: self.get_job(job_id), poll_s, timeout_s, on_status)
 
     # -- snapshots ------------------------------------------------------------------------------
 
@@ -323,7 +336,7 @@ class CgdClient(BaseClient):
         on_status: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         """Polls while the snapshot is ``building``; returns it ``ready`` or ``failed``."""
-        return self._wait(
+        return _poll(
             lambda: self.get_snapshot(snapshot_id),
             poll_s,
             timeout_s,
@@ -437,7 +450,7 @@ class CgdClient(BaseClient):
         on_status: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         """Polls until the run is completed, failed or cancelled; returns it."""
-        return self._wait(lambda: self.get_run(run_id), poll_s, timeout_s, on_status)
+        return _poll(lambda: self.get_run(run_id), poll_s, timeout_s, on_status)
 
     # -- experiments ----------------------------------------------------------------------------
 
@@ -470,26 +483,4 @@ class CgdClient(BaseClient):
         on_status: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         """Polls until every run of the experiment has ended; returns the experiment."""
-        return self._wait(lambda: self.get_experiment(experiment_id), poll_s, timeout_s, on_status)
-
-    # -- helpers --------------------------------------------------------------------------------
-
-    @staticmethod
-    def _wait(
-        fetch: Callable[[], dict[str, Any]],
-        poll_s: float,
-        timeout_s: float | None,
-        on_status: Callable[[dict[str, Any]], None] | None,
-        done: Callable[[dict[str, Any]], bool] | None = None,
-    ) -> dict[str, Any]:
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        finished = done or (lambda s: s["status"] in TERMINAL_STATUSES)
-        while True:
-            current = fetch()
-            if on_status is not None:
-                on_status(current)
-            if finished(current):
-                return current
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"still {current['status']} after {timeout_s}s")
-            time.sleep(poll_s)
+        return _poll(lambda: self.get_experiment(experiment_id), poll_s, timeout_s, on_status)

@@ -74,8 +74,25 @@ def poll(
         if done(current):
             return current
         if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError(f"still {getattr(current, 'status', current)} after {timeout_s}s")
+            raise TimeoutError(f"still {status_of(current)} after {timeout_s}s")
         time.sleep(poll_s)
+
+
+def status_of(current: Any) -> Any:
+    """The ``status`` of a response model or of the dict-returning client's answer."""
+    if isinstance(current, dict):
+        return current["status"]
+    return getattr(current, "status", current)
+
+
+def snapshot_body(spec: Any, job_ids: Sequence[Id] | None, name: str | None) -> dict[str, Any]:
+    """The curation spec with ``job_ids``/``name`` from the arguments when given."""
+    body = body_of(spec)
+    if job_ids is not None:
+        body["job_ids"] = [str(j) for j in job_ids]
+    if name is not None:
+        body["name"] = name
+    return body
 
 
 class Resource:
@@ -208,11 +225,7 @@ class Snapshots(Resource):
     ) -> SnapshotOut:
         """The curation spec (dict or ``CurationSpec``) with ``job_ids``/``name`` from the
         arguments when given; large snapshots come back ``building`` (see :meth:`wait`)."""
-        body = body_of(spec)
-        if job_ids is not None:
-            body["job_ids"] = [str(j) for j in job_ids]
-        if name is not None:
-            body["name"] = name
+        body = snapshot_body(spec, job_ids, name)
         return self._client._request(SnapshotOut, "POST", "/v1/snapshots", json=body)
 
     def get(self, snapshot_id: Id) -> SnapshotDetail:
