@@ -110,7 +110,8 @@ def render() -> str:
         "allowed). A deployment that several teams use sets:",
         "",
     ]
-    by_name = {name: env for name, env, _, _ in rows()}
+    table = rows()
+    by_name = {name: env for name, env, _, _ in table}
     for name, why in SHARED_DEPLOYMENT.items():
         lines.append(f"- `{by_name[name]}`: {why}.")
     lines += [
@@ -123,7 +124,7 @@ def render() -> str:
         "| setting | environment variable | default | meaning |",
         "|---|---|---|---|",
     ]
-    for name, env, default, meaning in rows():
+    for name, env, default, meaning in table:
         lines.append(f"| `{name}` | `{env}` | {default} | {meaning} |")
     lines += [
         "",

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from cgd.db.models import Job, Team, TeamQuota
+from cgd.db.models import Dataset, Job, PromptTemplate, Snapshot, Team, TeamQuota, TrainingRun
 from cgd.errors import CgdError, NotFound
 from cgd.settings import Settings
 
@@ -144,8 +144,6 @@ def check_new_dataset(
 ) -> None:
     """Refuse a dataset of ``size_bytes`` that would exceed CGD_QUOTA_DATASETS or
     CGD_QUOTA_STORED_BYTES."""
-    from cgd.db.models import Dataset
-
     _lock_team(session, team_id)
     count, stored = session.execute(
         select(func.count(), func.coalesce(func.sum(Dataset.size_bytes), 0)).where(
@@ -159,16 +157,12 @@ def check_new_dataset(
 
 
 def check_new_snapshot(session: Session, team_id: uuid.UUID, settings: Settings) -> None:
-    from cgd.db.models import Snapshot
-
     _lock_team(session, team_id)
     used = session.scalar(select(func.count()).where(Snapshot.team_id == team_id)) or 0
     _refuse_over("CGD_QUOTA_SNAPSHOTS", int(used), 1, settings.quota_snapshots, settings)
 
 
 def check_new_template_version(session: Session, team_id: uuid.UUID, settings: Settings) -> None:
-    from cgd.db.models import PromptTemplate
-
     _lock_team(session, team_id)
     used = session.scalar(select(func.count()).where(PromptTemplate.team_id == team_id)) or 0
     limit = settings.quota_template_versions
@@ -177,8 +171,6 @@ def check_new_template_version(session: Session, team_id: uuid.UUID, settings: S
 
 def check_new_run(session: Session, team_id: uuid.UUID, settings: Settings) -> None:
     """Runs queued or running count: finished ones free their room (they hold no GPU)."""
-    from cgd.db.models import TrainingRun
-
     _lock_team(session, team_id)
     used = session.scalar(
         select(func.count()).where(

@@ -163,12 +163,19 @@ def get_run(session: Session, team_id: uuid.UUID, run_id: uuid.UUID) -> Training
     return team_row(session, TrainingRun, team_id, run_id, TrainingRunNotFound, "training_run_id")
 
 
+def _bearer(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, or None."""
+    scheme, _, token = (authorization or "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 def run_for_token(session: Session, run_id: uuid.UUID, authorization: str | None) -> TrainingRun:
     """The run a trainer's ``Authorization: Bearer <run token>`` grants (only that one)."""
-    scheme, _, token = (authorization or "").partition(" ")
+    token = _bearer(authorization)
     run = session.get(TrainingRun, run_id)
     expected = run.token_hash if run else _hash("no such run")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(expected, _hash(token.strip())):
+    if token is None or not hmac.compare_digest(expected, _hash(token)):
         raise Unauthorized("invalid run token")
     assert run is not None
     if run.status in TERMINAL:
@@ -184,12 +191,12 @@ CLAIM_LOCK = 0x636764_7275  # "cgd", "ru"
 
 def queued_run_for_token(session: Session, authorization: str | None) -> TrainingRun:
     """The queued run a message's token belongs to now (claims move tokens between runs)."""
-    scheme, _, token = (authorization or "").partition(" ")
+    token = _bearer(authorization)
     run = None
-    if scheme.lower() == "bearer" and token.strip():
+    if token is not None:
         run = session.scalar(
             select(TrainingRun).where(
-                TrainingRun.status == "queued", TrainingRun.token_hash == _hash(token.strip())
+                TrainingRun.status == "queued", TrainingRun.token_hash == _hash(token)
             )
         )
     if run is None:
