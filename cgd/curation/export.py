@@ -29,7 +29,13 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cgd.curation.extra_columns import ExtraColumns, arrow_type, arrow_value, column_names
+from cgd.curation.extra_columns import (
+    ExtraColumns,
+    arrow_type,
+    arrow_value,
+    column_names,
+    flat_schema,
+)
 from cgd.curation.formats import (
     Mode,
     build_input,
@@ -105,8 +111,7 @@ def schema_for(layout: str, extra: ExtraColumns | None = None) -> pa.Schema:
     if not extra:
         return schema
     if checked in _FLAT:
-        names = extra_names(checked, extra)
-        return pa.schema([*schema, *(pa.field(names[n], arrow_type(k)) for n, k in extra.items())])
+        return flat_schema(schema, extra)
     metadata = pa.struct([pa.field(n, arrow_type(k)) for n, k in extra.items()])
     return pa.schema([*schema, pa.field("metadata", metadata)])
 

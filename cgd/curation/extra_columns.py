@@ -68,6 +68,12 @@ def column_names(columns: Iterable[str], taken: Iterable[str]) -> dict[str, str]
     return out
 
 
+def flat_schema(schema: pa.Schema, extra: ExtraColumns) -> pa.Schema:
+    """``schema`` of a flat layout with each extra column as a column of its own."""
+    names = column_names(extra, schema.names)
+    return pa.schema([*schema, *(pa.field(names[n], arrow_type(k)) for n, k in extra.items())])
+
+
 def arrow_type(kind: str) -> pa.DataType:
     return ARROW.get(kind, pa.string())
 

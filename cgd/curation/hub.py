@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from cgd.curation.card import render_markdown
 from cgd.curation.export import _SHAREGPT, _parquet_chunks
-from cgd.curation.extra_columns import ExtraColumns, arrow_type, column_names
+from cgd.curation.extra_columns import ExtraColumns, column_names, flat_schema
 from cgd.curation.formats import Mode, build_input, check_mode, missing_field, target
 from cgd.curation.split import TRAIN, VAL, split_name
 
@@ -97,11 +97,6 @@ def hub_extra_names(extra: ExtraColumns) -> dict[str, str]:
     return column_names(extra, HUB_SCHEMA.names)
 
 
-def hub_schema(extra: ExtraColumns) -> pa.Schema:
-    names = hub_extra_names(extra)
-    return pa.schema([*HUB_SCHEMA, *(pa.field(names[n], arrow_type(k)) for n, k in extra.items())])
-
-
 _HUB_DTYPES = {"int64": "int64", "double": "float64", "bool": "bool"}
 
 
@@ -142,13 +137,14 @@ def write_hub_folder(
     if not LICENSE_RE.match(license):
         raise ValueError(f"license {license!r}: expected a Hub license id such as mit or other")
     (dest / "data").mkdir(parents=True, exist_ok=True)
+    names, schema = hub_extra_names(extra), flat_schema(HUB_SCHEMA, extra)
     rows: dict[str, int] = {}
     sizes: dict[str, int] = {}
     for split in HUB_SPLITS:
-        counted = _Counted(hub_rows(triplets(), checked, split, hub_extra_names(extra)))
+        counted = _Counted(hub_rows(triplets(), checked, split, names))
         path = dest / data_file(split)
         with path.open("wb") as out:
-            for chunk in _parquet_chunks(counted, hub_schema(extra), 1024, "snappy"):
+            for chunk in _parquet_chunks(counted, schema, 1024, "snappy"):
                 out.write(chunk)
         if counted.n == 0 and split != TRAIN:
             path.unlink()  # an empty split would only confuse loaders

@@ -365,7 +365,6 @@ def _to_row(record: dict[str, Any], line: int, fields: FieldMap, limits: Limits)
     used = {
         prompt_field,
         reference_field,
-        fields.reference_field,
         fields.response_field,
         fields.id_field,
         fields.solution_field,

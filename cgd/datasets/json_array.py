@@ -64,7 +64,7 @@ class _Text:
         self.eof = not block
         return True
 
-    def next_char(self, at: int | None) -> str:
+    def next_char(self) -> str:
         """The next non-space character (not consumed); "" at the end of the file."""
         while True:
             while self.pos < len(self.buf) and self.buf[self.pos] in _SPACE:
@@ -78,16 +78,16 @@ class _Text:
 def json_array_records(path: Path, limits: Limits) -> Iterator[tuple[int, dict[str, Any]]]:
     with open(path, "rb") as f:
         text = _Text(f, limits)
-        if text.next_char(None) != "[":
+        if text.next_char() != "[":
             raise InvalidDataset("a .json dataset must be one JSON array of objects", line=None)
         text.pos += 1
         at = 1  # the 1-based position of the element being read
-        if text.next_char(at) == "]":
+        if text.next_char() == "]":
             text.pos += 1
         else:
             while True:
                 yield at, _element(text, at, limits)
-                c = text.next_char(at)
+                c = text.next_char()
                 text.pos += 1
                 if c == "]":
                     break
@@ -96,12 +96,12 @@ def json_array_records(path: Path, limits: Limits) -> Iterator[tuple[int, dict[s
                     raise InvalidDataset(f"expected ',' or ']' after the element, got {found}",
                                          line=at)  # fmt: skip
                 at += 1
-        if text.next_char(None):
+        if text.next_char():
             raise InvalidDataset("text after the closing ']' of the array", line=None)
 
 
 def _element(text: _Text, at: int, limits: Limits) -> dict[str, Any]:
-    if not text.next_char(at):
+    if not text.next_char():
         raise InvalidDataset("the array is not closed (no ']')", line=at)
     while True:
         try:

@@ -117,19 +117,14 @@ def _duplicate_id_error(path: Path, fmt: str, params: DatasetParams, limits: Lim
     for row in iter_rows(path, fmt, params.fields(), limits):
         assert row.item_id is not None
         if row.item_id in seen:
-            if fmt == "json":
-                return at_index(
-                    InvalidDataset(
-                        f"duplicate id {row.item_id!r} (first at index {seen[row.item_id] - 1})",
-                        line=row.line,
-                        field=params.id_field,
-                    )
-                )
-            return InvalidDataset(
-                f"duplicate id {row.item_id!r} (first at line {seen[row.item_id]})",
+            first = seen[row.item_id]
+            where = f"index {first - 1}" if fmt == "json" else f"line {first}"
+            exc = InvalidDataset(
+                f"duplicate id {row.item_id!r} (first at {where})",
                 line=row.line,
                 field=params.id_field,
             )
+            return at_index(exc) if fmt == "json" else exc
         seen[row.item_id] = row.line
     return InvalidDataset("duplicate ids", line=None, field=params.id_field)
 

@@ -238,7 +238,7 @@ class TrainRecipe:
         self.compile = cfg.compile if cfg.compile is not None else cuda
         self.log_every = cfg.log_interval_steps or (10 if cuda else 1)
         self.tokenizer = load_tokenizer(cfg.model_path)
-        self.heldout_rows, uncertainty_skipped = self._heldout_rows()
+        self.heldout_rows, uncertainty_skipped, val_rows = self._heldout_rows()
         # Tokenized once into memory-mapped files (one set per rank): the export can be larger
         # than RAM, and only the current step's samples are read.
         samples, stats = tokenize_to_store(
@@ -274,7 +274,7 @@ class TrainRecipe:
             fixed_shapes=self.compile,
         )
         self.plan = training_plan(
-            self.loader, cfg, train_rows=len(stats.row_ids), val_rows=self._validation_rows()
+            self.loader, cfg, train_rows=len(stats.row_ids), val_rows=val_rows
         )
         self.total_steps = self.plan["total_steps"]
         extra: dict[str, Any] = {
@@ -630,28 +630,30 @@ class TrainRecipe:
             },
         )
 
-    def _heldout_rows(self) -> tuple[list[dict[str, Any]], str | None]:
-        """(validation rows for the uncertainty metric, why the metric is skipped or None).
+    def _heldout_rows(self) -> tuple[list[dict[str, Any]], str | None, int]:
+        """(validation rows for the uncertainty metric, why the metric is skipped or None,
+        rows in the validation file), from one pass over that file.
 
         Only the validation split is ever measured: no row of the train file is held out of
         training (it once took the file's last rows, silently halving a small training set).
         """
         cfg = self.config
         heldout = cfg.validation_file or cfg.uncertainty_file
+        n_rows, rows = 0, list[dict[str, Any]]()
+        for r in read_jsonl(heldout) if heldout else ():
+            n_rows += 1
+            if len(rows) < cfg.uncertainty_samples and _usable_for_uncertainty(r):
+                rows.append(r)
         if cfg.uncertainty_samples == 0:
-            return [], "uncertainty_samples is 0"
+            return [], "uncertainty_samples is 0", n_rows
         if cfg.layout == "messages":
-            return [], "a messages export has no separate critique to leave out"
+            return [], "a messages export has no separate critique to leave out", n_rows
         if heldout is None:
-            return [], "no validation split (no training row is held out for it)"
-        rows = [r for r in read_jsonl(heldout) if _usable_for_uncertainty(r)]
+            return [], "no validation split (no training row is held out for it)", n_rows
         if not rows:
-            return [], "no validation row has an initial response, a critique and a refinement"
-        return rows[: cfg.uncertainty_samples], None
-
-    def _validation_rows(self) -> int:
-        heldout = self.config.validation_file or self.config.uncertainty_file
-        return sum(1 for _ in read_jsonl(heldout)) if heldout else 0
+            reason = "no validation row has an initial response, a critique and a refinement"
+            return [], reason, n_rows
+        return rows, None, n_rows
 
     # -- checkpoints --------------------------------------------------------------------------
 
