@@ -9,6 +9,7 @@ whose ``bin`` comes first on ``PATH``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -92,6 +93,11 @@ def test_readme_setup_walks_on_a_database_that_does_not_exist(
         out, err = proc.communicate()
         pytest.fail(f"the README's set-up did not finish in 180 s:\n{out}\n{err[-3000:]}")
     finally:
+        # The script's trap stops the API and the worker with SIGTERM; one still shutting down
+        # would go on taking run tokens from the session's broker queue for later tests (with
+        # this database dropped, every token it took would die): none outlives the test.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         try:
             with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
                 existed = conn.execute(
